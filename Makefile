@@ -1,0 +1,55 @@
+# Every target sets itself up: the virtual environment is (re)built whenever pyproject.toml changes.
+#   make train                          the default shapes U-Net, logged to ./mlflow.db
+#   make train ARGS="model.depth=3"     any Hydra overrides
+#   make test | make test-slow          fast suite | the slow end-to-end checks (CI runs both)
+#   make ui                             MLflow UI on http://127.0.0.1:5000
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 5000
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup train prepare test test-slow test-all ui lint format clean clean-all
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m pipeline.train $(ARGS)
+
+prepare: $(STAMP)
+	$(BIN)/python -m pipeline.prepare $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+clean-all: clean
+	rm -rf $(VENV) data/shapes data/shapes_debug mlflow.db mlartifacts

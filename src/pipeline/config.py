@@ -1,0 +1,96 @@
+"""Where the config lives, the resolvers it uses, checks on its values, and the stage wrapper.
+
+Only entry points see the Hydra config; library functions take plain arguments.
+"""
+
+import functools
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import ConfigError, PipelineError
+
+log = logging.getLogger(__name__)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The source checkout when running from one (editable install), else the current directory."""
+    checkout = PACKAGE_DIR.parents[1]
+    return checkout if (checkout / "pyproject.toml").is_file() and (checkout / "conf").is_dir() else Path.cwd()
+
+
+def conf_dir() -> str:
+    """conf/ of the checkout, or the copy packaged inside a wheel install."""
+    packaged = PACKAGE_DIR / "conf"
+    return str(packaged if packaged.is_dir() else project_root() / "conf")
+
+
+OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), replace=True)
+
+
+def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], float | None]:
+    """Turn the project's own errors into one line on stderr and exit status 2, instead of a traceback."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _matches(value, annotation) -> bool:
+    if annotation is inspect.Parameter.empty:
+        return True
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    return True  # unions, tuples, ...: left to the function itself
+
+
+def checked_call(fn: Callable, kwargs: dict, prefix: str, **fixed):
+    """Call fn(**fixed, **kwargs) after checking each config key is a parameter of fn of the right type.
+
+    Unknown keys and wrong types become ConfigErrors that name `prefix.key` and what is valid.
+    """
+    params = {name: p for name, p in inspect.signature(fn).parameters.items() if name not in fixed}
+    for key, value in kwargs.items():
+        if key not in params:
+            raise ConfigError(f"{prefix}.{key} is not an option of {fn.__name__}; valid: {', '.join(params)}")
+        annotation = params[key].annotation
+        if not _matches(value, annotation):
+            raise ConfigError(f"{prefix}.{key}={value!r} is invalid: must be {_TYPE_NAMES[annotation]}")
+    return fn(**fixed, **kwargs)
+
+
+def require(cfg: DictConfig, key: str, check: Callable[[object], bool], valid: str) -> None:
+    """Raise a ConfigError naming `key` unless check(value) holds."""
+    value = OmegaConf.select(cfg, key)
+    try:
+        ok = check(value)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: must be {valid}")
+
+
+def positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

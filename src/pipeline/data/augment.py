@@ -1,0 +1,32 @@
+"""Albumentations pipelines from config: one list of {name: <Transform>, **kwargs} per split.
+
+Albumentations applies geometric transforms to image and mask together and photometric ones to the
+image only, so a declared pipeline can never misalign a mask.
+"""
+
+import albumentations as A
+
+from pipeline.errors import ConfigError
+
+
+def build_augmentation(
+    transforms: list[dict] | None, seed: int | None = None, key: str = "augment.train"
+) -> A.Compose | None:
+    """A.Compose over the listed transforms, or None for an empty list."""
+    if not transforms:
+        return None
+    built = []
+    for i, spec in enumerate(transforms):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        transform = getattr(A, name, None) if isinstance(name, str) else None
+        if not (isinstance(transform, type) and issubclass(transform, A.BasicTransform)):
+            raise ConfigError(
+                f"{key}[{i}].name={name!r} is not an albumentations transform "
+                "(valid: a class of albumentations, e.g. HorizontalFlip, RandomRotate90, RandomBrightnessContrast)"
+            )
+        try:
+            built.append(transform(**spec))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {err}") from None
+    return A.Compose(built, seed=seed)

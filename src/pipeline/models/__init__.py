@@ -1,0 +1,16 @@
+"""Model builders: small functions of plain arguments that return a keras.Model, looked up by config name."""
+
+import keras
+
+from pipeline.config import checked_call
+from pipeline.errors import ConfigError
+from pipeline.models.unet import unet
+
+MODELS = {"unet": unet}
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options) -> keras.Model:
+    """Build model `name` with its options from conf/model/<name>.yaml (checked against the builder)."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r} is unknown; valid: {', '.join(sorted(MODELS))}")
+    return checked_call(MODELS[name], options, "model", input_shape=tuple(input_shape), num_classes=num_classes)

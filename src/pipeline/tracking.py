@@ -1,0 +1,116 @@
+"""The one module that talks to MLflow: runs, params, metrics, artifacts and models.
+
+The default store is a SQLite file at an absolute path in the project root (set in conf/tracking),
+so every Hydra job, single or multirun, writes to the same place; MLFLOW_TRACKING_URI overrides it.
+"""
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LENGTH = 500  # MLflow's guaranteed minimum across backends; the full config is also an artifact
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}, 'c': [1, 2]} -> {'a.b': '1', 'c': '[1, 2]'}; long values are truncated."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            text = str(value)
+            flat[name] = text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+    return flat
+
+
+def _experiment_id(name: str, artifact_root: str | None) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(artifact_root, name).resolve().as_uri() if artifact_root else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+@contextlib.contextmanager
+def run(
+    uri: str, experiment: str, run_name: str | None = None, artifact_root: str | None = None, tags: dict | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """Open one MLflow run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises."""
+    mlflow.set_tracking_uri(uri)
+    experiment_id = _experiment_id(experiment, artifact_root)
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    log.info("MLflow run %s in experiment '%s' at %s", active.info.run_id, experiment, uri)
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def log_params(config: Mapping) -> None:
+    mlflow.log_params(flatten(config))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log finite metrics; NaN (an undefined score, e.g. the IoU of an absent class) is skipped."""
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    mlflow.log_metrics(finite, step=step)
+
+
+def log_dir(path: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    """Log a matplotlib figure as an image artifact and release its memory."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
+
+
+def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model") -> str:
+    """Log the model with a signature inferred from `example`; returns the model URI.
+
+    Requirements are given explicitly: inferring them would re-import the model in a subprocess.
+    No input_example: mlflow.keras.log_model crashes writing it (mlflow/mlflow#16183, open).
+    """
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    backend = keras.config.backend()
+    backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    requirements = [f"keras=={keras.__version__}", f"{backend_module}=={__import__(backend_module).__version__}"]
+    info = mlflow.keras.log_model(model, name=name, signature=signature, pip_requirements=requirements)
+    return info.model_uri
+
+
+class MetricsCallback(keras.callbacks.Callback):
+    """Log every epoch's Keras logs (loss, val_loss, mean_iou, ...) with the epoch as the step."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        lr = getattr(self.model.optimizer, "learning_rate", None)
+        if lr is not None:
+            logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(lr)))
+        log_metrics(logs, step=epoch)

@@ -1,0 +1,135 @@
+"""Training stage: data -> U-Net -> Keras fit (best checkpoint kept) -> test evaluation -> MLflow.
+
+    python -m pipeline.train                          # the default shapes U-Net (`make train`)
+    python -m pipeline.train --cfg job                # print the resolved config
+    python -m pipeline.train -m optimizer.lr=1e-3,3e-4
+Returns the test mean IoU, so Hydra sweepers can optimise it.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import keras
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import tracking, viz
+from pipeline.config import conf_dir, positive_int, positive_number, require, stage
+from pipeline.data.augment import build_augmentation
+from pipeline.data.folders import load_split
+from pipeline.data.sequence import SegmentationBatches
+from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.models import build_model
+from pipeline.prepare import prepare_data
+from pipeline.training import build_optimizer, configure_runtime
+
+log = logging.getLogger(__name__)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that need no data or model, so a bad override fails before any work is done."""
+    require(cfg, "seed", lambda v: isinstance(v, int), "an integer")
+    require(cfg, "data.image_size", positive_int, "a positive integer")
+    require(cfg, "data.classes", lambda v: len(v) >= 2, "a list of at least 2 class names")
+    require(cfg, "trainer.epochs", positive_int, "a positive integer")
+    require(cfg, "trainer.batch_size", positive_int, "a positive integer")
+    require(cfg, "optimizer.lr", positive_number, "a number > 0")
+    for split in ("train", "val", "test"):
+        require(cfg, f"data.splits.{split}", lambda v: v is None or positive_int(v), "a positive integer")
+
+
+def model_options(model_cfg: DictConfig) -> dict:
+    """conf/model/<name>.yaml minus its name: the builder's keyword arguments."""
+    return {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "name"}
+
+
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Per-pixel argmax labels (N, H, W) uint8."""
+    probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def evaluate(model: keras.Model, images: np.ndarray, masks: np.ndarray, classes: list[str], batch_size: int):
+    """Scores over the whole split from one confusion matrix; also returns the matrix and predictions."""
+    predicted = predict_classes(model, images, batch_size)
+    cm = confusion_matrix(masks, predicted, len(classes))
+    return segmentation_scores(cm, classes), cm, predicted
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+@stage
+def main(cfg: DictConfig) -> float:
+    validate(cfg)
+    configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
+    classes = list(cfg.data.classes)
+    root = prepare_data(cfg.data)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        load_split(root, split, len(classes), cfg.data.image_size) for split in ("train", "val", "test")
+    )
+    model = build_model(cfg.model.name, x_train.shape[1:], len(classes), **model_options(cfg.model))
+    train_batches = SegmentationBatches(
+        x_train,
+        y_train,
+        cfg.trainer.batch_size,
+        build_augmentation(cfg.augment.train, seed=cfg.seed),
+        shuffle=True,
+        seed=cfg.seed,
+    )
+    val_batches = SegmentationBatches(x_val, y_val, cfg.trainer.batch_size)
+    optimizer = build_optimizer(
+        steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs, **OmegaConf.to_container(cfg.optimizer)
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.MeanIoU(len(classes), sparse_y_pred=False, name="mean_iou")],
+        jit_compile=cfg.trainer.jit_compile,
+    )
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    best_path = output_dir / "checkpoints" / "best.keras"
+    best_path.parent.mkdir(parents=True, exist_ok=True)
+    tags = {"stage": "train", "model": cfg.model.name, "data": cfg.data.name}
+
+    with tracking.run(
+        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags
+    ):
+        tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
+        tracking.log_dir(output_dir / ".hydra", "config")
+        tracking.log_metrics({"num_params": model.count_params()})
+        history = model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=cfg.trainer.epochs,
+            verbose=cfg.trainer.verbose,
+            callbacks=[
+                keras.callbacks.ModelCheckpoint(
+                    best_path, monitor=cfg.trainer.monitor, mode="max", save_best_only=True
+                ),
+                tracking.MetricsCallback(),
+            ],
+        ).history
+        model = keras.models.load_model(best_path)  # evaluate the best epoch, not the last
+
+        scores, cm, predicted = evaluate(model, x_test, y_test, classes, cfg.trainer.batch_size)
+        tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
+        log.info(
+            "test: mean IoU %.4f, pixel accuracy %.4f, dice %.4f",
+            scores["mean_iou"],
+            scores["pixel_accuracy"],
+            scores["dice"],
+        )
+        tracking.log_figure(viz.training_curves(history), "plots/training_curves.png")
+        shown = slice(0, cfg.tracking.num_examples)
+        tracking.log_figure(
+            viz.prediction_grid(x_test[shown], y_test[shown], predicted[shown], classes), "plots/test_predictions.png"
+        )
+        tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
+        if cfg.tracking.log_model:
+            tracking.log_keras_model(model, x_test[:2].astype(np.float32))
+    return scores["mean_iou"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Pictures: training curves, predictions beside ground truth, confusion matrices."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to files and MLflow, never shown
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+CLASS_COLOURS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
+
+
+def class_colormap(num_classes: int) -> ListedColormap:
+    return ListedColormap([CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(num_classes)])
+
+
+def training_curves(history: dict[str, list[float]]) -> plt.Figure:
+    """One panel per metric (loss, mean_iou, ...) with its train and validation curves against epoch."""
+    names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker="o", label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], marker="o", label="validation")
+        ax.set(title=name, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def prediction_grid(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """Rows of image | ground truth | prediction | errors (white where the prediction is wrong)."""
+    cmap, n = class_colormap(len(class_names)), len(images)
+    fig, axes = plt.subplots(n, 4, figsize=(10, 2.5 * n), squeeze=False)
+    for row, (image, t, p) in enumerate(zip(images, truth, predicted)):
+        panels = [
+            (image, None, "image"),
+            (t, cmap, "ground truth"),
+            (p, cmap, "prediction"),
+            (t != p, "gray", "errors"),
+        ]
+        for ax, (data, colours, title) in zip(axes[row], panels):
+            kwargs = {"cmap": colours, "interpolation": "nearest"}
+            if colours is cmap:
+                kwargs.update(vmin=0, vmax=len(class_names) - 1)
+            ax.imshow(data.astype(np.uint8) if data.ndim == 3 else data, **kwargs)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(class_names))]
+    fig.legend(handles, class_names, loc="lower center", ncol=len(class_names), frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """Row-normalised confusion matrix (recall per true class) with the raw counts in each cell."""
+    cm = np.asarray(cm)
+    normalised = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.9 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set(
+        xticks=range(len(class_names)),
+        yticks=range(len(class_names)),
+        xlabel="predicted",
+        ylabel="true",
+        xticklabels=class_names,
+        yticklabels=class_names,
+        title="confusion matrix (row-normalised)",
+    )
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{normalised[i, j]:.2f}\n{cm[i, j]:,}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

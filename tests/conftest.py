@@ -1,0 +1,41 @@
+"""Shared helpers: real Hydra composition and real CLI subprocesses against a temporary project root."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pipeline.config import conf_dir
+
+TINY = [
+    "trainer=debug",
+    "trainer.epochs=2",
+    "tracking.num_examples=2",
+]
+
+
+@pytest.fixture
+def compose_config():
+    """compose_config(overrides) -> the resolved DictConfig the train stage would get (no Hydra run dir)."""
+
+    def _compose(overrides=()):
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+
+    return _compose
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A temporary project root: its own data/, outputs/ and a SQLite MLflow store."""
+    return tmp_path
+
+
+def run_stage(stage: str, project: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline.<stage>` with paths.root=project and a SQLite store in it."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", f"pipeline.{stage}", f"paths.root={project}", *overrides]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

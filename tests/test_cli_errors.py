@@ -2,6 +2,7 @@
 
 import mlflow
 import pytest
+
 from conftest import TINY, run_stage
 
 
@@ -12,7 +13,7 @@ from conftest import TINY, run_stage
         ("model.name=resnet9000", "model.name='resnet9000' is unknown; valid: unet"),
         ("model.depth=6", "cannot pass layer encoder6_pool"),  # 32 px images cannot be pooled 6 times
         ("model.dropout=high", "model.dropout='high' is invalid: must be a number"),
-        ("model.kernel=3", "model.kernel is not an option of unet; valid:"),
+        ("+model.kernel=3", "model.kernel is not an option of unet; valid: depth, base_filters"),
         ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: must be a number > 0"),
         ("optimizer.name=adagrad", "optimizer.name='adagrad' is unknown; valid: adam, adamw, sgd"),
         ("trainer.epochs=0", "trainer.epochs=0 is invalid: must be a positive integer"),
@@ -28,7 +29,9 @@ def test_bad_override_fails_with_one_line(project, override, expected):
     assert "Traceback" not in result.stderr
     # nothing half-done is left behind in the store
     mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
-    assert all(r.info.status != "RUNNING" for r in mlflow.search_runs(search_all_experiments=True, output_format="list"))
+    assert all(
+        r.info.status != "RUNNING" for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+    )
 
 
 def test_unknown_config_group_option_lists_valid_ones(project):
@@ -37,8 +40,14 @@ def test_unknown_config_group_option_lists_valid_ones(project):
     assert "Could not find 'model/resnet9000'" in result.stderr and "unet" in result.stderr
 
 
+def test_misspelt_key_is_refused_by_hydra_with_its_full_name(project):
+    result = run_stage("train", project, "model.widht=3")
+    assert result.returncode != 0
+    assert "Could not override 'model.widht'" in result.stderr and "Key 'widht' is not in struct" in result.stderr
+
+
 def test_cfg_job_prints_resolved_config(project):
-    result = run_stage("train", project, "--cfg", "job", "--resolve", "optimizer.lr=1e-4")
+    result = run_stage("train", project, "optimizer.lr=1e-4", "--cfg", "job", "--resolve")
     assert result.returncode == 0, result.stderr
     assert "lr: 0.0001" in result.stdout
     assert f"root: {project}" in result.stdout

@@ -12,7 +12,9 @@ def write_pair(root, split, stem, size=(20, 16), label=1, suffix=".png"):
     (root / split / "images").mkdir(parents=True, exist_ok=True)
     (root / split / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(stem))
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / split / "images" / f"{stem}{suffix}")
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+        root / split / "images" / f"{stem}{suffix}"
+    )
     mask = np.zeros((size[1], size[0]), np.uint8)
     mask[2:6, 3:9] = label
     Image.fromarray(mask).save(root / split / "masks" / f"{stem}.png")

@@ -4,6 +4,8 @@ Albumentations applies geometric transforms to image and mask together and photo
 image only, so a declared pipeline can never misalign a mask.
 """
 
+import warnings
+
 import albumentations as A
 
 from pipeline.errors import ConfigError
@@ -25,8 +27,14 @@ def build_augmentation(
                 f"{key}[{i}].name={name!r} is not an albumentations transform "
                 "(valid: a class of albumentations, e.g. HorizontalFlip, RandomRotate90, RandomBrightnessContrast)"
             )
-        try:
-            built.append(transform(**spec))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {err}") from None
+        with warnings.catch_warnings(record=True) as caught:  # albumentations only warns on unknown arguments
+            warnings.simplefilter("always")
+            try:
+                built.append(transform(**spec))
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {err}") from None
+        for warning in caught:
+            if "are not valid for transform" in str(warning.message):
+                raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {warning.message}")
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return A.Compose(built, seed=seed)

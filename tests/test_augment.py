@@ -1,0 +1,75 @@
+"""Augmentation from config moves masks with images and leaves masks out of photometric changes."""
+
+import numpy as np
+import pytest
+
+from pipeline.data.augment import build_augmentation
+from pipeline.data.sequence import SegmentationBatches
+from pipeline.errors import ConfigError
+
+
+def paired_sample(seed=0):
+    """An image whose red channel is 200 exactly where the mask is 1: alignment is checkable pixel by pixel."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 6:25] = 1
+    mask[20:30, 2:9] = 2
+    image = rng.integers(0, 100, (32, 32, 3), dtype=np.uint8)
+    image[..., 0] = np.where(mask > 0, 200, 0)
+    return image, mask
+
+
+def test_geometric_transforms_move_image_and_mask_together():
+    augment = build_augmentation(
+        [{"name": "HorizontalFlip", "p": 1.0}, {"name": "Transpose", "p": 1.0}, {"name": "RandomRotate90", "p": 0.5}],
+        seed=3,
+    )
+    image, mask = paired_sample()
+    moved = 0
+    for _ in range(8):
+        out = augment(image=image, mask=mask)
+        moved += not np.array_equal(out["mask"], mask)
+        np.testing.assert_array_equal(out["image"][..., 0] == 200, out["mask"] > 0)
+        assert sorted(np.unique(out["mask"])) == [0, 1, 2]
+    assert moved >= 4
+
+
+def test_photometric_transforms_leave_the_mask_alone():
+    augment = build_augmentation([{"name": "RandomBrightnessContrast", "brightness_limit": 0.5, "p": 1.0}], seed=1)
+    image, mask = paired_sample()
+    out = augment(image=image, mask=mask)
+    assert not np.array_equal(out["image"], image)
+    np.testing.assert_array_equal(out["mask"], mask)
+
+
+def test_default_augment_config_builds(compose_config):
+    cfg = compose_config()
+    assert len(build_augmentation(cfg.augment.train).transforms) == len(cfg.augment.train)
+    assert build_augmentation([]) is None
+
+
+def test_bad_transform_names_the_entry():
+    with pytest.raises(ConfigError, match=r"augment.train\[1\].name='Flip90'"):
+        build_augmentation([{"name": "HorizontalFlip"}, {"name": "Flip90"}])
+    with pytest.raises(ConfigError, match=r"augment.train\[0\] \(HorizontalFlip\): invalid arguments"):
+        build_augmentation([{"name": "HorizontalFlip", "probability": 2}])
+
+
+def test_batches_cover_every_sample_once_per_epoch_and_reshuffle():
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    masks = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 4), np.uint8)
+    batches = SegmentationBatches(images, masks, batch_size=4, shuffle=True, seed=0)
+    assert len(batches) == 3
+
+    def epoch():
+        seen = np.concatenate([batches[i][1][:, 0, 0] for i in range(len(batches))])
+        xs = np.concatenate([batches[i][0][:, 0, 0, 0] for i in range(len(batches))])
+        np.testing.assert_array_equal(seen, xs)  # images and masks stay paired
+        return seen
+
+    first = epoch()
+    assert sorted(first) == list(range(10))
+    batches.on_epoch_end()
+    assert sorted(epoch()) == list(range(10)) and not np.array_equal(epoch(), first)
+    x, y = batches[0]
+    assert x.dtype == np.float32 and y.dtype == np.int32

@@ -1,0 +1,79 @@
+"""The train stage end to end: a real subprocess, real Keras training, a real SQLite MLflow store."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY, run_stage
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    result = run_stage("train", project, *TINY, "optimizer.lr=0.002", "model.base_filters=6")
+    assert result.returncode == 0, result.stderr[-4000:]
+    uri = f"sqlite:///{project}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    return project, client, run, result
+
+
+def test_run_finished_with_resolved_config_as_params(trained):
+    project, _, run, _ = trained
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.002" and params["model.base_filters"] == "6"
+    assert params["trainer.epochs"] == "2" and params["data.root"] == f"{project}/data/shapes_debug"
+    assert params["tracking.uri"].startswith("sqlite:///")
+    assert run.data.tags["model"] == "unet" and run.data.tags["stage"] == "train"
+
+
+def test_epoch_metrics_are_logged_with_their_steps(trained):
+    _, client, run, _ = trained
+    for key in ("loss", "val_loss", "mean_iou", "val_mean_iou", "learning_rate"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == [0, 1], key
+
+
+def test_test_metrics_under_their_documented_keys(trained):
+    _, _, run, _ = trained
+    metrics = run.data.metrics
+    for key in ("test_mean_iou", "test_pixel_accuracy", "test_dice", "test_iou_background"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["num_params"] > 0
+
+
+def test_artifacts_hold_config_pictures_and_checkpointed_model(trained):
+    project, client, run, _ = trained
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert {"config/config.yaml", "config/overrides.yaml", "config/hydra.yaml"} <= names
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/training_curves.png", "plots/test_predictions.png", "plots/confusion_matrix.png"} <= plots
+    local = client.download_artifacts(run.info.run_id, "plots/test_predictions.png", str(project))
+    assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # the artifacts sit in the project's own folder, not wherever the command ran
+    assert str(project / "mlartifacts") in client.get_experiment(run.info.experiment_id).artifact_location
+
+
+def test_logged_model_has_a_signature_and_predicts(trained):
+    _, client, run, _ = trained
+    [logged] = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    info = mlflow.models.get_model_info(logged.model_uri)
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
+    model = mlflow.keras.load_model(logged.model_uri)
+    probabilities = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
+    assert probabilities.shape == (1, 32, 32, 4)
+
+
+def test_manifest_written_for_generated_data(trained):
+    project, *_ = trained
+    manifest = json.loads((project / "data" / "shapes_debug" / "manifest.json").read_text())
+    assert manifest["counts"] == {"train": 16, "val": 8, "test": 8}

@@ -70,3 +70,12 @@ def test_save_and_load_round_trip(tmp_path):
     model.save(tmp_path / "unet.keras")
     loaded = keras.models.load_model(tmp_path / "unet.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_gabor_stem_feeds_the_encoder_and_trains_with_the_rest():
+    model = build_model("unet", (16, 16, 3), 2, depth=1, base_filters=4, stem="gabor", stem_trainable=False)
+    assert model.get_layer("stem").output.shape[-1] == 8  # 4 orientations x 2 wavelengths
+    assert not model.get_layer("stem").trainable_weights
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    model.fit(x, np.zeros((4, 16, 16), "int32"), verbose=0)

@@ -87,3 +87,54 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> plt.Figur
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def kernel_grid(kernels: np.ndarray, title: str, names: list[str] | None = None, columns: int = 8) -> plt.Figure:
+    """Filters (F, F, C, K) as a grid: RGB when C = 3 (each filter min-max scaled), else the channel mean in grey."""
+    kernels = np.asarray(kernels, dtype=np.float64)
+    count = kernels.shape[-1]
+    columns = min(columns, count)
+    rows = int(np.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.3 * rows + 0.6), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if k >= count:
+            continue
+        w = kernels[..., k]
+        if w.shape[-1] == 3:
+            ax.imshow((w - w.min()) / (np.ptp(w) or 1), interpolation="nearest")
+        else:
+            ax.imshow(w.mean(axis=-1), cmap="gray", interpolation="nearest")
+        if names:
+            ax.set_title(names[k], fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def receptive_field_growth(layer_names: list[str], sizes: list[float], input_size: int) -> plt.Figure:
+    """Receptive field size of each spatial layer's output, against the input size."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(layer_names)), 4))
+    ax.plot(range(len(sizes)), sizes, marker="o")
+    ax.axhline(input_size, color="grey", linestyle="--", label=f"input size ({input_size})")
+    ax.set_xticks(range(len(layer_names)), layer_names, rotation=90, fontsize=7)
+    ax.set(ylabel="receptive field (pixels)", title="receptive field growth, layer by layer")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def filter_responses(image: np.ndarray, responses: list[np.ndarray], names: list[str]) -> plt.Figure:
+    """An image and its response to each filter (red positive, blue negative, symmetric scale)."""
+    fig, axes = plt.subplots(1, len(responses) + 1, figsize=(2.2 * (len(responses) + 1), 2.6))
+    axes[0].imshow(image.astype(np.uint8))
+    axes[0].set_title("image", fontsize=8)
+    for ax, response, name in zip(axes[1:], responses, names):
+        limit = np.abs(response).max() or 1
+        ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(name, fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig

@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from pipeline.errors import ConfigError
+from pipeline.models.layers import FixedKernelConv2D
 
 
 def conv_block(x, filters: int, batch_norm: bool, dropout: float, name: str):
@@ -25,12 +26,15 @@ def unet(
     base_filters: int = 64,
     batch_norm: bool = True,
     dropout: float = 0.0,
+    stem: str | None = None,
+    stem_trainable: bool = False,
 ) -> keras.Model:
     """Encoder (conv blocks + 2x2 max pooling) -> bottleneck -> decoder (2x2 Conv2DTranspose + skip concat).
 
     Filters double at each of the `depth` pooling steps; a 1x1 conv and softmax give per-pixel class
     probabilities. The input is raw pixel values in [0, 255]; rescaling happens inside the model so a
-    logged model can be served on plain images.
+    logged model can be served on plain images. `stem` puts a classic filter bank ('sobel', 'gabor')
+    in front of the encoder, fixed or (stem_trainable) as the initialisation of a learned first layer.
     """
     height, width, _ = input_shape
     if depth < 1:
@@ -50,6 +54,8 @@ def unet(
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    if stem is not None:
+        x = FixedKernelConv2D(stem, trainable=stem_trainable, name="stem")(x)
     skips = []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, batch_norm, 0.0, name=f"encoder{level + 1}")

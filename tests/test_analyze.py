@@ -1,0 +1,34 @@
+"""The analyze stage: a report of layers, parameters, receptive fields and FLOPs, logged as its own MLflow run."""
+
+from mlflow.tracking import MlflowClient
+
+from conftest import run_stage
+from pipeline.models.unet import unet
+
+
+def test_analyze_logs_report_and_headline_numbers(project):
+    result = run_stage(
+        "analyze", project, "model.depth=2", "model.base_filters=8", "data.image_size=32", "model.stem=sobel"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("analysis").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["stage"] == "analyze"
+    expected = unet((32, 32, 3), 4, depth=2, base_filters=8, stem="sobel")
+    assert run.data.metrics["num_params"] == expected.count_params()
+    # receptive field of the deepest path, by hand: sobel stem 3, then 3x3 convs and 2x2 pools:
+    # 5, 7, pool 8 (j=2), 12, 16, pool 18 (j=4), bottleneck 26, 34; up-convs keep the size while the
+    # jump halves: decoder2 at j=2 adds 2*2 per conv: 38, 42; decoder1 at j=1 adds 2 per conv: 44, 46;
+    # the 1x1 classifier adds nothing
+    assert run.data.metrics["receptive_field"] == 46
+    report = client.download_artifacts(run.info.run_id, "report.md", str(project))
+    text = open(report).read()
+    assert "| stem | FixedKernelConv2D | 32x32x2 |" in text and "27C²" in text
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {
+        "plots/stem_kernels.png",
+        "plots/sobel_bank.png",
+        "plots/gabor_bank.png",
+        "plots/receptive_field.png",
+        "plots/filter_responses.png",
+    } <= plots

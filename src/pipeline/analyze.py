@@ -6,6 +6,7 @@ Writes report.md and figures to the job folder and logs them to MLflow as a run 
 """
 
 import logging
+import shutil
 from pathlib import Path
 
 import hydra
@@ -102,10 +103,28 @@ def filter_demo():
     image, _ = render_sample(ShapesSpec(image_size=96, min_size=10, max_size=24, noise_std=4.0), "test", 7)
     grey = image.mean(axis=-1)
     gabors = gabor_bank(size=11, orientations=4, wavelengths=(6.0,))[:, :, 0, :]
-    responses = [correlate2d(grey, SOBEL_X, padding=1), correlate2d(grey, SOBEL_Y, padding=1)]
-    responses += [correlate2d(grey, gabors[..., k], padding=5) for k in range(4)]
+    kernels = [SOBEL_X, SOBEL_Y] + [gabors[..., k] for k in range(4)]
+    # reflect at the border so the picture shows the shapes' edges, not the image frame's
+    responses = [correlate2d(np.pad(grey, len(k) // 2, mode="reflect"), k) for k in kernels]
     names = ["Sobel x", "Sobel y"] + [f"Gabor θ={45 * k}°" for k in range(4)]
     return viz.filter_responses(image, responses, names)
+
+
+def figures(model: keras.Model, rows: list[dict], input_size: int) -> dict[str, "viz.plt.Figure"]:
+    """The report's pictures by file name."""
+    first_conv = next(layer for layer in model.layers if hasattr(layer, "kernel_size") and hasattr(layer, "filters"))
+    spatial = [r for r in rows if r["window"]]
+    return {
+        "stem_kernels.png": viz.kernel_grid(
+            keras.ops.convert_to_numpy(first_conv.kernel), f"{first_conv.name} kernels (initial)"
+        ),
+        "sobel_bank.png": viz.kernel_grid(sobel_bank(), "Sobel x, y", ["x", "y"]),
+        "gabor_bank.png": viz.kernel_grid(gabor_bank(size=15), "Gabor bank (4 orientations x 2 wavelengths)"),
+        "filter_responses.png": filter_demo(),
+        "receptive_field.png": viz.receptive_field_growth(
+            [r["layer"] for r in spatial], [r["rf"] for r in spatial], input_size
+        ),
+    }
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="analyze")
@@ -118,7 +137,13 @@ def main(cfg: DictConfig) -> float:
     rows = layer_table(model)
     text, summary = report(model, rows)
     out = Path(HydraConfig.get().runtime.output_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(text)
+    for name, figure in figures(model, rows, cfg.data.image_size).items():
+        figure.savefig(out / "plots" / name, dpi=110)
+        viz.plt.close(figure)
+    if cfg.export_dir:
+        shutil.copytree(out / "plots", Path(cfg.export_dir), dirs_exist_ok=True)
     tags = {"stage": "analyze", "model": cfg.model.name, "data": cfg.data.name}
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags
@@ -126,24 +151,10 @@ def main(cfg: DictConfig) -> float:
         tracking.log_params({"model": dict(model_options(cfg.model), name=cfg.model.name), "input_shape": str(shape)})
         tracking.log_metrics(summary)
         tracking.log_text(text, "report.md")
-        first_conv = next(
-            layer for layer in model.layers if hasattr(layer, "kernel_size") and hasattr(layer, "filters")
-        )
-        kernels = keras.ops.convert_to_numpy(first_conv.kernel)
-        tracking.log_figure(viz.kernel_grid(kernels, f"{first_conv.name} kernels (initial)"), "plots/stem_kernels.png")
-        tracking.log_figure(viz.kernel_grid(sobel_bank(), "Sobel x, y", ["x", "y"]), "plots/sobel_bank.png")
-        tracking.log_figure(
-            viz.kernel_grid(gabor_bank(size=15), "Gabor bank (4 orientations x 2 wavelengths)"), "plots/gabor_bank.png"
-        )
-        tracking.log_figure(filter_demo(), "plots/filter_responses.png")
-        spatial = [r for r in rows if r["window"]]
-        figure = viz.receptive_field_growth(
-            [r["layer"] for r in spatial], [r["rf"] for r in spatial], cfg.data.image_size
-        )
-        tracking.log_figure(figure, "plots/receptive_field.png")
+        tracking.log_dir(out / "plots", "plots")
     print(text)
-    log.info("report written to %s", out / "report.md")
-    return float(np.float64(summary["receptive_field"]))
+    log.info("report and figures written to %s", out)
+    return float(summary["receptive_field"])
 
 
 if __name__ == "__main__":

@@ -3,9 +3,17 @@
 import numpy as np
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """(num_classes, num_classes) int64 counts; rows are true labels, columns predicted labels."""
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, ignore_label: int | None = None
+) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts; rows are true labels, columns predicted labels.
+
+    Pixels whose true label is `ignore_label` are not counted.
+    """
     y_true, y_pred = np.asarray(y_true).ravel().astype(np.int64), np.asarray(y_pred).ravel().astype(np.int64)
+    if ignore_label is not None:
+        keep = y_true != ignore_label
+        y_true, y_pred = y_true[keep], y_pred[keep]
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 

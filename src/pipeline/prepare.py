@@ -8,9 +8,13 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import conf_dir, stage
+from pipeline.data import oxford_pets
+from pipeline.data.folders import load_pairs, load_split
+from pipeline.data.oxford_pets import pet_pairs
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
 
@@ -35,6 +39,18 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     manifest = generate(root, spec, progress=progress)
     log.info("dataset %s at %s: %s, %s", data.name, root, manifest["counts"], manifest["checksum"][:19])
     return root
+
+
+def load_data(data: DictConfig, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 of one split, by the data config's layout."""
+    num_classes, size = len(data.classes), data.image_size
+    layout = data.get("layout", "folders")
+    if layout == "folders":
+        return load_split(root, split, num_classes, size)
+    if layout == "oxford_pets":
+        pairs = pet_pairs(root, split, data.val_fraction, data.split_seed)
+        return load_pairs(pairs, num_classes, size, label_offset=oxford_pets.LABEL_OFFSET)
+    raise ConfigError(f"data.layout={layout!r} is unknown; valid: folders, oxford_pets")
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

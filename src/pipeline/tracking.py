@@ -46,12 +46,22 @@ def _experiment_id(name: str, artifact_root: str | None) -> str:
 
 @contextlib.contextmanager
 def run(
-    uri: str, experiment: str, run_name: str | None = None, artifact_root: str | None = None, tags: dict | None = None
+    uri: str,
+    experiment: str,
+    run_name: str | None = None,
+    artifact_root: str | None = None,
+    tags: dict | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open one MLflow run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises."""
+    """Open one MLflow run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises.
+
+    With parent_run_id (e.g. the training run an evaluation is about) the run is nested under it.
+    """
     mlflow.set_tracking_uri(uri)
     experiment_id = _experiment_id(experiment, artifact_root)
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if parent_run_id is not None:
+        experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
     log.info("MLflow run %s in experiment '%s' at %s", active.info.run_id, experiment, uri)
     try:
         yield active
@@ -77,6 +87,10 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 def log_dir(path: str | Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
 def log_text(text: str, artifact_file: str) -> None:
@@ -114,3 +128,61 @@ class MetricsCallback(keras.callbacks.Callback):
         if lr is not None:
             logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(lr)))
         log_metrics(logs, step=epoch)
+
+
+def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
+    """A Keras model and the id of the run that produced it, from any of:
+
+    a `.keras` file path; `runs:/<run id>/<path>`, `models:/<name or model id>/...` or a logged
+    model id `m-...`; or a bare run id of this pipeline (its logged model is used). Files are loaded
+    with Keras safe_mode, which refuses to run code stored in a model file.
+    """
+    import pipeline.losses  # noqa: F401 - registers the custom classes a saved model may name
+    import pipeline.models  # noqa: F401
+    from pipeline.errors import DataError
+
+    mlflow.set_tracking_uri(uri)
+    path = Path(source)
+    if source.endswith(".keras") or path.is_file():
+        if not path.is_file():
+            raise DataError(f"{source}: model file not found")
+        try:
+            return keras.models.load_model(path, safe_mode=True), None
+        except (ValueError, OSError) as err:
+            raise DataError(f"{source}: not a loadable .keras model ({err})") from None
+    try:
+        if source.startswith("m-"):
+            source = f"models:/{source}"
+        if source.startswith(("runs:/", "models:/")):
+            model_uri, run_id = source, None
+            if source.startswith("runs:/"):
+                run_id = source.split("/")[1]
+            else:
+                run_id = mlflow.get_logged_model(source.split("/")[1]).source_run_id
+        else:
+            run = mlflow.get_run(source)
+            logged = mlflow.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"source_run_id = '{source}'",
+                output_format="list",
+            )
+            if not logged:
+                raise DataError(f"run {source} logged no model (was it trained with tracking.log_model=false?)")
+            model_uri, run_id = logged[0].model_uri, source
+        return mlflow.keras.load_model(model_uri), run_id
+    except mlflow.exceptions.MlflowException as err:
+        message = str(err).splitlines()[0]
+        raise DataError(
+            f"source={source!r}: not found in the MLflow store at {uri} ({message}); valid: a run id, "
+            "runs:/<run id>/model, models:/<model id>, m-<model id>, or a path to a .keras file"
+        ) from None
+
+
+def load_run_config(run_id: str) -> dict | None:
+    """The resolved config a run of this pipeline logged (config/resolved.yaml), or None."""
+    import yaml
+
+    try:
+        return yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/resolved.yaml"))
+    except (mlflow.exceptions.MlflowException, OSError):  # not a run of this pipeline: use the stage config
+        return None

@@ -1,7 +1,7 @@
-"""Training stage: data -> U-Net -> Keras fit (best checkpoint kept) -> test evaluation -> MLflow.
+"""Training stage: data -> model -> Keras fit (best checkpoint kept) -> test evaluation -> MLflow.
 
     python -m pipeline.train                          # the default shapes U-Net (`make train`)
-    python -m pipeline.train --cfg job                # print the resolved config
+    python -m pipeline.train --cfg job                # print the config
     python -m pipeline.train -m optimizer.lr=1e-3,3e-4
 Returns the test mean IoU, so Hydra sweepers can optimise it.
 """
@@ -16,13 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking, viz
-from pipeline.config import conf_dir, positive_int, positive_number, require, stage
+from pipeline.config import checked_call, conf_dir, positive_int, positive_number, require, stage
 from pipeline.data.augment import build_augmentation
-from pipeline.data.folders import load_split
 from pipeline.data.sequence import SegmentationBatches
-from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.losses import SegmentationLoss
 from pipeline.models import build_model
-from pipeline.prepare import prepare_data
+from pipeline.prepare import load_data, prepare_data
+from pipeline.segmentation import evaluate
 from pipeline.training import build_optimizer, configure_runtime
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,10 @@ def model_options(model_cfg: DictConfig) -> dict:
     return {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "name"}
 
 
-def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Per-pixel argmax labels (N, H, W) uint8."""
-    probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return np.argmax(probabilities, axis=-1).astype(np.uint8)
-
-
-def evaluate(model: keras.Model, images: np.ndarray, masks: np.ndarray, classes: list[str], batch_size: int):
-    """Scores over the whole split from one confusion matrix; also returns the matrix and predictions."""
-    predicted = predict_classes(model, images, batch_size)
-    cm = confusion_matrix(masks, predicted, len(classes))
-    return segmentation_scores(cm, classes), cm, predicted
+def build_loss(loss_cfg: DictConfig, num_classes: int) -> SegmentationLoss:
+    return checked_call(
+        SegmentationLoss, OmegaConf.to_container(loss_cfg, resolve=True), "loss", num_classes=num_classes
+    )
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
@@ -66,9 +59,10 @@ def main(cfg: DictConfig) -> float:
     classes = list(cfg.data.classes)
     root = prepare_data(cfg.data)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-        load_split(root, split, len(classes), cfg.data.image_size) for split in ("train", "val", "test")
+        load_data(cfg.data, root, s) for s in ("train", "val", "test")
     )
     model = build_model(cfg.model.name, x_train.shape[1:], len(classes), **model_options(cfg.model))
+    loss = build_loss(cfg.loss, len(classes))
     train_batches = SegmentationBatches(
         x_train,
         y_train,
@@ -83,8 +77,10 @@ def main(cfg: DictConfig) -> float:
     )
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.MeanIoU(len(classes), sparse_y_pred=False, name="mean_iou")],
+        loss=loss,
+        metrics=[
+            keras.metrics.MeanIoU(len(classes), sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
+        ],
         jit_compile=cfg.trainer.jit_compile,
     )
     output_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -97,6 +93,7 @@ def main(cfg: DictConfig) -> float:
     ):
         tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
         tracking.log_dir(output_dir / ".hydra", "config")
+        tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         tracking.log_metrics({"num_params": model.count_params()})
         history = model.fit(
             train_batches,
@@ -112,7 +109,8 @@ def main(cfg: DictConfig) -> float:
         ).history
         model = keras.models.load_model(best_path)  # evaluate the best epoch, not the last
 
-        scores, cm, predicted = evaluate(model, x_test, y_test, classes, cfg.trainer.batch_size)
+        batch = cfg.trainer.batch_size
+        scores, cm, predicted = evaluate(model, x_test, y_test, classes, batch, ignore_label=loss.ignore_label)
         tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
         log.info(
             "test: mean IoU %.4f, pixel accuracy %.4f, dice %.4f",
@@ -122,9 +120,8 @@ def main(cfg: DictConfig) -> float:
         )
         tracking.log_figure(viz.training_curves(history), "plots/training_curves.png")
         shown = slice(0, cfg.tracking.num_examples)
-        tracking.log_figure(
-            viz.prediction_grid(x_test[shown], y_test[shown], predicted[shown], classes), "plots/test_predictions.png"
-        )
+        figure = viz.prediction_grid(x_test[shown], y_test[shown], predicted[shown], classes)
+        tracking.log_figure(figure, "plots/test_predictions.png")
         tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
         if cfg.tracking.log_model:
             tracking.log_keras_model(model, x_test[:2].astype(np.float32))

@@ -4,9 +4,10 @@ import keras
 
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
-from pipeline.models.unet import unet
+from pipeline.models.segnet import segnet
+from pipeline.models.unet import unet, unet_paper
 
-MODELS = {"unet": unet}
+MODELS = {"unet": unet, "unet_paper": unet_paper, "segnet": segnet}
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options) -> keras.Model:

@@ -50,3 +50,96 @@ class FixedKernelConv2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "bank": self.bank, "bank_options": self.bank_options}
+
+
+def _windows(x, pool: int):
+    """(B, H, W, C) -> (B, H/p, W/p, C, p*p): the pooling windows, flattened row-major."""
+    _, height, width, channels = x.shape
+    x = ops.reshape(x, (-1, height // pool, pool, width // pool, pool, channels))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))
+    return ops.reshape(x, (-1, height // pool, width // pool, channels, pool * pool))
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaxPoolingWithSwitches2D(keras.layers.Layer):
+    """p x p max pooling (stride p) that also returns the "switch variables": where in each window the max was.
+
+    Outputs [pooled (B, H/p, W/p, C), switches (B, H/p, W/p, C) int32 in 0..p*p-1, row-major in the
+    window]. MaxUnpooling2D uses the switches to put values back where they came from (Zeiler & Fergus
+    2013; Badrinarayanan et al., SegNet, 2017).
+    """
+
+    def __init__(self, pool_size: int = 2, **kwargs):
+        if not isinstance(pool_size, int) or pool_size < 2:
+            raise ConfigError(f"pool_size={pool_size!r} is invalid: must be an integer >= 2")
+        super().__init__(**kwargs)
+        self.pool_size = pool_size
+
+    def call(self, inputs):
+        height, width = inputs.shape[1:3]
+        if height % self.pool_size or width % self.pool_size:
+            raise ConfigError(
+                f"layer {self.name}: input {height}x{width} is not divisible by pool_size {self.pool_size}"
+            )
+        windows = _windows(inputs, self.pool_size)
+        return ops.max(windows, axis=-1), ops.cast(ops.argmax(windows, axis=-1), "int32")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        shape = (b, h // self.pool_size, w // self.pool_size, c)
+        return shape, shape
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaxUnpooling2D(keras.layers.Layer):
+    """Inverse of MaxPoolingWithSwitches2D: each value goes back to its switch position; the rest are zeros.
+
+    Max pooling is not invertible; with the switches recorded this is the best approximate inverse,
+    the lecture's "unpooling with switch variables". Gradients flow to the values (not to the switches).
+    """
+
+    def __init__(self, pool_size: int = 2, **kwargs):
+        if not isinstance(pool_size, int) or pool_size < 2:
+            raise ConfigError(f"pool_size={pool_size!r} is invalid: must be an integer >= 2")
+        super().__init__(**kwargs)
+        self.pool_size = pool_size
+
+    def call(self, inputs):
+        values, switches = inputs
+        p = self.pool_size
+        _, height, width, channels = values.shape
+        spread = ops.one_hot(switches, p * p, dtype=values.dtype) * ops.expand_dims(values, -1)
+        spread = ops.reshape(spread, (-1, height, width, channels, p, p))
+        spread = ops.transpose(spread, (0, 1, 4, 2, 5, 3))
+        return ops.reshape(spread, (-1, height * p, width * p, channels))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape[0]
+        return (b, h * self.pool_size, w * self.pool_size, c)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class MirrorPadding2D(keras.layers.Layer):
+    """Reflect-pad height and width: the U-Net paper's overlap-tile context for an unpadded network."""
+
+    def __init__(self, padding: tuple[tuple[int, int], tuple[int, int]] = ((1, 1), (1, 1)), **kwargs):
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(int(p) for p in side) for side in padding)
+
+    def call(self, inputs):
+        (top, bottom), (left, right) = self.padding
+        return ops.pad(inputs, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        (top, bottom), (left, right) = self.padding
+        b, h, w, c = input_shape
+        return (b, None if h is None else h + top + bottom, None if w is None else w + left + right, c)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}

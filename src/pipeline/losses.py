@@ -1,0 +1,82 @@
+"""Segmentation losses in keras.ops (any backend), chosen and weighted by config.
+
+    loss = w_ce · CE + w_dice · (1 - soft Dice) + w_focal · focal
+Cross-entropy and focal loss take per-class weights; every term skips pixels whose label is the
+ignore label (e.g. the Oxford-IIIT Pet trimap's "border" class).
+"""
+
+import keras
+from keras import ops
+
+from pipeline.errors import ConfigError
+
+EPSILON = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class SegmentationLoss(keras.losses.Loss):
+    """Weighted sum of cross-entropy, soft Dice and focal loss on (labels (B, H, W), probabilities (B, H, W, C))."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        ce: float = 1.0,
+        dice: float = 0.0,
+        focal: float = 0.0,
+        gamma: float = 2.0,
+        class_weights: list[float] | None = None,
+        ignore_label: int | None = None,
+        name: str = "segmentation_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if min(ce, dice, focal) < 0 or ce + dice + focal == 0:
+            raise ConfigError(f"loss weights ce={ce}, dice={dice}, focal={focal} are invalid: >= 0 and not all 0")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ConfigError(
+                f"loss.class_weights has {len(class_weights)} values but the data has {num_classes} classes"
+            )
+        if ignore_label is not None and not 0 <= ignore_label < num_classes:
+            raise ConfigError(f"loss.ignore_label={ignore_label} is invalid: must be a label in 0..{num_classes - 1}")
+        self.num_classes, self.ce, self.dice, self.focal, self.gamma = num_classes, ce, dice, focal, gamma
+        self.class_weights, self.ignore_label = class_weights, ignore_label
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(y_true, "int32")
+        if len(labels.shape) == len(y_pred.shape):  # (B, H, W, 1) labels
+            labels = ops.squeeze(labels, -1)
+        probabilities = ops.clip(ops.cast(y_pred, "float32"), EPSILON, 1.0 - EPSILON)
+        one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
+        valid = ops.ones_like(labels, dtype="float32")
+        if self.ignore_label is not None:
+            valid = ops.cast(ops.not_equal(labels, self.ignore_label), "float32")
+        weights = valid
+        if self.class_weights is not None:
+            weights = valid * ops.sum(one_hot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1)
+        count = ops.maximum(ops.sum(valid), 1.0)
+        p_true = ops.sum(one_hot * probabilities, axis=-1)
+        total = 0.0
+        if self.ce:
+            total += self.ce * ops.sum(-ops.log(p_true) * weights) / count
+        if self.focal:
+            total += self.focal * ops.sum(-((1.0 - p_true) ** self.gamma) * ops.log(p_true) * weights) / count
+        if self.dice:
+            mask = ops.expand_dims(valid, -1)
+            axes = tuple(range(len(probabilities.shape) - 1))
+            intersection = ops.sum(probabilities * one_hot * mask, axis=axes)
+            sizes = ops.sum(probabilities * mask, axis=axes) + ops.sum(one_hot * mask, axis=axes)
+            total += self.dice * (1.0 - ops.mean((2.0 * intersection + 1.0) / (sizes + 1.0)))
+        # Keras reduces per-sample losses; a scalar over the whole batch is returned for every sample
+        return ops.ones_like(labels[:, 0, 0], dtype="float32") * total
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "ce": self.ce,
+            "dice": self.dice,
+            "focal": self.focal,
+            "gamma": self.gamma,
+            "class_weights": self.class_weights,
+            "ignore_label": self.ignore_label,
+        }

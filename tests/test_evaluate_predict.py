@@ -1,0 +1,66 @@
+"""Evaluate and predict stages on a model the train stage made: real subprocesses, a real MLflow store."""
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from conftest import TINY, run_stage
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    result = run_stage("train", project, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    return project, client, run
+
+
+def test_evaluate_reproduces_the_training_runs_test_scores_in_a_linked_run(source):
+    project, client, run = source
+    result = run_stage("evaluate", project, f"source={run.info.run_id}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [evaluation] = client.search_runs([run.info.experiment_id], "tags.stage = 'evaluate'")
+    assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
+    for key in ("test_mean_iou", "test_dice", "test_pixel_accuracy", "test_iou_background"):
+        assert evaluation.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-4), key
+    plots = {a.path for a in client.list_artifacts(evaluation.info.run_id, "plots")}
+    assert plots == {"plots/confusion_matrix.png", "plots/worst_predictions.png", "plots/best_predictions.png"}
+
+
+def test_evaluate_a_keras_file_with_flip_averaging(source):
+    project, client, run = source
+    [checkpoint] = project.glob("outputs/**/checkpoints/best.keras")
+    result = run_stage("evaluate", project, *TINY, f"source={checkpoint}", "tta=true", "split=val")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [evaluation] = client.search_runs([run.info.experiment_id], "tags.tta = 'True'")
+    assert 0 <= evaluation.data.metrics["val_mean_iou"] <= 1
+
+
+def test_bad_source_fails_in_one_line(source):
+    project, *_ = source
+    result = run_stage("evaluate", project, "source=0123456789abcdef")
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "source='0123456789abcdef': not found in the MLflow store" in line and "valid: a run id" in line
+
+
+@pytest.mark.parametrize("mode", ["resize", "tile"])
+def test_predict_writes_one_mask_per_image_at_its_own_size(source, mode):
+    project, client, run = source
+    images = project / f"photos_{mode}"
+    images.mkdir()
+    sizes = [(50, 70), (32, 32), (130, 90)]
+    for i, (w, h) in enumerate(sizes):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"p{i}.png")
+    out = project / f"pred_{mode}"
+    result = run_stage(
+        "predict", project, f"source={run.info.run_id}", f"input_dir={images}", f"output_dir={out}", f"mode={mode}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for i, size in enumerate(sizes):
+        mask = Image.open(out / "masks" / f"p{i}.png")
+        assert mask.size == size and np.asarray(mask).max() < 4
+        assert Image.open(out / "overlays" / f"p{i}.png").size == size

@@ -1,0 +1,66 @@
+"""Segmentation losses against NumPy references and Keras' own cross-entropy."""
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.losses import SegmentationLoss
+
+rng = np.random.default_rng(0)
+LABELS = rng.integers(0, 3, (2, 5, 6))
+LOGITS = rng.normal(size=(2, 5, 6, 3))
+PROBS = (np.exp(LOGITS) / np.exp(LOGITS).sum(-1, keepdims=True)).astype("float32")
+P_TRUE = np.take_along_axis(PROBS, LABELS[..., None], -1)[..., 0].astype(np.float64)
+
+
+def value(**options):
+    return float(keras.ops.convert_to_numpy(SegmentationLoss(3, **options)(LABELS, PROBS)))
+
+
+def test_cross_entropy_equals_keras():
+    expected = float(keras.losses.SparseCategoricalCrossentropy()(LABELS, PROBS))
+    assert value() == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_weights_scale_each_pixel_by_its_true_class():
+    weights = [0.2, 1.0, 3.0]
+    expected = np.mean(-np.log(P_TRUE) * np.array(weights)[LABELS])
+    assert value(class_weights=weights) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ignored_pixels_count_in_no_term():
+    keep = LABELS != 1
+    assert value(ignore_label=1) == pytest.approx(np.mean(-np.log(P_TRUE[keep])), rel=1e-5)
+    one_hot = np.eye(3)[LABELS] * keep[..., None]
+    masked_probs = PROBS * keep[..., None]
+    inter, sizes = (masked_probs * one_hot).sum((0, 1, 2)), masked_probs.sum((0, 1, 2)) + one_hot.sum((0, 1, 2))
+    assert value(ce=0, dice=1, ignore_label=1) == pytest.approx(1 - np.mean((2 * inter + 1) / (sizes + 1)), rel=1e-5)
+
+
+def test_soft_dice_and_focal_equal_their_formulas():
+    one_hot = np.eye(3)[LABELS]
+    inter, sizes = (PROBS * one_hot).sum((0, 1, 2)), PROBS.sum((0, 1, 2)) + one_hot.sum((0, 1, 2))
+    dice = 1 - np.mean((2 * inter + 1) / (sizes + 1))
+    assert value(ce=0, dice=1) == pytest.approx(dice, rel=1e-5)
+    focal = np.mean(-((1 - P_TRUE) ** 2) * np.log(P_TRUE))
+    assert value(ce=0, focal=1, gamma=2.0) == pytest.approx(focal, rel=1e-5)
+    assert value(ce=0, focal=1, gamma=0.0) == pytest.approx(value(), rel=1e-6)  # gamma 0 is plain CE
+    assert value(ce=1, dice=0.5) == pytest.approx(value() + 0.5 * dice, rel=1e-5)
+
+
+def test_bad_loss_config_names_the_key():
+    with pytest.raises(ConfigError, match="loss.class_weights has 2 values but the data has 3 classes"):
+        SegmentationLoss(3, class_weights=[1, 2])
+    with pytest.raises(ConfigError, match="loss.ignore_label=5 is invalid"):
+        SegmentationLoss(3, ignore_label=5)
+
+
+def test_perfect_prediction_gives_near_zero_loss_and_gradients_flow():
+    perfect = np.eye(3, dtype="float32")[LABELS]
+    assert float(SegmentationLoss(3, ce=1, dice=1, focal=1)(LABELS, perfect)) < 1e-4
+    model = keras.Sequential([keras.Input((5, 6, 3)), keras.layers.Conv2D(3, 1, activation="softmax")])
+    model.compile("adam", SegmentationLoss(3, ce=1, dice=1))
+    before = model.evaluate(LOGITS, LABELS, verbose=0)
+    model.fit(LOGITS, LABELS, epochs=30, verbose=0)
+    assert model.evaluate(LOGITS, LABELS, verbose=0) < before

@@ -13,6 +13,8 @@ from pipeline.config import conf_dir
 TINY = [
     "trainer=debug",
     "trainer.epochs=2",
+    "model.depth=2",
+    "model.base_filters=4",
     "tracking.num_examples=2",
 ]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.augment import build_augmentation
-from pipeline.data.sequence import SegmentationBatches
+from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ def test_bad_transform_names_the_entry():
 def test_batches_cover_every_sample_once_per_epoch_and_reshuffle():
     images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
     masks = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 4), np.uint8)
-    batches = SegmentationBatches(images, masks, batch_size=4, shuffle=True, seed=0)
+    batches = ImageBatches(images, masks, batch_size=4, shuffle=True, seed=0)
     assert len(batches) == 3
 
     def epoch():

@@ -3,7 +3,8 @@
     python -m pipeline.train                          # the default shapes U-Net (`make train`)
     python -m pipeline.train --cfg job                # print the config
     python -m pipeline.train -m optimizer.lr=1e-3,3e-4
-Returns the test mean IoU, so Hydra sweepers can optimise it.
+Segmentation sets (masks) and classification sets (labels) train the same way; the headline metric
+(test mean IoU or test accuracy) is returned so Hydra sweepers can optimise it.
 """
 
 import logging
@@ -16,13 +17,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking, viz
+from pipeline.classification import evaluate as evaluate_classification
 from pipeline.config import checked_call, conf_dir, positive_int, positive_number, require, stage
 from pipeline.data.augment import build_augmentation
-from pipeline.data.sequence import SegmentationBatches
+from pipeline.data.sequence import ImageBatches
+from pipeline.errors import ConfigError
 from pipeline.losses import SegmentationLoss
-from pipeline.models import build_model
+from pipeline.models import MODELS, TASK_OF_MODEL, build_model
 from pipeline.prepare import load_data, prepare_data
-from pipeline.segmentation import evaluate
+from pipeline.segmentation import evaluate as evaluate_segmentation
 from pipeline.training import build_optimizer, configure_runtime
 
 log = logging.getLogger(__name__)
@@ -51,42 +54,76 @@ def build_loss(loss_cfg: DictConfig, num_classes: int) -> SegmentationLoss:
     )
 
 
+def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, num_classes: int) -> str:
+    """Loss and metrics of the data's task; returns the metric the best checkpoint is chosen by."""
+    if len(model.outputs) > 1:
+        raise ConfigError(
+            f"model {cfg.model.name} has {len(model.outputs)} outputs (auxiliary heads); the train "
+            "stage trains single-output models: set model.aux_heads=false"
+        )
+    rank = len(model.outputs[0].shape)
+    if (task == "segmentation") != (rank == 4):
+        kind = "a per-pixel (segmentation)" if rank == 4 else "a per-image (classification)"
+        raise ConfigError(
+            f"model.name={cfg.model.name} is {kind} model but data={cfg.data.name} is a {task} set; "
+            f"valid for {task}: {', '.join(m for m in MODELS if TASK_OF_MODEL.get(m, 'classification') == task)}"
+        )
+    if task == "segmentation":
+        loss = build_loss(cfg.loss, num_classes)
+        metrics = [
+            keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
+        ]
+        default_monitor = "val_mean_iou"
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        default_monitor = "val_accuracy"
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=cfg.trainer.jit_compile)
+    return cfg.trainer.monitor or default_monitor
+
+
+def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test, classes: list[str]) -> float:
+    """Scores the test split, logs test_* metrics and pictures; returns the headline metric."""
+    batch, shown = cfg.trainer.batch_size, slice(0, cfg.tracking.num_examples)
+    if task == "segmentation":
+        ignore = cfg.loss.ignore_label
+        scores, cm, predicted = evaluate_segmentation(model, x_test, y_test, classes, batch, ignore_label=ignore)
+        figure = viz.prediction_grid(x_test[shown], y_test[shown], predicted[shown], classes)
+        headline = "mean_iou"
+    else:
+        scores, cm, predicted = evaluate_classification(model, x_test, y_test, classes, batch)
+        shown = slice(0, 4 * cfg.tracking.num_examples)
+        figure = viz.classification_grid(x_test[shown], y_test[shown], predicted[shown], classes)
+        headline = "accuracy"
+    tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
+    tracking.log_figure(figure, "plots/test_predictions.png")
+    tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
+    log.info("test %s: %.4f", headline, scores[headline])
+    return scores[headline]
+
+
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 @stage
 def main(cfg: DictConfig) -> float:
     validate(cfg)
     configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
-    classes = list(cfg.data.classes)
+    classes, task = [str(c) for c in cfg.data.classes], cfg.data.get("task", "segmentation")
     root = prepare_data(cfg.data)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
         load_data(cfg.data, root, s) for s in ("train", "val", "test")
     )
     model = build_model(cfg.model.name, x_train.shape[1:], len(classes), **model_options(cfg.model))
-    loss = build_loss(cfg.loss, len(classes))
-    train_batches = SegmentationBatches(
-        x_train,
-        y_train,
-        cfg.trainer.batch_size,
-        build_augmentation(cfg.augment.train, seed=cfg.seed),
-        shuffle=True,
-        seed=cfg.seed,
-    )
-    val_batches = SegmentationBatches(x_val, y_val, cfg.trainer.batch_size)
+    augment = build_augmentation(cfg.augment.train, seed=cfg.seed)
+    train_batches = ImageBatches(x_train, y_train, cfg.trainer.batch_size, augment, shuffle=True, seed=cfg.seed)
+    val_batches = ImageBatches(x_val, y_val, cfg.trainer.batch_size)
     optimizer = build_optimizer(
         steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs, **OmegaConf.to_container(cfg.optimizer)
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=[
-            keras.metrics.MeanIoU(len(classes), sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
-        ],
-        jit_compile=cfg.trainer.jit_compile,
-    )
+    monitor = compile_for_task(model, task, cfg, optimizer, len(classes))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     best_path = output_dir / "checkpoints" / "best.keras"
     best_path.parent.mkdir(parents=True, exist_ok=True)
-    tags = {"stage": "train", "model": cfg.model.name, "data": cfg.data.name}
+    tags = {"stage": "train", "task": task, "model": cfg.model.name, "data": cfg.data.name}
 
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags
@@ -101,31 +138,16 @@ def main(cfg: DictConfig) -> float:
             epochs=cfg.trainer.epochs,
             verbose=cfg.trainer.verbose,
             callbacks=[
-                keras.callbacks.ModelCheckpoint(
-                    best_path, monitor=cfg.trainer.monitor, mode="max", save_best_only=True
-                ),
+                keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="max", save_best_only=True),
                 tracking.MetricsCallback(),
             ],
         ).history
         model = keras.models.load_model(best_path)  # evaluate the best epoch, not the last
-
-        batch = cfg.trainer.batch_size
-        scores, cm, predicted = evaluate(model, x_test, y_test, classes, batch, ignore_label=loss.ignore_label)
-        tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
-        log.info(
-            "test: mean IoU %.4f, pixel accuracy %.4f, dice %.4f",
-            scores["mean_iou"],
-            scores["pixel_accuracy"],
-            scores["dice"],
-        )
+        headline = test_and_log(model, task, cfg, x_test, y_test, classes)
         tracking.log_figure(viz.training_curves(history), "plots/training_curves.png")
-        shown = slice(0, cfg.tracking.num_examples)
-        figure = viz.prediction_grid(x_test[shown], y_test[shown], predicted[shown], classes)
-        tracking.log_figure(figure, "plots/test_predictions.png")
-        tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
         if cfg.tracking.log_model:
             tracking.log_keras_model(model, x_test[:2].astype(np.float32))
-    return scores["mean_iou"]
+    return headline
 
 
 if __name__ == "__main__":

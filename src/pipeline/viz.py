@@ -138,3 +138,24 @@ def filter_responses(image: np.ndarray, responses: list[np.ndarray], names: list
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def classification_grid(
+    images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, class_names: list[str], columns: int = 8
+) -> plt.Figure:
+    """Test images titled 'predicted (true)', wrong ones in red."""
+    n = len(images)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        image = images[i]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image.astype(np.uint8), cmap="gray")
+        ok = truth[i] == predicted[i]
+        ax.set_title(
+            f"{class_names[predicted[i]]} ({class_names[truth[i]]})", fontsize=7, color="black" if ok else "red"
+        )
+    fig.tight_layout()
+    return fig

@@ -11,13 +11,16 @@ import keras
 import numpy as np
 
 
-class SegmentationBatches(keras.utils.PyDataset):
-    """Batches of (images float32 (B, H, W, 3) in [0, 255], masks int32 (B, H, W))."""
+class ImageBatches(keras.utils.PyDataset):
+    """Batches of (images float32 (B, H, W, C) in [0, 255], targets int32): masks (B, H, W) or labels (B,).
+
+    Masks go through the augmentation with their images; class labels are passed through unchanged.
+    """
 
     def __init__(
         self,
         images: np.ndarray,
-        masks: np.ndarray,
+        targets: np.ndarray,
         batch_size: int,
         augment: A.Compose | None = None,
         shuffle: bool = False,
@@ -25,7 +28,7 @@ class SegmentationBatches(keras.utils.PyDataset):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.images, self.masks = images, masks
+        self.images, self.targets = images, targets
         self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images)) if shuffle else np.arange(len(images))
@@ -35,12 +38,16 @@ class SegmentationBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images, masks = self.images[picked], self.masks[picked]
-        if self.augment is not None:
-            pairs = [self.augment(image=image, mask=mask) for image, mask in zip(images, masks)]
+        images, targets = self.images[picked], self.targets[picked]
+        if self.augment is not None and targets.ndim >= 3:
+            pairs = [self.augment(image=image, mask=mask) for image, mask in zip(images, targets)]
             images = np.stack([p["image"] for p in pairs])
-            masks = np.stack([p["mask"] for p in pairs])
-        return images.astype(np.float32), masks.astype(np.int32)
+            targets = np.stack([p["mask"] for p in pairs])
+        elif self.augment is not None:
+            images = np.stack([self.augment(image=image)["image"] for image in images])
+        if images.ndim == 3:  # albumentations drops a single channel axis
+            images = images[..., None]
+        return images.astype(np.float32), targets.astype(np.int32)
 
     def on_epoch_end(self):
         if self.shuffle:

@@ -4,10 +4,23 @@ import keras
 
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
+from pipeline.models.classic import alexnet, convnet, googlenet, lenet5, mlp, neocognitron, resnet
 from pipeline.models.segnet import segnet
 from pipeline.models.unet import unet, unet_paper
 
-MODELS = {"unet": unet, "unet_paper": unet_paper, "segnet": segnet}
+MODELS = {
+    "unet": unet,
+    "unet_paper": unet_paper,
+    "segnet": segnet,
+    "lenet5": lenet5,
+    "alexnet": alexnet,
+    "convnet": convnet,
+    "resnet": resnet,
+    "googlenet": googlenet,
+    "neocognitron": neocognitron,
+    "mlp": mlp,
+}
+TASK_OF_MODEL = {"unet": "segmentation", "unet_paper": "segmentation", "segnet": "segmentation"}  # others classify
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options) -> keras.Model:

@@ -16,12 +16,17 @@ from pipeline.errors import ConfigError
 from pipeline.models.layers import FixedKernelConv2D, MaxPoolingWithSwitches2D, MaxUnpooling2D, MirrorPadding2D
 
 UPSAMPLING = ("transpose", "bilinear", "unpool")
+HE = "he_normal"  # the paper draws weights from N(0, sqrt(2/N)): He et al.'s initialisation
 
 
-def conv_block(x, filters: int, batch_norm: bool, dropout: float, name: str, padding: str = "same", convs: int = 2):
-    """(CONV-[BN]-RELU) x convs: the unit every U-Net level is made of."""
-    for i in range(1, convs + 1):
-        x = layers.Conv2D(filters, 3, padding=padding, use_bias=not batch_norm, name=f"{name}_conv{i}")(x)
+def conv_block(
+    x, filters: int, batch_norm: bool, dropout: float, name: str, padding: str = "same", init: str = "glorot_uniform"
+):
+    """(CONV-[BN]-RELU) x 2: the unit every U-Net level is made of."""
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters, 3, padding=padding, use_bias=not batch_norm, kernel_initializer=init, name=f"{name}_conv{i}"
+        )(x)
         if batch_norm:
             x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
@@ -161,13 +166,13 @@ def unet_paper(
         paper_output_size(width, depth)
     skips = []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2**level, False, 0.0, name=f"encoder{level + 1}", padding="valid")
+        x = conv_block(x, base_filters * 2**level, False, 0.0, f"encoder{level + 1}", "valid", HE)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"encoder{level + 1}_pool")(x)
-    x = conv_block(x, base_filters * 2**depth, False, 0.0, name="bottleneck", padding="valid")
+    x = conv_block(x, base_filters * 2**depth, False, 0.0, "bottleneck", "valid", HE)
     for level in reversed(range(depth)):
         filters, name = base_filters * 2**level, f"decoder{level + 1}"
-        x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
+        x = layers.Conv2DTranspose(filters, 2, strides=2, kernel_initializer=HE, name=f"{name}_upconv")(x)
         skip = skips[level]
         crop = [(s - t) // 2 for s, t in zip(skip.shape[1:3], x.shape[1:3])]
         skip = layers.Cropping2D(
@@ -175,7 +180,7 @@ def unet_paper(
             name=f"{name}_crop",
         )(skip)
         x = layers.Concatenate(name=f"{name}_skip")([x, skip])
-        x = conv_block(x, filters, False, 0.0, name=name, padding="valid")
+        x = conv_block(x, filters, False, 0.0, name, "valid", HE)
     x = layers.Conv2D(num_classes, 1, dtype="float32", name="classifier")(x)
     if overlap_tile:  # back to the input's own size
         extra = [(o - s) for o, s in zip(x.shape[1:3], (height, width))]

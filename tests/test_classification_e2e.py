@@ -1,0 +1,42 @@
+"""The train stage on a classification set: digits + LeNet-5 through the real CLI and MLflow store."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_stage
+
+
+def read_run(project, experiment):
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return client, run
+
+
+def test_digits_lenet5_one_epoch_logs_classification_metrics(project):
+    result = run_stage("train", project, "experiment=digits_lenet5", "trainer.epochs=1", "trainer.verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, run = read_run(project, "digits")
+    metrics = run.data.metrics
+    assert run.data.tags["task"] == "classification" and run.data.tags["model"] == "lenet5"
+    for key in ("test_accuracy", "test_top3_accuracy", "test_precision_7", "test_recall_7", "val_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["test_top3_accuracy"] >= metrics["test_accuracy"]
+    assert metrics["num_params"] == 61_706  # 32x32x1 digits, 10 classes
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/test_predictions.png", "plots/confusion_matrix.png", "plots/training_curves.png"} <= plots
+
+
+def test_segmentation_model_on_a_classification_set_is_refused(project):
+    result = run_stage("train", project, "data=digits", "model=unet", "trainer=debug")
+    assert result.returncode == 2
+    assert (
+        "model.name=unet is a per-pixel (segmentation) model but data=digits is a classification set" in result.stderr
+    )
+
+
+@pytest.mark.slow
+def test_digits_lenet5_reaches_985_percent(project):
+    result = run_stage("train", project, "experiment=digits_lenet5", "trainer.verbose=0", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, run = read_run(project, "digits")
+    assert run.data.metrics["test_accuracy"] >= 0.985, run.data.metrics["test_accuracy"]

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import conf_dir, stage
 from pipeline.data import oxford_pets
-from pipeline.data.classification import digits
+from pipeline.data.classification import digits, image_folder, mnist, shapes_labels
 from pipeline.data.folders import load_pairs, load_split
 from pipeline.data.oxford_pets import pet_pairs
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
@@ -30,10 +30,11 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     root = Path(data.root)
     if data.get("generator") is None:
         if not root.is_dir():
-            raise DataError(f"{root}: data.root folder not found (expected {root}/<split>/images and masks)")
+            raise DataError(f"{root}: data.root folder not found (data={data.name}, layout {data.get('layout')})")
         return root
-    if list(data.classes) != list(CLASSES):
-        raise ConfigError(f"data.classes={list(data.classes)} is invalid: the shapes generator draws {list(CLASSES)}")
+    expected = list(CLASSES[1:]) if data.get("layout") == "shapes_cls" else list(CLASSES)
+    if list(data.classes) != expected:
+        raise ConfigError(f"data.classes={list(data.classes)} is invalid: the shapes generator draws {expected}")
     generator = OmegaConf.to_container(data.generator)
     counts = tuple((split, count) for split, count in data.splits.items())
     try:
@@ -52,12 +53,31 @@ def load_data(data: DictConfig, root: Path, split: str) -> tuple[np.ndarray, np.
     layout = data.get("layout", "folders")
     if layout == "digits":
         return digits(size, data.val_fraction, data.test_fraction, data.split_seed)[split]
+    if layout == "image_folder":
+        classes = [str(c) for c in data.classes] if data.classes else None
+        return image_folder(root, classes, size, data.val_fraction, data.test_fraction, data.split_seed)[split]
+    if layout == "mnist":
+        return mnist(root, size, data.val_fraction, data.split_seed)[split]
+    if layout == "shapes_cls":  # the one object of each generated image: its class (circle, square, triangle)
+        images, masks = load_split(root, split, len(CLASSES), size)
+        return images, shapes_labels(masks)[0]
     if layout == "folders":
         return load_split(root, split, num_classes, size)
     if layout == "oxford_pets":
         pairs = pet_pairs(root, split, data.val_fraction, data.split_seed)
         return load_pairs(pairs, num_classes, size, label_offset=oxford_pets.LABEL_OFFSET)
-    raise ConfigError(f"data.layout={layout!r} is unknown; valid: folders, oxford_pets, digits")
+    raise ConfigError(
+        f"data.layout={layout!r} is unknown; valid: folders, oxford_pets, digits, image_folder, mnist, shapes_cls"
+    )
+
+
+def class_names(data: DictConfig, root: Path) -> list[str]:
+    """The data's class names: from the config, or (image_folder with classes: null) its sorted sub-folders."""
+    if data.classes:
+        return [str(c) for c in data.classes]
+    if data.get("layout") == "image_folder" and root.is_dir():
+        return sorted(p.name for p in root.iterdir() if p.is_dir())
+    raise ConfigError(f"data.classes is empty: list the class names for data={data.name}")
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking, viz
+from pipeline.arithmetic import layer_flops
 from pipeline.classification import evaluate as evaluate_classification
 from pipeline.config import checked_call, conf_dir, positive_int, positive_number, require, stage
 from pipeline.data.augment import build_augmentation
@@ -24,7 +25,7 @@ from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError
 from pipeline.losses import SegmentationLoss
 from pipeline.models import MODELS, TASK_OF_MODEL, build_model
-from pipeline.prepare import load_data, prepare_data
+from pipeline.prepare import class_names, load_data, prepare_data
 from pipeline.segmentation import evaluate as evaluate_segmentation
 from pipeline.training import build_optimizer, configure_runtime
 
@@ -35,7 +36,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks that need no data or model, so a bad override fails before any work is done."""
     require(cfg, "seed", lambda v: isinstance(v, int), "an integer")
     require(cfg, "data.image_size", positive_int, "a positive integer")
-    require(cfg, "data.classes", lambda v: len(v) >= 2, "a list of at least 2 class names")
+    require(cfg, "data.classes", lambda v: v is None or len(v) >= 2, "a list of at least 2 class names")
     require(cfg, "trainer.epochs", positive_int, "a positive integer")
     require(cfg, "trainer.batch_size", positive_int, "a positive integer")
     require(cfg, "optimizer.lr", positive_number, "a number > 0")
@@ -107,8 +108,9 @@ def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test,
 def main(cfg: DictConfig) -> float:
     validate(cfg)
     configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
-    classes, task = [str(c) for c in cfg.data.classes], cfg.data.get("task", "segmentation")
+    task = cfg.data.get("task", "segmentation")
     root = prepare_data(cfg.data)
+    classes = class_names(cfg.data, root)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
         load_data(cfg.data, root, s) for s in ("train", "val", "test")
     )
@@ -131,7 +133,8 @@ def main(cfg: DictConfig) -> float:
         tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
         tracking.log_dir(output_dir / ".hydra", "config")
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        tracking.log_metrics({"num_params": model.count_params()})
+        flops = sum(layer_flops(layer) for layer in model.layers) / 1e9
+        tracking.log_metrics({"num_params": model.count_params(), "gflops": flops})
         history = model.fit(
             train_batches,
             validation_data=val_batches,

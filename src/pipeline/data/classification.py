@@ -32,13 +32,19 @@ def stratified_splits(
         raise ConfigError(
             f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: each in (0, 1), sum < 1"
         )
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        images, labels, test_size=test_fraction, stratify=labels, random_state=seed
-    )
-    val_share = val_fraction / (1 - test_fraction)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_share, stratify=y_rest, random_state=seed
-    )
+    n = len(labels)
+    n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
+    try:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            images, labels, test_size=n_test, stratify=labels, random_state=seed
+        )
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed
+        )
+    except ValueError as err:  # e.g. a split smaller than the number of classes
+        raise ConfigError(
+            f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction} on {n} images: {err}"
+        ) from None
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
@@ -47,3 +53,97 @@ def digits(image_size: int = 32, val_fraction: float = 0.1, test_fraction: float
     bunch = load_digits()
     images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None]
     return stratified_splits(resize_all(images, image_size), bunch.target, val_fraction, test_fraction, seed)
+
+
+def image_folder(
+    root, classes: list[str] | None, image_size: int, val_fraction: float, test_fraction: float, seed: int
+):
+    """The ImageNet/Keras convention root/<class name>/*.png|jpg, split reproducibly (stratified).
+
+    classes=None takes the sub-folder names in sorted order; otherwise exactly those folders.
+    """
+    from pathlib import Path
+
+    from pipeline.data.folders import IMAGE_SUFFIXES, open_image
+    from pipeline.errors import DataError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data.root folder not found (expected <root>/<class name>/*.png|jpg)")
+    names = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(names):
+        folder = root / str(name)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            raise DataError(f"{folder}: no images for class '{name}'")
+        for path in files:
+            images.append(np.asarray(open_image(path, "RGB").resize((image_size, image_size), Image.BILINEAR)))
+            labels.append(label)
+    return stratified_splits(np.stack(images), np.array(labels), val_fraction, test_fraction, seed)
+
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """An array from LeCun's IDX format (MNIST's files), gzipped or not: magic 0x0000TTDD, D big-endian sizes."""
+    import gzip
+    from pathlib import Path
+
+    from pipeline.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: IDX file not found (put MNIST's train-images-idx3-ubyte etc. under data.root)")
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_TYPES[raw[2]])
+    expected = 4 + 4 * ndim + dtype.itemsize * int(np.prod(shape))
+    if len(raw) != expected:
+        raise DataError(f"{path}: truncated or padded IDX file ({len(raw)} bytes, header says {expected})")
+    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def mnist(root, image_size: int = 32, val_fraction: float = 0.1, seed: int = 0):
+    """MNIST from its four standard IDX files under root (as downloaded, .gz or not); test = the t10k files.
+
+    28x28 digits are zero-padded to 32x32 as LeNet-5 was fed (LeCun et al. 1998); other sizes are resized.
+    """
+    from pathlib import Path
+
+    root = Path(root)
+
+    def find(stem):
+        plain = root / stem
+        return plain if plain.is_file() or not (root / f"{stem}.gz").is_file() else root / f"{stem}.gz"
+
+    splits = {}
+    for prefix, split in (("train", "train"), ("t10k", "test")):
+        images = read_idx(find(f"{prefix}-images-idx3-ubyte")).astype(np.uint8)[..., None]
+        labels = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+        if len(images) != len(labels):
+            raise ValueError(f"{root}: {prefix} has {len(images)} images but {len(labels)} labels")
+        extra = image_size - images.shape[1]
+        if extra > 0 and extra % 2 == 0:
+            images = np.pad(images, ((0, 0), (extra // 2, extra // 2), (extra // 2, extra // 2), (0, 0)))
+        splits[split] = (resize_all(images, image_size), labels)
+    x, y = splits["train"]
+    try:
+        x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
+    except ValueError as err:
+        raise ConfigError(f"data.val_fraction={val_fraction} on {len(y)} MNIST training images: {err}") from None
+    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": splits["test"]}
+
+
+def shapes_labels(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class and bounding box (x_min, y_min, x_max, y_max, in pixels, inclusive) of the one object in each mask."""
+    labels, boxes = [], []
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        labels.append(int(np.bincount(mask[ys, xs]).argmax()) - 1 if len(ys) else -1)
+        boxes.append((xs.min(), ys.min(), xs.max(), ys.max()) if len(ys) else (0, 0, 0, 0))
+    return np.array(labels), np.array(boxes)

@@ -1,0 +1,93 @@
+"""Classification data: MNIST's IDX files, class-folder trees, and the shapes set as one-object images."""
+
+import gzip
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_stage
+from pipeline.data.classification import image_folder, mnist, read_idx
+from pipeline.errors import DataError
+from pipeline.prepare import load_data, prepare_data
+
+
+def write_idx(path, array: np.ndarray, gz: bool = False):
+    """IDX as LeCun documents it: two zero bytes, a type byte (0x08 = unsigned byte), ndim, big-endian sizes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+def write_mnist(root, n_train=40, n_test=10):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n, gz in (("train", n_train, True), ("t10k", n_test, False)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        suffix = ".gz" if gz else ""
+        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images, gz)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels, gz)
+    return images, labels
+
+
+def test_idx_round_trip_and_bad_files(tmp_path):
+    array = np.random.default_rng(1).integers(0, 255, (3, 4, 5), dtype=np.uint8)
+    write_idx(tmp_path / "a.idx", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.idx"), array)
+    (tmp_path / "bad.idx").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(DataError, match="bad.idx: not an IDX file"):
+        read_idx(tmp_path / "bad.idx")
+    (tmp_path / "short.idx").write_bytes((tmp_path / "a.idx").read_bytes()[:-7])
+    with pytest.raises(DataError, match="short.idx: truncated or padded IDX file"):
+        read_idx(tmp_path / "short.idx")
+
+
+def test_mnist_pads_28_to_32_and_uses_t10k_as_test(tmp_path):
+    test_images, test_labels = write_mnist(tmp_path / "mnist")
+    splits = mnist(tmp_path / "mnist", image_size=32, val_fraction=0.25)
+    assert [len(splits[s][1]) for s in ("train", "val", "test")] == [30, 10, 10]
+    x_test, y_test = splits["test"]
+    assert x_test.shape == (10, 32, 32, 1)
+    np.testing.assert_array_equal(x_test[:, 2:30, 2:30, 0], test_images)  # centred, LeCun's 2-px border
+    assert x_test[:, :2].max() == 0 and np.array_equal(y_test, test_labels)
+
+
+def test_image_folder_splits_stratified(tmp_path):
+    rng = np.random.default_rng(2)
+    for name in ("cat", "dog", "owl"):
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    splits = image_folder(tmp_path, None, 16, val_fraction=0.2, test_fraction=0.3, seed=0)
+    assert [len(splits[s][1]) for s in ("train", "val", "test")] == [15, 6, 9]
+    assert np.bincount(splits["test"][1]).tolist() == [3, 3, 3]
+    assert splits["train"][0].shape[1:] == (16, 16, 3)
+    with pytest.raises(DataError, match="no images for class 'emu'"):
+        image_folder(tmp_path, ["cat", "emu"], 16, 0.2, 0.3, 0)
+
+
+def test_shapes_cls_holds_one_object_per_image(tmp_path, compose_config):
+    cfg = compose_config(
+        ["data=shapes_cls", f"paths.root={tmp_path}", "data.splits.train=30", "data.splits.val=6", "data.splits.test=6"]
+    )
+    root = prepare_data(cfg.data, progress=False)
+    images, labels = load_data(cfg.data, root, "train")
+    assert images.shape == (30, 64, 64, 3) and set(labels) <= {0, 1, 2} and len(set(labels)) == 3
+    masks = np.stack([np.asarray(Image.open(p)) for p in sorted((root / "train" / "masks").glob("*.png"))])
+    assert all(len(np.unique(m)) == 2 for m in masks)  # background and exactly one shape
+    np.testing.assert_array_equal(labels, masks.max(axis=(1, 2)) - 1)
+
+
+def test_train_stage_on_mnist_idx_files(project):
+    write_mnist(project / "data" / "mnist", n_train=60, n_test=20)
+    result = run_stage(
+        "train",
+        project,
+        "data=mnist",
+        "model=lenet5",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "data.val_fraction=0.25",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -30,7 +30,7 @@ def test_segmentation_model_on_a_classification_set_is_refused(project):
     result = run_stage("train", project, "data=digits", "model=unet", "trainer=debug")
     assert result.returncode == 2
     assert (
-        "model.name=unet is a per-pixel (segmentation) model but data=digits is a classification set" in result.stderr
+        "model.name=unet is a segmentation model but data=digits is a classification set; valid for classification: lenet5" in result.stderr
     )
 
 
@@ -40,3 +40,39 @@ def test_digits_lenet5_reaches_985_percent(project):
     assert result.returncode == 0, result.stderr[-3000:]
     _, run = read_run(project, "digits")
     assert run.data.metrics["test_accuracy"] >= 0.985, run.data.metrics["test_accuracy"]
+
+
+def test_shift_curve_is_logged_with_the_shift_as_step(project):
+    result = run_stage(
+        "train",
+        project,
+        "experiment=shift_invariance",
+        "model=convnet_gap",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "data.splits.train=60",
+        "data.splits.val=12",
+        "data.splits.test=12",
+        "data.test_shifts=[0,8,16]",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, run = read_run(project, "shift_invariance")
+    history = client.get_metric_history(run.info.run_id, "shift_accuracy")
+    assert sorted(m.step for m in history) == [0, 8, 16]
+    assert "plots/accuracy_vs_shift.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+
+
+def test_localizer_regresses_boxes_and_reports_box_iou(project):
+    result = run_stage(
+        "train",
+        project,
+        "experiment=shapes_localization",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "data.splits.train=40",
+        "data.splits.val=8",
+        "data.splits.test=8",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, run = read_run(project, "shapes_loc")
+    assert 0.0 <= run.data.metrics["test_box_iou"] <= 1.0 and "val_box_iou" in run.data.metrics

@@ -93,3 +93,19 @@ def test_every_classifier_trains_one_tiny_epoch(name, options):
     rng = np.random.default_rng(0)
     history = model.fit(rng.uniform(0, 255, (16, 32, 32, 1)), rng.integers(0, 10, 16), batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_box_iou_equals_hand_computed_values():
+    from pipeline.models.localization import box_iou
+
+    a = np.array([[0.0, 0.0, 0.5, 0.5], [0.1, 0.1, 0.3, 0.3], [0.0, 0.0, 0.2, 0.2]])
+    b = np.array([[0.25, 0.25, 0.75, 0.75], [0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.9, 0.9]])
+    # overlap 0.25 x 0.25 = 0.0625 of union 0.25 + 0.25 - 0.0625; identical boxes; disjoint boxes
+    expected = [0.0625 / 0.4375, 1.0, 0.0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(box_iou(a, b)), expected, atol=1e-6)
+
+
+def test_localizer_puts_a_four_unit_box_head_on_any_backbone():
+    for backbone, options in (("lenet5", {}), ("resnet", {"width": 4, "small_input": True})):
+        model = build_model("localizer", (32, 32, 1), 3, backbone=backbone, backbone_options=options)
+        assert tuple(model.output.shape) == (None, 4) and model.get_layer("box").activation.__name__ == "sigmoid"

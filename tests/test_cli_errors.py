@@ -12,7 +12,7 @@ from conftest import TINY, run_stage
         ("model.base_filters=-4", "model.base_filters=-4 is invalid: must be an integer >= 1"),
         (
             "model.name=resnet9000",
-            "model.name='resnet9000' is unknown; valid: alexnet, convnet, googlenet, lenet5, mlp",
+            "model.name='resnet9000' is unknown; valid: alexnet, convnet, googlenet, lenet5, localizer, mlp",
         ),
         ("model.depth=6", "cannot pass layer encoder6_pool"),  # 32 px images cannot be pooled 6 times
         ("model.dropout=high", "model.dropout='high' is invalid: must be a number"),

@@ -60,7 +60,10 @@ def load_data(data: DictConfig, root: Path, split: str) -> tuple[np.ndarray, np.
         return mnist(root, size, data.val_fraction, data.split_seed)[split]
     if layout == "shapes_cls":  # the one object of each generated image: its class (circle, square, triangle)
         images, masks = load_split(root, split, len(CLASSES), size)
-        return images, shapes_labels(masks)[0]
+        labels, boxes = shapes_labels(masks)
+        if data.task == "localization":  # (x_min, y_min, x_max, y_max) as fractions of the image size
+            return images, ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32)
+        return images, labels
     if layout == "folders":
         return load_split(root, split, num_classes, size)
     if layout == "oxford_pets":

@@ -25,6 +25,7 @@ from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError
 from pipeline.losses import SegmentationLoss
 from pipeline.models import MODELS, TASK_OF_MODEL, build_model
+from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.prepare import class_names, load_data, prepare_data
 from pipeline.segmentation import evaluate as evaluate_segmentation
 from pipeline.training import build_optimizer, configure_runtime
@@ -62,12 +63,12 @@ def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, 
             f"model {cfg.model.name} has {len(model.outputs)} outputs (auxiliary heads); the train "
             "stage trains single-output models: set model.aux_heads=false"
         )
-    rank = len(model.outputs[0].shape)
-    if (task == "segmentation") != (rank == 4):
-        kind = "a per-pixel (segmentation)" if rank == 4 else "a per-image (classification)"
+    kind = TASK_OF_MODEL.get(cfg.model.name, "classification")
+    if kind != task:
+        valid = [m for m in MODELS if TASK_OF_MODEL.get(m, "classification") == task]
         raise ConfigError(
-            f"model.name={cfg.model.name} is {kind} model but data={cfg.data.name} is a {task} set; "
-            f"valid for {task}: {', '.join(m for m in MODELS if TASK_OF_MODEL.get(m, 'classification') == task)}"
+            f"model.name={cfg.model.name} is a {kind} model but data={cfg.data.name} is a {task} set; "
+            f"valid for {task}: {', '.join(valid)}"
         )
     if task == "segmentation":
         loss = build_loss(cfg.loss, num_classes)
@@ -75,12 +76,26 @@ def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, 
             keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
         ]
         default_monitor = "val_mean_iou"
+    elif task == "localization":
+        loss, metrics, default_monitor = keras.losses.Huber(delta=0.1), [BoxIoU()], "val_box_iou"
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         default_monitor = "val_accuracy"
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=cfg.trainer.jit_compile)
     return cfg.trainer.monitor or default_monitor
+
+
+def shift_curve(model, x_test, y_test, classes, batch: int, shifts: list[int], name: str) -> None:
+    """Accuracy on the test images moved right by each shift (np.roll: the scene wraps around), logged
+    as metric shift_accuracy with the shift as its step, so MLflow overlays the curves of several runs."""
+    accuracies = []
+    for shift in shifts:
+        moved = np.roll(x_test, shift, axis=2)
+        accuracies.append(evaluate_classification(model, moved, y_test, classes, batch)[0]["accuracy"])
+        tracking.log_metrics({"shift_accuracy": accuracies[-1]}, step=shift)
+    tracking.log_figure(viz.accuracy_against_shift(shifts, accuracies, name), "plots/accuracy_vs_shift.png")
+    log.info("accuracy against shift %s: %s", shifts, [round(a, 3) for a in accuracies])
 
 
 def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test, classes: list[str]) -> float:
@@ -91,8 +106,18 @@ def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test,
         scores, cm, predicted = evaluate_segmentation(model, x_test, y_test, classes, batch, ignore_label=ignore)
         figure = viz.prediction_grid(x_test[shown], y_test[shown], predicted[shown], classes)
         headline = "mean_iou"
+    elif task == "localization":
+        predicted = model.predict(x_test.astype(np.float32), batch_size=batch, verbose=0)
+        ious = keras.ops.convert_to_numpy(box_iou(y_test, predicted))
+        scores = {"box_iou": float(ious.mean()), "box_iou_above_0.5": float((ious > 0.5).mean())}
+        tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
+        tracking.log_figure(viz.box_grid(x_test[:16], y_test[:16], predicted[:16]), "plots/test_predictions.png")
+        log.info("test box IoU: %.4f", scores["box_iou"])
+        return scores["box_iou"]
     else:
         scores, cm, predicted = evaluate_classification(model, x_test, y_test, classes, batch)
+        if cfg.data.get("test_shifts"):
+            shift_curve(model, x_test, y_test, classes, batch, list(cfg.data.test_shifts), cfg.model.name)
         shown = slice(0, 4 * cfg.tracking.num_examples)
         figure = viz.classification_grid(x_test[shown], y_test[shown], predicted[shown], classes)
         headline = "accuracy"

@@ -159,3 +159,32 @@ def classification_grid(
         )
     fig.tight_layout()
     return fig
+
+
+def accuracy_against_shift(shifts: list[int], accuracies: list[float], model_name: str) -> plt.Figure:
+    """Test accuracy as the test objects move away from where training saw them."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(shifts, accuracies, marker="o", label=model_name)
+    ax.set(xlabel="shift of the test images (pixels)", ylabel="test accuracy", ylim=(0, 1.02), title="shift invariance")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def box_grid(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, columns: int = 8) -> plt.Figure:
+    """Images with the true box (green) and the predicted one (red); boxes are fractions of the image size."""
+    n = len(images)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        height, width = images[i].shape[:2]
+        ax.imshow(images[i].astype(np.uint8))
+        for box, colour in ((truth[i], "lime"), (predicted[i], "red")):
+            x0, y0, x1, y1 = box * np.array([width, height, width, height])
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=1.2))
+    fig.tight_layout()
+    return fig

@@ -47,7 +47,8 @@ class ImageBatches(keras.utils.PyDataset):
             images = np.stack([self.augment(image=image)["image"] for image in images])
         if images.ndim == 3:  # albumentations drops a single channel axis
             images = images[..., None]
-        return images.astype(np.float32), targets.astype(np.int32)
+        integer = np.issubdtype(targets.dtype, np.integer)
+        return images.astype(np.float32), targets.astype(np.int32 if integer else np.float32)
 
     def on_epoch_end(self):
         if self.shuffle:

@@ -37,6 +37,8 @@ class ShapesSpec:
     min_contrast: float = 80.0
     noise_std: float = 8.0
     texture_amplitude: float = 25.0
+    max_center_x: float = 1.0  # objects' centres lie left of this fraction of the width (shift experiment)
+    plain: bool = False  # white shapes on black (no texture, no colour): the simplest possible scene
 
     def __post_init__(self):
         checks = {
@@ -48,6 +50,7 @@ class ShapesSpec:
             "noise_std": self.noise_std >= 0,
             "texture_amplitude": self.texture_amplitude >= 0,
             "min_contrast": 0 <= self.min_contrast <= 200,
+            "max_center_x": 2 * self.max_size <= self.max_center_x * self.image_size <= self.image_size,
         }
         valid = {
             "image_size": ">= 16",
@@ -58,6 +61,7 @@ class ShapesSpec:
             "noise_std": ">= 0",
             "texture_amplitude": ">= 0",
             "min_contrast": "in [0, 200]",
+            "max_center_x": "in (0, 1] and leave room for a shape of max_size",
         }
         for key, ok in checks.items():
             if not ok:
@@ -103,21 +107,21 @@ def render_sample(spec: ShapesSpec, split: str, index: int) -> tuple[np.ndarray,
     """Image (H, W, 3) uint8 and mask (H, W) uint8 for one sample; deterministic in (spec.seed, split, index)."""
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), index])
     size = spec.image_size
-    background = _background(rng, size, spec)
+    background = np.zeros((size, size, 3)) if spec.plain else _background(rng, size, spec)
     image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
     mask = Image.new("L", (size, size), 0)
     draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
     for _ in range(rng.integers(spec.min_shapes, spec.max_shapes + 1)):
         label = int(rng.integers(1, len(CLASSES)))
         r = rng.uniform(spec.min_size, spec.max_size)
-        cx, cy = rng.uniform(r, size - r, 2)
+        cx, cy = rng.uniform(r, spec.max_center_x * size - r), rng.uniform(r, size - r)
         local = background[int(cy), int(cx)]
         colour = rng.uniform(0, 255, 3)
         for _ in range(20):  # keep the shape visible against the background under it
             if np.abs(colour - local).sum() >= spec.min_contrast:
                 break
             colour = rng.uniform(0, 255, 3)
-        fill = tuple(int(c) for c in colour)
+        fill = (255, 255, 255) if spec.plain else tuple(int(c) for c in colour)
         if CLASSES[label] == "circle":
             box = (cx - r, cy - r, cx + r, cy + r)
             draw_image.ellipse(box, fill=fill)

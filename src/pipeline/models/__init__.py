@@ -5,6 +5,7 @@ import keras
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
 from pipeline.models.classic import alexnet, convnet, googlenet, lenet5, mlp, neocognitron, resnet
+from pipeline.models.localization import localizer
 from pipeline.models.segnet import segnet
 from pipeline.models.unet import unet, unet_paper
 
@@ -19,8 +20,15 @@ MODELS = {
     "googlenet": googlenet,
     "neocognitron": neocognitron,
     "mlp": mlp,
+    "localizer": localizer,
 }
-TASK_OF_MODEL = {"unet": "segmentation", "unet_paper": "segmentation", "segnet": "segmentation"}  # others classify
+TASK_OF_MODEL = {
+    "unet": "segmentation",
+    "unet_paper": "segmentation",
+    "segnet": "segmentation",
+    "localizer": "localization",
+}
+# every other model classifies
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options) -> keras.Model:

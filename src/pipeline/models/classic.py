@@ -79,11 +79,13 @@ def convnet(
     fc_units: int = 128,
     batch_norm: bool = False,
     dropout: float = 0.0,
+    global_pool: bool = False,
 ) -> keras.Model:
     """The lecture's typical architecture [(CONV-RELU)^N - POOL?]^M - (FC-RELU)^K - SOFTMAX.
 
     `n` may be one N for every stage or a list with one per stage (VGG-11 is n=[1, 1, 2, 2, 2], m=5);
-    filters double at each stage. With pool=False the stages keep their resolution.
+    filters double at each stage. With pool=False the stages keep their resolution. global_pool=True
+    replaces Flatten by global max pooling: the features no longer depend on where they were found.
     """
     per_stage = list(n) if isinstance(n, (list, tuple)) else [n] * m
     _check(num_classes, n=per_stage, m=m, filters=filters, kernel_size=kernel_size)
@@ -110,7 +112,7 @@ def convnet(
             x = layers.Activation("relu", name=f"stage{stage}_relu{i}")(x)
         if pool:
             x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = layers.GlobalMaxPooling2D(name="global_pool")(x) if global_pool else layers.Flatten(name="flatten")(x)
     for i in range(1, k + 1):
         x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
         if dropout:

@@ -77,3 +77,21 @@ def test_localizer_regresses_boxes_and_reports_box_iou(project):
     assert result.returncode == 0, result.stderr[-3000:]
     _, run = read_run(project, "shapes_loc")
     assert 0.0 <= run.data.metrics["test_box_iou"] <= 1.0 and "val_box_iou" in run.data.metrics
+
+
+def test_googlenet_trains_with_its_auxiliary_heads(project):
+    result = run_stage(
+        "train",
+        project,
+        "data=digits",
+        "model=googlenet",
+        "model.aux_heads=true",
+        "model.width=0.0625",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "tracking.log_model=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, run = read_run(project, "digits")
+    assert "val_predictions_accuracy" in run.data.metrics and "test_accuracy" in run.data.metrics
+    assert run.data.tags["model"] == "googlenet"

@@ -12,6 +12,8 @@ def evaluate(
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Scores over the whole split; also the confusion matrix and the predicted labels."""
     probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+    if isinstance(probabilities, (list, tuple)):  # auxiliary heads: score the main classifier
+        probabilities = probabilities[0]
     predicted = np.argmax(probabilities, axis=-1)
     k = min(top_k, len(classes))
     top = np.argsort(probabilities, axis=-1)[:, -k:]

@@ -25,11 +25,12 @@ class ImageBatches(keras.utils.PyDataset):
         augment: A.Compose | None = None,
         shuffle: bool = False,
         seed: int = 0,
+        outputs: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.images, self.targets = images, targets
-        self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
+        self.batch_size, self.augment, self.shuffle, self.outputs = batch_size, augment, shuffle, outputs
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(images)) if shuffle else np.arange(len(images))
 
@@ -47,8 +48,9 @@ class ImageBatches(keras.utils.PyDataset):
             images = np.stack([self.augment(image=image)["image"] for image in images])
         if images.ndim == 3:  # albumentations drops a single channel axis
             images = images[..., None]
-        integer = np.issubdtype(targets.dtype, np.integer)
-        return images.astype(np.float32), targets.astype(np.int32 if integer else np.float32)
+        targets = targets.astype(np.int32 if np.issubdtype(targets.dtype, np.integer) else np.float32)
+        # a model with auxiliary heads gets the same targets for every output
+        return images.astype(np.float32), targets if self.outputs == 1 else (targets,) * self.outputs
 
     def on_epoch_end(self):
         if self.shuffle:

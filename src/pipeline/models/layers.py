@@ -60,20 +60,27 @@ def _windows(x, pool: int):
     return ops.reshape(x, (-1, height // pool, width // pool, channels, pool * pool))
 
 
-@keras.saving.register_keras_serializable(package="pipeline")
-class MaxPoolingWithSwitches2D(keras.layers.Layer):
-    """p x p max pooling (stride p) that also returns the "switch variables": where in each window the max was.
-
-    Outputs [pooled (B, H/p, W/p, C), switches (B, H/p, W/p, C) int32 in 0..p*p-1, row-major in the
-    window]. MaxUnpooling2D uses the switches to put values back where they came from (Zeiler & Fergus
-    2013; Badrinarayanan et al., SegNet, 2017).
-    """
+class _PoolSizeLayer(keras.layers.Layer):
+    """Shared by pooling and unpooling: a validated, serialized pool_size."""
 
     def __init__(self, pool_size: int = 2, **kwargs):
         if not isinstance(pool_size, int) or pool_size < 2:
             raise ConfigError(f"pool_size={pool_size!r} is invalid: must be an integer >= 2")
         super().__init__(**kwargs)
         self.pool_size = pool_size
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class MaxPoolingWithSwitches2D(_PoolSizeLayer):
+    """p x p max pooling (stride p) that also returns the "switch variables": where in each window the max was.
+
+    Outputs [pooled (B, H/p, W/p, C), switches (B, H/p, W/p, C) int32 in 0..p*p-1, row-major in the
+    window]. MaxUnpooling2D uses the switches to put values back where they came from (Zeiler & Fergus
+    2013; Badrinarayanan et al., SegNet, 2017).
+    """
 
     def call(self, inputs):
         height, width = inputs.shape[1:3]
@@ -89,23 +96,14 @@ class MaxPoolingWithSwitches2D(keras.layers.Layer):
         shape = (b, h // self.pool_size, w // self.pool_size, c)
         return shape, shape
 
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size}
-
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class MaxUnpooling2D(keras.layers.Layer):
+class MaxUnpooling2D(_PoolSizeLayer):
     """Inverse of MaxPoolingWithSwitches2D: each value goes back to its switch position; the rest are zeros.
 
     Max pooling is not invertible; with the switches recorded this is the best approximate inverse,
     the lecture's "unpooling with switch variables". Gradients flow to the values (not to the switches).
     """
-
-    def __init__(self, pool_size: int = 2, **kwargs):
-        if not isinstance(pool_size, int) or pool_size < 2:
-            raise ConfigError(f"pool_size={pool_size!r} is invalid: must be an integer >= 2")
-        super().__init__(**kwargs)
-        self.pool_size = pool_size
 
     def call(self, inputs):
         values, switches = inputs
@@ -119,9 +117,6 @@ class MaxUnpooling2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape[0]
         return (b, h * self.pool_size, w * self.pool_size, c)
-
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

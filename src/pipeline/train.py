@@ -103,7 +103,7 @@ def shift_curve(model, x_test, y_test, classes, batch: int, shifts: list[int], n
         moved = np.roll(x_test, shift, axis=2)
         accuracies.append(evaluate_classification(model, moved, y_test, classes, batch)[0]["accuracy"])
         tracking.log_metrics({"shift_accuracy": accuracies[-1]}, step=shift)
-    tracking.log_figure(viz.accuracy_against_shift(shifts, accuracies, name), "plots/accuracy_vs_shift.png")
+    tracking.log_figure(viz.accuracy_against_shift(shifts, {name: accuracies}), "plots/accuracy_vs_shift.png")
     log.info("accuracy against shift %s: %s", shifts, [round(a, 3) for a in accuracies])
 
 
@@ -126,7 +126,8 @@ def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test,
     else:
         scores, cm, predicted = evaluate_classification(model, x_test, y_test, classes, batch)
         if cfg.data.get("test_shifts"):
-            shift_curve(model, x_test, y_test, classes, batch, list(cfg.data.test_shifts), cfg.model.name)
+            name = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
+            shift_curve(model, x_test, y_test, classes, batch, list(cfg.data.test_shifts), name)
         shown = slice(0, 4 * cfg.tracking.num_examples)
         figure = viz.classification_grid(x_test[shown], y_test[shown], predicted[shown], classes)
         headline = "accuracy"

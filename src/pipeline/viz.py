@@ -161,10 +161,11 @@ def classification_grid(
     return fig
 
 
-def accuracy_against_shift(shifts: list[int], accuracies: list[float], model_name: str) -> plt.Figure:
-    """Test accuracy as the test objects move away from where training saw them."""
+def accuracy_against_shift(shifts: list[int], curves: dict[str, list[float]]) -> plt.Figure:
+    """Test accuracy as the test objects move away from where training saw them, one line per model."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(shifts, accuracies, marker="o", label=model_name)
+    for name, accuracies in curves.items():
+        ax.plot(shifts, accuracies, marker="o", label=name)
     ax.set(xlabel="shift of the test images (pixels)", ylabel="test accuracy", ylim=(0, 1.02), title="shift invariance")
     ax.grid(alpha=0.3)
     ax.legend()

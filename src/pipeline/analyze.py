@@ -132,7 +132,7 @@ def figures(model: keras.Model, rows: list[dict], input_size: int) -> dict[str, 
 def main(cfg: DictConfig) -> float:
     validate(cfg)
     classes = list(cfg.data.classes)
-    shape = (cfg.data.image_size, cfg.data.image_size, 3)
+    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.get("channels", 3))
     model = build_model(cfg.model.name, shape, len(classes), **model_options(cfg.model))
     rows = layer_table(model)
     text, summary = report(model, rows)

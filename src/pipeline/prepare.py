@@ -57,7 +57,7 @@ def load_data(data: DictConfig, root: Path, split: str) -> tuple[np.ndarray, np.
         classes = [str(c) for c in data.classes] if data.classes else None
         return image_folder(root, classes, size, data.val_fraction, data.test_fraction, data.split_seed)[split]
     if layout == "mnist":
-        return mnist(root, size, data.val_fraction, data.split_seed)[split]
+        return mnist(str(root), size, data.val_fraction, data.split_seed)[split]
     if layout == "shapes_cls":  # the one object of each generated image: its class (circle, square, triangle)
         images, masks = load_split(root, split, len(CLASSES), size)
         labels, boxes = shapes_labels(masks)

@@ -107,9 +107,11 @@ def shift_curve(model, x_test, y_test, classes, batch: int, shifts: list[int], n
     log.info("accuracy against shift %s: %s", shifts, [round(a, 3) for a in accuracies])
 
 
-def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test, classes: list[str]) -> float:
+def test_and_log(
+    model: keras.Model, task: str, cfg: DictConfig, x_test, y_test, classes: list[str], model_choice: str
+) -> float:
     """Scores the test split, logs test_* metrics and pictures; returns the headline metric."""
-    batch, shown = cfg.trainer.batch_size, slice(0, cfg.tracking.num_examples)
+    batch, shown, cm = cfg.trainer.batch_size, slice(0, cfg.tracking.num_examples), None
     if task == "segmentation":
         ignore = cfg.loss.ignore_label
         scores, cm, predicted = evaluate_segmentation(model, x_test, y_test, classes, batch, ignore_label=ignore)
@@ -119,21 +121,19 @@ def test_and_log(model: keras.Model, task: str, cfg: DictConfig, x_test, y_test,
         predicted = model.predict(x_test.astype(np.float32), batch_size=batch, verbose=0)
         ious = keras.ops.convert_to_numpy(box_iou(y_test, predicted))
         scores = {"box_iou": float(ious.mean()), "box_iou_above_0.5": float((ious > 0.5).mean())}
-        tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
-        tracking.log_figure(viz.box_grid(x_test[:16], y_test[:16], predicted[:16]), "plots/test_predictions.png")
-        log.info("test box IoU: %.4f", scores["box_iou"])
-        return scores["box_iou"]
+        figure = viz.box_grid(x_test[:16], y_test[:16], predicted[:16])
+        headline = "box_iou"
     else:
         scores, cm, predicted = evaluate_classification(model, x_test, y_test, classes, batch)
         if cfg.data.get("test_shifts"):
-            name = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
-            shift_curve(model, x_test, y_test, classes, batch, list(cfg.data.test_shifts), name)
+            shift_curve(model, x_test, y_test, classes, batch, list(cfg.data.test_shifts), model_choice)
         shown = slice(0, 4 * cfg.tracking.num_examples)
         figure = viz.classification_grid(x_test[shown], y_test[shown], predicted[shown], classes)
         headline = "accuracy"
     tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
     tracking.log_figure(figure, "plots/test_predictions.png")
-    tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
+    if cm is not None:
+        tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
     log.info("test %s: %.4f", headline, scores[headline])
     return scores[headline]
 
@@ -184,7 +184,7 @@ def main(cfg: DictConfig) -> float:
             ],
         ).history
         model = keras.models.load_model(best_path)  # evaluate the best epoch, not the last
-        headline = test_and_log(model, task, cfg, x_test, y_test, classes)
+        headline = test_and_log(model, task, cfg, x_test, y_test, classes, model_choice)
         tracking.log_figure(viz.training_curves(history), "plots/training_curves.png")
         if cfg.tracking.log_model:
             tracking.log_keras_model(model, x_test[:2].astype(np.float32))

@@ -140,23 +140,24 @@ def filter_responses(image: np.ndarray, responses: list[np.ndarray], names: list
     return fig
 
 
+def _image_grid(count: int, columns: int, cell: tuple[float, float]):
+    """A figure with one axis per image (row-major, axes switched off) and the axes that hold an image."""
+    columns = max(1, min(columns, count))
+    rows = int(np.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(cell[0] * columns, cell[1] * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    return fig, axes.ravel()[:count]
+
+
 def classification_grid(
     images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, class_names: list[str], columns: int = 8
 ) -> plt.Figure:
     """Test images titled 'predicted (true)', wrong ones in red."""
-    n = len(images)
-    rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_axis_off()
-        if i >= n:
-            continue
-        image = images[i]
+    fig, axes = _image_grid(len(images), columns, (1.4, 1.6))
+    for ax, image, t, p in zip(axes, images, truth, predicted):
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image.astype(np.uint8), cmap="gray")
-        ok = truth[i] == predicted[i]
-        ax.set_title(
-            f"{class_names[predicted[i]]} ({class_names[truth[i]]})", fontsize=7, color="black" if ok else "red"
-        )
+        ax.set_title(f"{class_names[p]} ({class_names[t]})", fontsize=7, color="black" if t == p else "red")
     fig.tight_layout()
     return fig
 
@@ -175,16 +176,11 @@ def accuracy_against_shift(shifts: list[int], curves: dict[str, list[float]]) ->
 
 def box_grid(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, columns: int = 8) -> plt.Figure:
     """Images with the true box (green) and the predicted one (red); boxes are fractions of the image size."""
-    n = len(images)
-    rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_axis_off()
-        if i >= n:
-            continue
-        height, width = images[i].shape[:2]
-        ax.imshow(images[i].astype(np.uint8))
-        for box, colour in ((truth[i], "lime"), (predicted[i], "red")):
+    fig, axes = _image_grid(len(images), columns, (1.6, 1.6))
+    for ax, image, true_box, predicted_box in zip(axes, images, truth, predicted):
+        height, width = image.shape[:2]
+        ax.imshow(image.astype(np.uint8))
+        for box, colour in ((true_box, "lime"), (predicted_box, "red")):
             x0, y0, x1, y1 = box * np.array([width, height, width, height])
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=1.2))
     fig.tight_layout()

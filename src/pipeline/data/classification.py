@@ -1,7 +1,11 @@
 """Classification sets: the handwritten digits bundled with scikit-learn (real data, offline).
 
 Returned as images (N, H, W, C) uint8 and labels (N,) int, split reproducibly (stratified).
+The loaders are cached: the train stage asks for train, val and test in turn, and each would
+otherwise read, resize and split the whole set again. Callers must not modify the arrays.
 """
+
+import functools
 
 import numpy as np
 from PIL import Image
@@ -48,6 +52,7 @@ def stratified_splits(
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
+@functools.lru_cache(maxsize=2)
 def digits(image_size: int = 32, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0):
     """scikit-learn's 1,797 8x8 digits (UCI, 16 grey levels), scaled to 0..255 and upsampled to image_size."""
     bunch = load_digits()
@@ -57,6 +62,14 @@ def digits(image_size: int = 32, val_fraction: float = 0.1, test_fraction: float
 
 def image_folder(
     root, classes: list[str] | None, image_size: int, val_fraction: float, test_fraction: float, seed: int
+):
+    """See _image_folder; classes may be any sequence (made hashable for the cache)."""
+    return _image_folder(str(root), tuple(classes) if classes else None, image_size, val_fraction, test_fraction, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _image_folder(
+    root, classes: tuple[str, ...] | None, image_size: int, val_fraction: float, test_fraction: float, seed: int
 ):
     """The ImageNet/Keras convention root/<class name>/*.png|jpg, split reproducibly (stratified).
 
@@ -70,7 +83,7 @@ def image_folder(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data.root folder not found (expected <root>/<class name>/*.png|jpg)")
-    names = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
+    names = list(classes) if classes else sorted(p.name for p in root.iterdir() if p.is_dir())
     images, labels = [], []
     for label, name in enumerate(names):
         folder = root / str(name)
@@ -108,6 +121,7 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
+@functools.lru_cache(maxsize=2)
 def mnist(root, image_size: int = 32, val_fraction: float = 0.1, seed: int = 0):
     """MNIST from its four standard IDX files under root (as downloaded, .gz or not); test = the t10k files.
 

@@ -28,7 +28,7 @@ from pipeline.models import MODELS, TASK_OF_MODEL, build_model
 from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.prepare import class_names, load_data, prepare_data
 from pipeline.segmentation import evaluate as evaluate_segmentation
-from pipeline.training import build_optimizer, configure_runtime
+from pipeline.training import build_optimizer, configure_distribution, configure_runtime
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def test_and_log(
 @stage
 def main(cfg: DictConfig) -> float:
     validate(cfg)
+    dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)  # first: before any TF op
     configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
     task = cfg.data.get("task", "segmentation")
     root = prepare_data(cfg.data)
@@ -149,15 +150,17 @@ def main(cfg: DictConfig) -> float:
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
         load_data(cfg.data, root, s) for s in ("train", "val", "test")
     )
-    model = build_model(cfg.model.name, x_train.shape[1:], len(classes), **model_options(cfg.model))
+    with dist.scope():  # variables mirrored on every replica
+        model = build_model(cfg.model.name, x_train.shape[1:], len(classes), **model_options(cfg.model))
     augment = build_augmentation(cfg.augment.train, seed=cfg.seed)
-    outputs = len(model.outputs)
-    train_batches = ImageBatches(x_train, y_train, cfg.trainer.batch_size, augment, True, cfg.seed, outputs=outputs)
-    val_batches = ImageBatches(x_val, y_val, cfg.trainer.batch_size, outputs=outputs)
-    optimizer = build_optimizer(
-        steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs, **OmegaConf.to_container(cfg.optimizer)
-    )
-    monitor = compile_for_task(model, task, cfg, optimizer, len(classes))
+    outputs, batch = len(model.outputs), dist.global_batch(cfg.trainer.batch_size)
+    train_batches = ImageBatches(x_train, y_train, batch, augment, True, cfg.seed, outputs=outputs)
+    val_batches = ImageBatches(x_val, y_val, batch, outputs=outputs)
+    with dist.scope():
+        optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+        optimizer_cfg["lr"] = dist.scaled_lr(optimizer_cfg["lr"], cfg.trainer.lr_scaling)
+        optimizer = build_optimizer(steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs, **optimizer_cfg)
+        monitor = compile_for_task(model, task, cfg, optimizer, len(classes))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     best_path = output_dir / "checkpoints" / "best.keras"
     best_path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,9 +168,11 @@ def main(cfg: DictConfig) -> float:
     model_choice = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": task, "model": model_choice, "builder": cfg.model.name, "data": cfg.data.name}
 
-    with tracking.run(
-        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags
-    ):
+    # only the chief records into the shared store; other workers keep a local one, so a run is logged once
+    uri, artifacts = cfg.tracking.uri, cfg.tracking.artifact_root
+    if not dist.is_chief:
+        uri, artifacts = f"sqlite:///{output_dir}/worker{dist.worker}-mlflow.db", str(output_dir / "mlartifacts")
+    with tracking.run(uri, cfg.tracking.experiment, cfg.tracking.run_name, artifacts, tags):
         tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
         tracking.log_dir(output_dir / ".hydra", "config")
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")

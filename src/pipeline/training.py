@@ -1,4 +1,9 @@
-"""Training pieces shared by the stages: runtime set-up, optimizers and learning-rate schedules."""
+"""Training pieces shared by the stages: runtime set-up, distribution, optimizers and learning-rate schedules."""
+
+import contextlib
+import dataclasses
+import json
+import os
 
 import keras
 
@@ -56,3 +61,85 @@ def build_optimizer(
         return checked_call(OPTIMIZERS[name], options, "optimizer", learning_rate=rate)
     except ValueError as err:  # Keras' own argument checks, e.g. a negative momentum
         raise ConfigError(f"optimizer ({name}): {err}") from None
+
+
+STRATEGIES = ("auto", "mirrored", "multi_worker")
+LR_SCALING = ("linear", "sqrt", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """Where to build the model (scope), over how many replicas, and whether this process records results."""
+
+    strategy: object = None  # a tf.distribute.Strategy, or None: the backend's default placement
+    replicas: int = 1
+    worker: int = 0  # this host's index among the workers; worker 0 is the chief
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Build models and optimizers in here, so their variables live on every replica."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker == 0
+
+    def global_batch(self, per_replica: int) -> int:
+        return per_replica * self.replicas
+
+    def scaled_lr(self, lr: float, rule: str = "linear") -> float:
+        """The linear scaling rule (Goyal et al. 2017): k times the batch, k times the learning rate."""
+        if rule not in LR_SCALING:
+            raise ConfigError(f"trainer.lr_scaling={rule!r} is unknown; valid: {', '.join(LR_SCALING)}")
+        return lr * {"linear": self.replicas, "sqrt": self.replicas**0.5, "none": 1}[rule]
+
+
+def configure_distribution(strategy: str = "auto", memory_growth: bool = False) -> Distribution:
+    """Data parallelism on the existing engines: tf.distribute under TensorFlow, keras.distribution under JAX.
+
+    auto: every local GPU when there are several, else the default single-device strategy; mirrored: all local
+    devices (MirroredStrategy); multi_worker: every device of every host listed in TF_CONFIG
+    (MultiWorkerMirroredStrategy). Call before any other TensorFlow work: collective ops need a fresh runtime.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"trainer.strategy={strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    if keras.config.backend() == "jax":
+        return _jax_distribution(strategy)
+    if keras.config.backend() != "tensorflow":
+        return Distribution()
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if memory_growth:
+        for gpu in gpus:  # take GPU memory as needed instead of all of it up front
+            tf.config.experimental.set_memory_growth(gpu, True)
+    if strategy == "multi_worker":
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        if "cluster" not in tf_config or "task" not in tf_config:
+            raise ConfigError(
+                "trainer.strategy=multi_worker needs TF_CONFIG with 'cluster' and 'task', e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+            )
+        from pipeline.compat import patch_keras_for_multi_worker
+
+        patch_keras_for_multi_worker()
+        found = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = found.cluster_resolver
+        worker = 0 if resolver.task_type == "chief" else resolver.task_id + ("chief" in tf_config["cluster"])
+        return Distribution(found, found.num_replicas_in_sync, worker)
+    if strategy == "mirrored" or len(gpus) > 1:
+        found = tf.distribute.MirroredStrategy()
+        return Distribution(found, found.num_replicas_in_sync)
+    return Distribution()
+
+
+def _jax_distribution(strategy: str) -> Distribution:
+    if strategy == "multi_worker":
+        raise ConfigError(
+            "trainer.strategy=multi_worker runs on TensorFlow's MultiWorkerMirroredStrategy; under KERAS_BACKEND=jax "
+            "use trainer.strategy=auto or mirrored (keras.distribution.DataParallel over the local devices)"
+        )
+    devices = keras.distribution.list_devices()
+    if strategy == "mirrored" or len(devices) > 1:
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return Distribution(replicas=len(devices))
+    return Distribution()

@@ -1,0 +1,79 @@
+"""Multi-host training on tf.distribute: two worker processes on loopback ports train one model together."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from conftest import TINY, run_stage
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_needs_tf_config(project):
+    done = run_stage("train", project, *TINY, "trainer.strategy=multi_worker")
+    assert done.returncode == 2
+    assert "trainer.strategy=multi_worker needs TF_CONFIG" in done.stderr
+
+
+def test_unknown_strategy_is_named(project):
+    done = run_stage("train", project, *TINY, "trainer.strategy=horovod")
+    assert done.returncode == 2
+    assert "trainer.strategy='horovod' is unknown; valid: auto, mirrored, multi_worker" in done.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_the_chief_logs_one_run(project):
+    assert run_stage("prepare", project, *TINY).returncode == 0  # both workers then read the same files
+    hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    store = f"sqlite:///{project}/mlflow.db"
+    workers = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": store,
+            "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
+        }
+        command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *TINY]
+        command += ["trainer.strategy=multi_worker", "trainer.verbose=0", f"hydra.run.dir={project}/outputs/w{index}"]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    # the workers trained one replicated model: the same test score on both
+    logs = [out + err for out, err in outputs]
+    scores = [line.split("test mean_iou:")[1] for log in logs for line in log.splitlines() if "test mean_iou:" in line]
+    assert len(scores) == 2 and scores[0] == scores[1]
+
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["shapes"], output_format="list")
+    assert len(runs) == 1, "only the chief records into the shared store"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.strategy"] == "multi_worker"
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 2
+    assert (project / "outputs" / "w1" / "worker1-mlflow.db").is_file()
+
+
+def test_gpu_trainer_extends_the_cpu_one(compose_config):
+    cfg = compose_config(["trainer=gpu"])
+    assert cfg.trainer.precision == "mixed_bfloat16" and cfg.trainer.jit_compile and cfg.trainer.memory_growth
+    assert cfg.trainer.epochs == compose_config([]).trainer.epochs  # everything else from trainer=cpu
+
+
+def test_global_batch_and_learning_rate_scale_with_replicas():
+    from pipeline.training import Distribution
+
+    four = Distribution(replicas=4)
+    assert four.global_batch(32) == 128
+    assert four.scaled_lr(1e-3) == pytest.approx(4e-3)
+    assert four.scaled_lr(1e-3, "sqrt") == pytest.approx(2e-3)
+    assert four.scaled_lr(1e-3, "none") == pytest.approx(1e-3)

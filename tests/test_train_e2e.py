@@ -34,7 +34,7 @@ def test_run_finished_with_resolved_config_as_params(trained):
 
 def test_epoch_metrics_are_logged_with_their_steps(trained):
     _, client, run, _ = trained
-    for key in ("loss", "val_loss", "mean_iou", "val_mean_iou", "learning_rate"):
+    for key in ("loss", "val_loss", "mean_iou", "val_mean_iou", "learning_rate", "images_per_sec"):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history) == [0, 1], key
 
@@ -68,6 +68,8 @@ def test_logged_model_has_a_signature_and_predicts(trained):
     )
     info = mlflow.models.get_model_info(logged.model_uri)
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
+    import pipeline.losses  # noqa: F401  (registers the custom loss the logged model was compiled with)
+
     model = mlflow.keras.load_model(logged.model_uri)
     probabilities = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
     assert probabilities.shape == (1, 32, 32, 4)

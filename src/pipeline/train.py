@@ -28,7 +28,7 @@ from pipeline.models import MODELS, TASK_OF_MODEL, build_model
 from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.prepare import class_names, load_data, prepare_data
 from pipeline.segmentation import evaluate as evaluate_segmentation
-from pipeline.training import build_optimizer, configure_distribution, configure_runtime
+from pipeline.training import Throughput, build_optimizer, configure_distribution, configure_runtime
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def main(cfg: DictConfig) -> float:
             verbose=cfg.trainer.verbose,
             callbacks=[
                 keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="max", save_best_only=True),
+                Throughput(len(x_train)),
                 tracking.MetricsCallback(),
             ],
         ).history

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import time
 
 import keras
 
@@ -143,3 +144,22 @@ def _jax_distribution(strategy: str) -> Distribution:
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return Distribution(replicas=len(devices))
     return Distribution()
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds `images_per_sec` to each epoch's logs: training images over the time of the epoch's training steps
+    (validation excluded), so MLflow shows the speed of every run and `make bench` compares it with bare Keras."""
+
+    def __init__(self, images_per_epoch: int):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start = self.last_step = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.last_step = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["images_per_sec"] = self.images_per_epoch / max(self.last_step - self.start, 1e-9)

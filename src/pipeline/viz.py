@@ -17,7 +17,7 @@ def class_colormap(num_classes: int) -> ListedColormap:
 
 def training_curves(history: dict[str, list[float]]) -> plt.Figure:
     """One panel per metric (loss, mean_iou, ...) with its train and validation curves against epoch."""
-    names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
+    names = [k for k in history if not k.startswith("val_") and k not in ("learning_rate", "images_per_sec")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(history[name]) + 1)

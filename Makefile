@@ -3,6 +3,7 @@
 #   make train ARGS="model.depth=3"     any Hydra overrides
 #   make test | make test-slow          fast suite | the slow end-to-end checks (CI runs both)
 #   make ui                             MLflow UI on http://127.0.0.1:5000
+#   make bench                          pipeline vs bare Keras, input pipeline, FLOP/s, precision, XLA, memory
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ PORT   ?= 5000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train prepare test test-slow test-all ui lint format clean clean-all
+.PHONY: setup train prepare test test-slow test-all bench ui lint format clean clean-all
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pipeline.bench $(ARGS)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

@@ -186,3 +186,11 @@ def load_run_config(run_id: str) -> dict | None:
         return yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/resolved.yaml"))
     except (mlflow.exceptions.MlflowException, OSError):  # not a run of this pipeline: use the stage config
         return None
+
+
+def last_run_metric(uri: str, experiment: str, key: str) -> list[float]:
+    """The values of metric `key`, in step order, of the newest run of `experiment` in the store at `uri`."""
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    return [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]

@@ -1,0 +1,39 @@
+"""`make bench`'s pieces: a measurement in its own process, and the table of ratios against targets."""
+
+import json
+import subprocess
+import sys
+
+from pipeline.bench import RESULT, table
+
+
+def test_a_measurement_runs_in_a_fresh_process_and_reports_json():
+    command = [sys.executable, "-m", "pipeline.bench", "--child", "matmul_ceiling", json.dumps({"size": 64})]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    ceiling = json.loads(line[len(RESULT) :])["flops_per_sec"]
+    assert ceiling["float32"] > 1e6 and ceiling["bfloat16"] > 1e6
+
+
+def test_table_reports_median_ratios_and_marks_the_targets():
+    measured = {
+        "rates": {
+            "stage": [90, 96, 300],  # median 96
+            "fp32": [100, 100, 1],
+            "input": [150, 150, 150],  # 1.5x the training step: below the 2x target
+            "bf16": [120],
+            "fp32+xla": [50],
+            "bf16+xla": [60],
+        },
+        "peaks": {"stage": [1500], "fp32": [1000]},
+        "train_flops_per_image": 1e9,
+        "ceiling": {"float32": 1e12, "bfloat16": 2e12},
+        "decode_images_per_sec": 5000,
+    }
+    text = table(measured, repeats=3, epochs=3)
+    assert "| train stage vs bare `model.fit` | 96 vs 100 img/s | 0.96 ✓ | ≥ 0.95 |" in text
+    assert "| 1.50 ✗ | ≥ 2 |" in text
+    assert "100.0 vs 1000.0 GFLOP/s | 0.10 |" in text
+    assert "| mixed_bfloat16 vs float32 | 120 vs 100 img/s | 1.20 | report |" in text
+    assert "1500 vs 1000 MiB | 1.50 |" in text

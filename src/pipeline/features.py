@@ -55,7 +55,7 @@ def evenly_spaced(items: list, count: int) -> list:
 
 def feature_model(model: keras.Model, names: list[str]) -> keras.Model:
     """A model from the inputs to the outputs of the named layers (shares the layers and their weights)."""
-    return keras.Model(model.inputs, [_output(model.get_layer(name)) for name in names])
+    return keras.Model(model.input, [_output(model.get_layer(name)) for name in names])
 
 
 def activation_maps(model: keras.Model, names: list[str], images: np.ndarray) -> dict[str, np.ndarray]:

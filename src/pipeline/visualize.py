@@ -123,28 +123,39 @@ def attribution_figures(model, images, targets, task: str, classes: list[str], c
     }
 
 
-def maximization_figures(model, layers: list[str], classes: list[str], mcfg: DictConfig):
-    """Synthesized inputs for the first filters of each layer and for each class; returns figures and gains."""
+def save(figures: dict[str, "viz.plt.Figure"], folder: Path) -> None:
+    """Write the figures as PNGs under folder (and free them: a U-Net makes dozens)."""
+    for name, figure in figures.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+        viz.plt.close(figure)
+
+
+def maximization_figures(model, layers: list[str], classes: list[str], mcfg: DictConfig, folder: Path):
+    """Synthesized inputs for the first filters of each layer and for each class, saved; returns the gains
+    (mean activation at the end over mean activation at the random start) per layer."""
     shape = tuple(model.inputs[0].shape[1:])
     options = {k: mcfg[k] for k in ("steps", "step_size", "jitter", "blur_every", "decay")}
-    figures, gains = {}, {}
+    gains = {}
     for k, name in enumerate(layers):
         count = min(mcfg.filters, features._output(model.get_layer(name)).shape[-1])
         objective = features.filter_objective(model, name, list(range(count)))
         synthesized, start, end = features.maximize(objective, shape, count, **options)
         gains[name] = float(np.mean(end) / max(abs(float(np.mean(start))), 1e-12))
         titles = [f"{c}: {end[c]:.2g}" for c in range(count)]
-        figures[f"maximization/{k:02d}_{name}.png"] = viz.synthesized_grid(
-            synthesized, titles, f"{name}: inputs maximising each filter's mean activation"
-        )
+        figure = viz.synthesized_grid(synthesized, titles, f"{name}: inputs maximising each filter's mean activation")
+        save({f"maximization/{k:02d}_{name}.png": figure}, folder)
     with features.logits(model):
         synthesized, _, end = features.maximize(
             features.class_objective(model, list(range(len(classes)))), shape, len(classes), **options
         )
-    figures["maximization/classes.png"] = viz.synthesized_grid(
-        synthesized, [f"{c}: {v:.2g}" for c, v in zip(classes, end)], "inputs maximising each class's logit"
+    titles = [f"{c}: {v:.2g}" for c, v in zip(classes, end)]
+    save(
+        {"maximization/classes.png": viz.synthesized_grid(synthesized, titles, "inputs maximising each class's logit")},
+        folder,
     )
-    return figures, gains
+    return gains
 
 
 def deconv_figures(model, layers: list[str], image: np.ndarray, top: int):
@@ -178,44 +189,38 @@ def main(cfg: DictConfig) -> float:
     if layer not in {item.name for item in model.layers}:
         raise ConfigError(f"layer={layer!r} is not in model {model.name}; e.g. {features.last_conv_layer(model)}")
 
-    figures = filter_figures(model)
-    maps = features.activation_maps(model, [item.name for item in features.spatial_layers(model)], images)
-    for k, (name, values) in enumerate(maps.items()):
-        figures[f"activations/{k:02d}_{name}.png"] = viz.feature_maps(images, values, name, cfg.max_channels)
-    figures.update(attribution_figures(model, images, targets, task, classes, cfg, layer))
-    maximized = chosen_layers(model, cfg.maximization.layers, cfg.maximization.max_layers)
-    pictures, gains = maximization_figures(model, maximized, classes, cfg.maximization)
-    figures.update(pictures)
-    deconv = chosen_layers(model, cfg.deconv.layers, cfg.deconv.max_layers)
-    figures.update(deconv_figures(model, deconv, images[0], cfg.deconv.top))
+    with tempfile.TemporaryDirectory(prefix="visualize-") as name:
+        folder = Path(name)
+        save(filter_figures(model), folder)
+        maps = features.activation_maps(model, [item.name for item in features.spatial_layers(model)], images)
+        for k, (name, values) in enumerate(maps.items()):
+            save({f"activations/{k:02d}_{name}.png": viz.feature_maps(images, values, name, cfg.max_channels)}, folder)
+        save(attribution_figures(model, images, targets, task, classes, cfg, layer), folder)
+        maximized = chosen_layers(model, cfg.maximization.layers, cfg.maximization.max_layers)
+        gains = maximization_figures(model, maximized, classes, cfg.maximization, folder)
+        deconv = chosen_layers(model, cfg.deconv.layers, cfg.deconv.max_layers)
+        save(deconv_figures(model, deconv, images[0], cfg.deconv.top), folder)
 
-    tags = {"stage": "visualize", "source": str(cfg.source), "source_run": source_run or "", "data": data.name}
-    with (
-        tracking.run(
+        tags = {"stage": "visualize", "source": str(cfg.source), "source_run": source_run or "", "data": data.name}
+        with tracking.run(
             cfg.tracking.uri,
             cfg.tracking.experiment,
             cfg.tracking.run_name,
             cfg.tracking.artifact_root,
             tags,
             source_run,
-        ),
-        tempfile.TemporaryDirectory() as folder,
-    ):
-        tracking.log_params(
-            {"source": cfg.source, "source_run": source_run, "image": cfg.image, "split": cfg.split, "layer": layer}
-        )
-        tracking.log_params({"maximization": OmegaConf.to_container(cfg.maximization), "deconv_layers": deconv})
-        tracking.log_metrics({f"maximization_gain_{name}": gain for name, gain in gains.items()})
-        for name, figure in figures.items():
-            path = Path(folder, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(path, dpi=100)
-            viz.plt.close(figure)
-        tracking.log_dir(folder, "plots")
+        ):
+            tracking.log_params(
+                {"source": cfg.source, "source_run": source_run, "image": cfg.image, "split": cfg.split, "layer": layer}
+            )
+            tracking.log_params({"maximization": OmegaConf.to_container(cfg.maximization), "deconv_layers": deconv})
+            tracking.log_metrics({f"maximization_gain_{name}": gain for name, gain in gains.items()})
+            tracking.log_dir(folder, "plots")
         if cfg.export_dir:
             shutil.copytree(folder, Path(cfg.export_dir), dirs_exist_ok=True)
+        count = len(list(folder.rglob("*.png")))
     gain = float(np.mean(list(gains.values())))
-    log.info("%d pictures logged; activation maximization raised the filters %.1fx on average", len(figures), gain)
+    log.info("%d pictures logged; activation maximization raised the filters %.1fx on average", count, gain)
     return gain
 
 

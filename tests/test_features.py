@@ -99,3 +99,11 @@ def test_fixed_sobel_stem_is_found_as_a_conv_layer():
         logits = keras.ops.convert_to_numpy(model(np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1))))
     assert not np.allclose(logits.sum(axis=1), 1.0)
     assert model.layers[-1].activation is keras.activations.softmax  # restored
+
+
+def test_a_conv_blocks_unit_is_its_activation_after_batch_norm():
+    from pipeline.models.unet import unet
+
+    model = unet((16, 16, 3), 3, depth=1, base_filters=2)
+    assert features.activated(model, "encoder1_conv1") == "encoder1_relu1"
+    assert features.activated(model, "decoder1_upconv") == "decoder1_upconv"  # feeds a concat

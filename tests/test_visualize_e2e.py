@@ -1,5 +1,6 @@
 """The visualize stage end to end: train a tiny model, visualize its run id, read the pictures back from MLflow."""
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -73,3 +74,21 @@ def test_shapes_unet_every_picture_kind(project):
     run, found = visualize(client, project, source)
     assert run.data.params["layer"] == "decoder1_relu2"  # the last conv block's activation, before the classifier
     assert "plots/activations/00_encoder1_conv1.png" in found
+
+
+def test_a_bad_setting_is_a_one_line_error(project):
+    bad = run_stage("visualize", project, "source=nowhere.keras", "occlusion.patch=0")
+    assert bad.returncode == 2 and "occlusion.patch=0 is invalid: must be null or a positive integer" in bad.stderr
+
+
+def test_a_picture_file_becomes_the_models_input(tmp_path):
+    from PIL import Image
+
+    from pipeline.visualize import read_image
+
+    picture = np.zeros((20, 40, 3), np.uint8)
+    picture[:, 20:] = 255  # right half white
+    Image.fromarray(picture).save(tmp_path / "half.png")
+    grey = read_image(str(tmp_path / "half.png"), (32, 32, 1))
+    assert grey.shape == (32, 32, 1) and grey[:, :12].max() == 0 and grey[:, 20:].min() == 255
+    assert read_image(str(tmp_path / "half.png"), (16, 16, 3)).shape == (16, 16, 3)

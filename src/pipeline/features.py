@@ -22,7 +22,7 @@ POOL_TYPES = (layers.MaxPooling2D, layers.AveragePooling2D, MaxPoolingWithSwitch
 GREY = 127.5  # the occluder and the starting point of activation maximization, mid-way in [0, 255]
 
 
-def _output(layer: keras.layers.Layer):
+def layer_output(layer: keras.layers.Layer):
     out = layer.output
     return out[0] if isinstance(out, (list, tuple)) else out  # pooling with switches: the pooled values
 
@@ -39,11 +39,24 @@ def spatial_layers(model: keras.Model) -> list[keras.layers.Layer]:
 def last_conv_layer(model: keras.Model) -> str:
     """Grad-CAM's default layer: the last conv (or its activation) with a spatial map, before the output layer."""
     for layer in reversed(model.layers[:-1]):
-        shape = _output(layer).shape
+        shape = layer_output(layer).shape
         spatial = len(shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1
         if spatial and isinstance(layer, CONV_TYPES + (layers.Activation, layers.ReLU)):
             return layer.name
     raise ValueError(f"model {model.name} has no conv layer with a spatial output")
+
+
+def activated(model: keras.Model, name: str) -> str:
+    """The conv's output after the batch norm and activation that directly follow it (a CONV-BN-RELU
+    block's unit), else the layer itself: what a unit "responds" to is its activation, not its raw sum."""
+    index = [layer.name for layer in model.layers].index(name)
+    following = (layers.BatchNormalization, layers.Activation, layers.ReLU)
+    while index + 1 < len(model.layers) - 1:
+        after = model.layers[index + 1]
+        if not (isinstance(after, following) and after.input is layer_output(model.layers[index])):
+            break
+        index += 1
+    return model.layers[index].name
 
 
 def evenly_spaced(items: list, count: int) -> list:
@@ -55,7 +68,7 @@ def evenly_spaced(items: list, count: int) -> list:
 
 def feature_model(model: keras.Model, names: list[str]) -> keras.Model:
     """A model from the inputs to the outputs of the named layers (shares the layers and their weights)."""
-    return keras.Model(model.input, [_output(model.get_layer(name)) for name in names])
+    return keras.Model(model.input, [layer_output(model.get_layer(name)) for name in names])
 
 
 def activation_maps(model: keras.Model, names: list[str], images: np.ndarray) -> dict[str, np.ndarray]:
@@ -238,7 +251,7 @@ def maximize(
 def filter_objective(model: keras.Model, layer_name: str, filters: list[int]):
     """objective(x)[b] = mean activation of filter filters[b] of the layer, on image b."""
     features = feature_model(model, [layer_name])
-    pick = np.eye(_output(model.get_layer(layer_name)).shape[-1], dtype="float32")[filters]
+    pick = np.eye(layer_output(model.get_layer(layer_name)).shape[-1], dtype="float32")[filters]
 
     def objective(x):
         maps = features(x, training=False)

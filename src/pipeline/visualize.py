@@ -60,7 +60,7 @@ def pick_inputs(cfg: DictConfig, data: DictConfig, shape: tuple[int, int, int]):
 def chosen_layers(model: keras.Model, names, count: int) -> list[str]:
     convs = [layer.name for layer in features.conv_layers(model) if layer is not model.layers[-1]]
     if names is None:  # (a segmentation model's output conv gives class scores, not features)
-        return features.evenly_spaced(convs, count)
+        return [features.activated(model, name) for name in features.evenly_spaced(convs, count)]
     unknown = [name for name in names if name not in {layer.name for layer in model.layers}]
     if unknown:
         raise ConfigError(f"layers {unknown} are not in model {model.name}; its conv layers: {', '.join(convs)}")
@@ -105,7 +105,8 @@ def attribution_figures(model, images, targets, task: str, classes: list[str], c
         explained = [c for c, name in enumerate(classes) if name != "background"]
         names = [classes[c] for c in explained]
         weights = [features.target_weights(probabilities.shape, np.full(len(images), c), masks) for c in explained]
-        rows = [f"image {k}" for k in range(len(images))]
+        # a class absent from an image is scored over the whole image ("why not this class anywhere")
+        rows = [", ".join(classes[c] for c in explained if (mask == c).any()) or "background" for mask in masks]
     size = images.shape[1]
     patch = cfg.occlusion.patch or max(2, size // 4)
     stride = cfg.occlusion.stride or max(1, patch // 2)
@@ -139,7 +140,7 @@ def maximization_figures(model, layers: list[str], classes: list[str], mcfg: Dic
     options = {k: mcfg[k] for k in ("steps", "step_size", "jitter", "blur_every", "decay")}
     gains = {}
     for k, name in enumerate(layers):
-        count = min(mcfg.filters, features._output(model.get_layer(name)).shape[-1])
+        count = min(mcfg.filters, features.layer_output(model.get_layer(name)).shape[-1])
         objective = features.filter_objective(model, name, list(range(count)))
         synthesized, start, end = features.maximize(objective, shape, count, **options)
         gains[name] = float(np.mean(end) / max(abs(float(np.mean(start))), 1e-12))
@@ -173,8 +174,12 @@ def deconv_figures(model, layers: list[str], image: np.ndarray, top: int):
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="visualize")
 @stage
 def main(cfg: DictConfig) -> float:
-    for key in ("num_images", "max_channels", "maximization.max_layers", "maximization.filters", "deconv.top"):
+    for key in ("num_images", "max_channels", "maximization.max_layers", "maximization.filters", "maximization.steps"):
         require(cfg, key, positive_int, "a positive integer")
+    for key in ("deconv.top", "deconv.max_layers"):
+        require(cfg, key, positive_int, "a positive integer")
+    for key in ("occlusion.patch", "occlusion.stride"):
+        require(cfg, key, lambda v: v is None or positive_int(v), "null or a positive integer")
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
     data = cfg.data
     if source_run and (source := tracking.load_run_config(source_run)):

@@ -107,3 +107,11 @@ def test_a_conv_blocks_unit_is_its_activation_after_batch_norm():
     model = unet((16, 16, 3), 3, depth=1, base_filters=2)
     assert features.activated(model, "encoder1_conv1") == "encoder1_relu1"
     assert features.activated(model, "decoder1_upconv") == "decoder1_upconv"  # feeds a concat
+
+
+def test_a_model_without_spatial_conv_maps_is_refused_by_name():
+    from pipeline.errors import ConfigError
+    from pipeline.models.classic import mlp
+
+    with pytest.raises(ConfigError, match="model mlp has no conv layer with a spatial output"):
+        features.last_conv_layer(mlp((8, 8, 1), 3))

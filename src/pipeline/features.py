@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from pipeline.errors import ConfigError
 from pipeline.gradients import guided, input_gradient
 from pipeline.models.layers import FixedKernelConv2D, MaxPoolingWithSwitches2D
 
@@ -43,7 +44,7 @@ def last_conv_layer(model: keras.Model) -> str:
         spatial = len(shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1
         if spatial and isinstance(layer, CONV_TYPES + (layers.Activation, layers.ReLU)):
             return layer.name
-    raise ValueError(f"model {model.name} has no conv layer with a spatial output")
+    raise ConfigError(f"model {model.name} has no conv layer with a spatial output: nothing for Grad-CAM to map")
 
 
 def activated(model: keras.Model, name: str) -> str:

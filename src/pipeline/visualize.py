@@ -184,6 +184,8 @@ def main(cfg: DictConfig) -> float:
     data = cfg.data
     if source_run and (source := tracking.load_run_config(source_run)):
         data = OmegaConf.create(source["data"])  # explain the model on what it was trained on
+    if not features.conv_layers(model):
+        raise ConfigError(f"model {model.name} has no conv layers: there are no filters or feature maps to picture")
     task = data.get("task", "segmentation")
     if task not in ("classification", "segmentation"):
         raise ConfigError(f"data.task={task!r} cannot be visualized; valid: classification, segmentation")

@@ -91,11 +91,21 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> plt.Figur
 
 def kernel_grid(kernels: np.ndarray, title: str, names: list[str] | None = None, columns: int = 8) -> plt.Figure:
     """Filters (F, F, C, K) as a grid: RGB when C = 3 (each filter min-max scaled), else the channel mean in grey."""
+    count = np.shape(kernels)[-1]
+    columns = min(columns, count)
+    rows = int(np.ceil(count / columns))
+    fig = plt.figure(figsize=(1.3 * columns, 1.3 * rows + 0.6))
+    _draw_kernels(fig, kernels, title, names, columns)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_kernels(fig, kernels: np.ndarray, title: str, names: list[str] | None, columns: int) -> None:
+    """kernel_grid's drawing, into a figure or a subfigure."""
     kernels = np.asarray(kernels, dtype=np.float64)
     count = kernels.shape[-1]
     columns = min(columns, count)
-    rows = int(np.ceil(count / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.3 * rows + 0.6), squeeze=False)
+    axes = fig.subplots(int(np.ceil(count / columns)), columns, squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
         if k >= count:
@@ -108,6 +118,99 @@ def kernel_grid(kernels: np.ndarray, title: str, names: list[str] | None = None,
         if names:
             ax.set_title(names[k], fontsize=7)
     fig.suptitle(title)
+
+
+def kernel_banks(banks: dict[str, np.ndarray], columns: int = 4) -> plt.Figure:
+    """Several filter banks (F, F, C, K) side by side, each titled: learned kernels next to Sobel and Gabor."""
+    widths = [min(columns, np.shape(k)[-1]) for k in banks.values()]
+    rows = max(int(np.ceil(np.shape(k)[-1] / w)) for k, w in zip(banks.values(), widths))
+    fig = plt.figure(figsize=(1.3 * sum(widths) + 0.5 * len(banks), 1.3 * rows + 0.8), layout="constrained")
+    for subfigure, (title, kernels), width in zip(
+        fig.subfigures(1, len(banks), width_ratios=widths), banks.items(), widths
+    ):
+        _draw_kernels(subfigure, kernels, title, None, width)
+    return fig
+
+
+def kernel_norms(norms: dict[str, np.ndarray]) -> plt.Figure:
+    """Deeper layers' kernels summarised: a histogram of the L2 norm of each filter, one panel per layer."""
+    fig, axes = _image_grid(len(norms), 4, (3.0, 2.4))
+    for ax, (name, values) in zip(axes, norms.items()):
+        ax.set_axis_on()
+        ax.hist(values, bins=20, color="#4363d8")
+        ax.set_title(f"{name} ({len(values)} filters)", fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("filter norms ||w||, layer by layer")
+    fig.tight_layout()
+    return fig
+
+
+def _show_image(ax, image: np.ndarray) -> None:
+    """A raw [0, 255] image: grey for one channel, RGB otherwise."""
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def _show_normalised(ax, image: np.ndarray) -> None:
+    """A synthesized image or a gradient: centred, scaled to its own spread (mean ± 3 std) for display."""
+    image = (image - image.mean()) / (3 * image.std() + 1e-12)
+    image = np.clip(0.5 + 0.5 * image, 0, 1)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+
+
+def feature_maps(images: np.ndarray, maps: np.ndarray, title: str, max_channels: int = 16) -> plt.Figure:
+    """One row per input: the image, then its first `max_channels` feature maps (each on its own scale)."""
+    channels = min(max_channels, maps.shape[-1])
+    fig, axes = plt.subplots(len(images), channels + 1, figsize=(1.1 * (channels + 1), 1.2 * len(images) + 0.5))
+    axes = np.asarray(axes).reshape(len(images), channels + 1)
+    for row, (image, fmap) in enumerate(zip(images, maps)):
+        _show_image(axes[row, 0], image)
+        for c in range(channels):
+            axes[row, c + 1].imshow(fmap[..., c], cmap="viridis", interpolation="nearest")
+            if row == 0:
+                axes[row, c + 1].set_title(str(c), fontsize=6)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(f"{title}: {maps.shape[1]}x{maps.shape[2]}x{maps.shape[3]}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def heatmaps(
+    images: np.ndarray, maps: list[np.ndarray], titles: list[str], row_titles: list[str], title: str, cmap: str = "jet"
+) -> plt.Figure:
+    """One row per input: the image, then each map (N, H, W) laid over it (jet for [0, 1] maps; RdBu_r,
+    symmetric around zero, for signed ones such as an occlusion's score drop)."""
+    columns = len(maps) + 1
+    fig, axes = plt.subplots(len(images), columns, figsize=(1.9 * columns, 1.9 * len(images) + 0.4))
+    axes = np.asarray(axes).reshape(len(images), columns)
+    for row, image in enumerate(images):
+        _show_image(axes[row, 0], image)
+        axes[row, 0].set_title(row_titles[row], fontsize=7)
+        for column, (values, name) in enumerate(zip(maps, titles), start=1):
+            ax = axes[row, column]
+            ax.imshow(image.mean(axis=-1), cmap="gray", vmin=0, vmax=255)
+            limit = np.abs(values[row]).max() or 1.0
+            scale = {"vmin": -limit, "vmax": limit} if cmap == "RdBu_r" else {"vmin": 0, "vmax": limit}
+            ax.imshow(values[row], cmap=cmap, alpha=0.55, **scale)
+            if row == 0:
+                ax.set_title(name, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def synthesized_grid(images: np.ndarray, titles: list[str], title: str, columns: int = 8) -> plt.Figure:
+    """Synthesized inputs or guided-backprop projections, each scaled to its own range."""
+    fig, axes = _image_grid(len(images), columns, (1.4, 1.6))
+    for ax, image, name in zip(axes, images, titles):
+        _show_normalised(ax, image)
+        ax.set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -2,6 +2,7 @@
 #   make train                          the default shapes U-Net, logged to ./mlflow.db
 #   make train ARGS="model.depth=3"     any Hydra overrides
 #   make test | make test-slow          fast suite | the slow end-to-end checks (CI runs both)
+#   make test-notebooks                 runs every notebook in notebooks/ top to bottom
 #   make ui                             MLflow UI on http://127.0.0.1:5000
 #   make bench                          pipeline vs bare Keras, input pipeline, FLOP/s, precision, XLA, memory
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PORT   ?= 5000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train prepare test test-slow test-all bench ui lint format clean clean-all
+.PHONY: setup train prepare test test-slow test-notebooks test-all bench ui lint format check-notebooks strip-notebooks clean clean-all
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,10 +30,13 @@ prepare: $(STAMP)
 	$(BIN)/python -m pipeline.prepare $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not notebooks" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -m notebooks $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -43,9 +47,15 @@ bench: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
 
-lint: $(STAMP)
+lint: $(STAMP) check-notebooks
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+check-notebooks: $(STAMP)
+	$(BIN)/python -m pipeline.notebook check notebooks/*.ipynb
+
+strip-notebooks: $(STAMP)
+	$(BIN)/python -m pipeline.notebook strip notebooks/*.ipynb
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests

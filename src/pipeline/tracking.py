@@ -194,3 +194,21 @@ def last_run_metric(uri: str, experiment: str, key: str) -> list[float]:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     return [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
+
+
+def search_runs(uri: str, experiment: str):
+    """All runs of `experiment` in the store at `uri`, newest first, as a pandas DataFrame (empty if none)."""
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time DESC"])
+
+
+def download_artifact(uri: str, run_id: str, path: str) -> str:
+    """A local copy of one artifact of a run; returns its path."""
+    mlflow.set_tracking_uri(uri)
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+
+
+def metric_history(uri: str, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of metric `key` of a run, in step order."""
+    history = sorted(mlflow.MlflowClient(uri).get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.step for m in history], [m.value for m in history]

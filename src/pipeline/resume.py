@@ -3,7 +3,8 @@
 The folder <paths.output_dir>/resume/<data>-<model>-<config digest>/ holds, while a training runs:
     backup/      Keras BackupAndRestore: weights + optimizer state after the last finished epoch
     best.keras   the best epoch so far (ModelCheckpoint)
-    state.json   {"run_id": ..., "epochs": {epoch: logs}} - the epochs' logs, written before the backup
+    state.json   {"run_id": ..., "epochs": {epoch: logs}, "seeds": {epoch: [...]}} - each epoch's logs and
+                 the dropout layers' random states (not in Keras' backup), written before the backup
 It is derived from the config (not the timestamped Hydra dir), so rerunning the same command with
 trainer.resume=true finds it; it is deleted when the run finishes.
 
@@ -38,6 +39,11 @@ def resume_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / "resume" / f"{cfg.data.name}-{cfg.model.name}-{digest}"
 
 
+def _seed_states(model: keras.Model) -> list:
+    """The random-number states of the model's dropout (and other random) layers, in a fixed order."""
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
 def _write_json(path: Path, content: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(content))
@@ -57,6 +63,7 @@ class Checkpoints:
             self.run_id = state["run_id"]
             # epochs after the backup were in flight when the run died: they are trained again
             self.epochs = {int(e): logs for e, logs in state.get("epochs", {}).items() if int(e) < self.done_epochs}
+            self.seeds = {int(e): values for e, values in state.get("seeds", {}).items() if int(e) < self.done_epochs}
             log.info("resuming run %s after epoch %d from %s", self.run_id, self.done_epochs, folder)
         else:
             if folder.exists():
@@ -65,7 +72,7 @@ class Checkpoints:
                         "discarding the backup of run %s (trainer.resume=true would continue it)", state["run_id"]
                     )
                 shutil.rmtree(folder)
-            self.done_epochs, self.run_id, self.epochs = 0, None, {}
+            self.done_epochs, self.run_id, self.epochs, self.seeds = 0, None, {}, {}
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -82,7 +89,7 @@ class Checkpoints:
                 tracking.log_metrics(self.epochs[epoch], step=epoch)
 
     def _save(self) -> None:
-        _write_json(self.state_path, {"run_id": self.run_id, "epochs": self.epochs})
+        _write_json(self.state_path, {"run_id": self.run_id, "epochs": self.epochs, "seeds": self.seeds})
 
     def best_so_far(self, monitor: str) -> float | None:
         values = [logs[monitor] for logs in self.epochs.values() if math.isfinite(logs.get(monitor, math.nan))]
@@ -93,8 +100,16 @@ class Checkpoints:
         checkpoints = self
 
         class RecordEpoch(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                if checkpoints.done_epochs:  # dropout continues its random stream where the killed run was
+                    for variable, value in zip(
+                        _seed_states(self.model), checkpoints.seeds[checkpoints.done_epochs - 1]
+                    ):
+                        variable.assign(value)
+
             def on_epoch_end(self, epoch, logs=None):
                 checkpoints.epochs[epoch] = tracking.epoch_logs(self.model, logs)
+                checkpoints.seeds[epoch] = [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
                 checkpoints._save()
 
         return [

@@ -185,7 +185,7 @@ def main(cfg: DictConfig) -> float:
             verbose=cfg.trainer.verbose,
             shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
             callbacks=[
-                StopOnNonFiniteLoss(cfg.optimizer.lr, str(checkpoints.folder)),
+                StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
                 *checkpoints.callbacks(monitor),
                 tracking.MetricsCallback(),
             ],

@@ -2,6 +2,7 @@
 the loaders, fed random bytes and random shapes, only ever raise the project's own DataError."""
 
 import itertools
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import run_stage
 from pipeline import train
 from pipeline.data.classification import image_folder, read_idx
 from pipeline.data.folders import BadFiles, load_pairs, load_split
@@ -126,6 +128,25 @@ def test_skip_policy_skips_and_records_each_bad_file(tmp_path):
     assert sorted(p.rsplit("/", 1)[-1] for p in bad.skipped) == ["1.png", "2.png", "notes.txt"]
     with pytest.raises(DataError, match="notes.txt: not an image file"):
         load_split(tmp_path, "train", 2)  # the default policy stops at the first one
+
+
+@pytest.mark.slow
+def test_skip_policy_trains_and_logs_the_count(project):
+    write_set(project / "set")
+    culprits = [break_set(project / "set", b) for b in ("non_image_file", "grayscale_image")]
+    culprits.append(project / "set" / "val" / "images" / "0.png")
+    culprits[-1].write_bytes(b"GIF89a, or so it says")
+    folder = ["data=folder", f"data.root={project}/set", "data.classes=[background,stripe]", "data.image_size=16"]
+    tiny = ["trainer=debug", "data.image_size=16", "model.depth=2", "model.base_filters=4", "trainer.verbose=0"]
+    result = run_stage("train", project, *folder, *tiny, "tracking.log_model=false", "data.on_bad_file=skip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = result.stdout + result.stderr  # Hydra sends log lines to stdout
+    assert "[WARNING] - skipping" in logged and "notes.txt: not an image file" in logged
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("folder").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["skipped_files"] == 3
+    listing = Path(client.download_artifacts(run.info.run_id, "data/skipped_files.txt", str(project))).read_text()
+    assert all(str(path) in listing for path in culprits)
 
 
 def _caught(load):

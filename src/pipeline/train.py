@@ -177,6 +177,9 @@ def main(cfg: DictConfig) -> float:
             flops = sum(layer_flops(layer) for layer in model.layers) / 1e9
             tracking.log_metrics({"num_params": model.count_params(), "gflops": flops})
             tracking.log_metrics({"skipped_files": len(bad_files.skipped)})
+            if bad_files.skipped:
+                listing = "".join(f"{path}: {reason}\n" for path, reason in bad_files.skipped.items())
+                tracking.log_text(listing, "data/skipped_files.txt")
         checkpoints.start(active.info.run_id)
         model.fit(
             train_batches,

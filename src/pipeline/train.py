@@ -147,10 +147,10 @@ def main(cfg: DictConfig) -> float:
     checkpoints = Checkpoints(resume_dir(cfg), cfg.trainer.resume)
     augment = build_augmentation(cfg.augment.train, seed=cfg.seed)
     outputs = len(model.outputs)
+    batch = cfg.trainer.batch_size
     train_batches = ImageBatches(
-        x_train, y_train, cfg.trainer.batch_size, augment, True, cfg.seed, outputs=outputs,
-        first_epoch=checkpoints.done_epochs,
-    )  # fmt: skip
+        x_train, y_train, batch, augment, True, cfg.seed, outputs=outputs, first_epoch=checkpoints.done_epochs
+    )
     val_batches = ImageBatches(x_val, y_val, cfg.trainer.batch_size, outputs=outputs)
     optimizer = build_optimizer(
         steps_per_epoch=len(train_batches), epochs=cfg.trainer.epochs, **OmegaConf.to_container(cfg.optimizer)
@@ -175,8 +175,8 @@ def main(cfg: DictConfig) -> float:
             tracking.log_dir(output_dir / ".hydra", "config")
             tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
             flops = sum(layer_flops(layer) for layer in model.layers) / 1e9
-            tracking.log_metrics({"num_params": model.count_params(), "gflops": flops})
-            tracking.log_metrics({"skipped_files": len(bad_files.skipped)})
+            skipped = len(bad_files.skipped)  # data.on_bad_file=skip
+            tracking.log_metrics({"num_params": model.count_params(), "gflops": flops, "skipped_files": skipped})
             if bad_files.skipped:
                 listing = "".join(f"{path}: {reason}\n" for path, reason in bad_files.skipped.items())
                 tracking.log_text(listing, "data/skipped_files.txt")

@@ -31,11 +31,13 @@ def test_reads_user_folder_sorted_and_resized(tmp_path):
     assert images.shape == (2, 8, 8, 3) and set(np.unique(masks)) <= {0, 1}
 
 
-def test_grayscale_images_become_rgb(tmp_path):
+def test_grayscale_images_are_refused_or_become_rgb(tmp_path):
     write_pair(tmp_path, "train", "a")
     path = tmp_path / "train" / "images" / "a.png"
     Image.open(path).convert("L").save(path)
-    assert load_split(tmp_path, "train", 2)[0].shape[-1] == 3
+    with pytest.raises(DataError, match=r"images/a.png: grayscale image \(mode L\) where RGB is expected"):
+        load_split(tmp_path, "train", 2)
+    assert load_split(tmp_path, "train", 2, grayscale="convert")[0].shape[-1] == 3
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ Only entry points see the Hydra config; library functions take plain arguments.
 import functools
 import inspect
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,17 +36,34 @@ OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), rep
 
 
 def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], float | None]:
-    """Turn the project's own errors into one line on stderr and exit status 2, instead of a traceback."""
+    """Turn the project's own errors into one line on stderr and exit status 2, instead of a traceback;
+    SIGTERM (a scheduler's or `kill`'s stop) unwinds like Ctrl-C so no MLflow run is left RUNNING."""
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig):
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
         try:
             return task(cfg)
         except PipelineError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except Terminated:
+            print("error: stopped by SIGTERM (an open MLflow run was marked KILLED)", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: `tracking.run` then ends the open run KILLED instead of leaving it RUNNING."""
+
+
+def _interrupt(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -11,3 +11,7 @@ class ConfigError(PipelineError, ValueError):
 
 class DataError(PipelineError, ValueError):
     """Input data that cannot be used; the message names the file or folder at fault."""
+
+
+class TrainingError(PipelineError):
+    """Training that cannot go on (e.g. a NaN loss); the message says where it stopped and what was kept."""

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import conf_dir, stage
 from pipeline.data import oxford_pets
 from pipeline.data.classification import digits, image_folder, mnist, shapes_labels
-from pipeline.data.folders import load_pairs, load_split
+from pipeline.data.folders import BadFiles, load_pairs, load_split
 from pipeline.data.oxford_pets import pet_pairs
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
@@ -28,6 +28,8 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     if data.get("layout") in BUNDLED:
         return Path(".")  # shipped with a library: nothing to prepare or read from disk
     root = Path(data.root)
+    if data.get("layout") == "oxford_pets":
+        oxford_pets.extract_archives(root)  # the dataset's two tarballs, as downloaded, when not yet unpacked
     if data.get("generator") is None:
         if not root.is_dir():
             raise DataError(f"{root}: data.root folder not found (data={data.name}, layout {data.get('layout')})")
@@ -46,29 +48,33 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     return root
 
 
-def load_data(data: DictConfig, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, C) uint8 and targets of one split, by the data config's layout: masks (N, H, W)
-    uint8 for segmentation sets, class labels (N,) for classification sets."""
-    num_classes, size = len(data.classes), data.image_size
-    layout = data.get("layout", "folders")
+    uint8 for segmentation sets, class labels (N,) for classification sets. Unusable files raise a DataError
+    naming them, or are skipped and recorded in `bad` (data.on_bad_file=skip)."""
+    num_classes, size = len(data.classes or []), data.image_size
+    layout, grayscale = data.get("layout", "folders"), data.get("grayscale", "error")
     if layout == "digits":
         return digits(size, data.val_fraction, data.test_fraction, data.split_seed)[split]
     if layout == "image_folder":
         classes = [str(c) for c in data.classes] if data.classes else None
-        return image_folder(root, classes, size, data.val_fraction, data.test_fraction, data.split_seed)[split]
+        splits = image_folder(
+            root, classes, size, data.val_fraction, data.test_fraction, data.split_seed, bad, grayscale
+        )
+        return splits[split]
     if layout == "mnist":
         return mnist(str(root), size, data.val_fraction, data.split_seed)[split]
     if layout == "shapes_cls":  # the one object of each generated image: its class (circle, square, triangle)
-        images, masks = load_split(root, split, len(CLASSES), size)
+        images, masks = load_split(root, split, len(CLASSES), size, bad, grayscale)
         labels, boxes = shapes_labels(masks)
         if data.task == "localization":  # (x_min, y_min, x_max, y_max) as fractions of the image size
             return images, ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32)
         return images, labels
     if layout == "folders":
-        return load_split(root, split, num_classes, size)
+        return load_split(root, split, num_classes, size, bad, grayscale)
     if layout == "oxford_pets":
         pairs = pet_pairs(root, split, data.val_fraction, data.split_seed)
-        return load_pairs(pairs, num_classes, size, label_offset=oxford_pets.LABEL_OFFSET)
+        return load_pairs(pairs, num_classes, size, oxford_pets.LABEL_OFFSET, bad, grayscale)
     raise ConfigError(
         f"data.layout={layout!r} is unknown; valid: folders, oxford_pets, digits, image_folder, mnist, shapes_cls"
     )

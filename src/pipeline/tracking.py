@@ -7,6 +7,8 @@ so every Hydra job, single or multirun, writes to the same place; MLFLOW_TRACKIN
 import contextlib
 import logging
 import math
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import keras
 import mlflow
 import numpy as np
 from mlflow.models import infer_signature
+
+from pipeline.safety import redact_params, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +56,22 @@ def run(
     artifact_root: str | None = None,
     tags: dict | None = None,
     parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open one MLflow run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises.
 
     With parent_run_id (e.g. the training run an evaluation is about) the run is nested under it.
+    With run_id an existing run is reopened (a resumed training) instead of a new one started.
     """
     mlflow.set_tracking_uri(uri)
     experiment_id = _experiment_id(experiment, artifact_root)
     if parent_run_id is not None:
         experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
+    if run_id is not None:
+        experiment_id = mlflow.get_run(run_id).info.experiment_id
+    active = mlflow.start_run(
+        run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id
+    )
     log.info("MLflow run %s in experiment '%s' at %s", active.info.run_id, experiment, uri)
     try:
         yield active
@@ -76,7 +86,7 @@ def run(
 
 
 def log_params(config: Mapping) -> None:
-    mlflow.log_params(flatten(config))
+    mlflow.log_params(redact_params(flatten(config)))
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -86,7 +96,12 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 
 def log_dir(path: str | Path, artifact_path: str | None = None) -> None:
-    mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+    """Log a folder; its text files (e.g. Hydra's .hydra/ config and overrides) with secrets redacted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(shutil.copytree(path, Path(tmp) / "dir"))
+        for file in (f for f in copy.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml", ".json", ".txt")):
+            file.write_text(redact_text(file.read_text()))
+        mlflow.log_artifacts(str(copy), artifact_path=artifact_path)
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
@@ -94,7 +109,12 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
+    mlflow.log_text(redact_text(text), artifact_file)
+
+
+def metric_steps(key: str) -> set[int]:
+    """The steps at which the active run has logged `key` (a resumed training logs only the missing ones)."""
+    return {m.step for m in mlflow.MlflowClient().get_metric_history(mlflow.active_run().info.run_id, key)}
 
 
 def log_figure(figure, artifact_file: str) -> None:
@@ -123,11 +143,16 @@ class MetricsCallback(keras.callbacks.Callback):
     """Log every epoch's Keras logs (loss, val_loss, mean_iou, ...) with the epoch as the step."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = dict(logs or {})
-        lr = getattr(self.model.optimizer, "learning_rate", None)
-        if lr is not None:
-            logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(lr)))
-        log_metrics(logs, step=epoch)
+        log_metrics(epoch_logs(self.model, logs), step=epoch)
+
+
+def epoch_logs(model: keras.Model, logs: dict | None) -> dict[str, float]:
+    """An epoch's Keras logs as plain floats, with the optimizer's current learning rate."""
+    logs = {key: float(value) for key, value in (logs or {}).items()}
+    lr = getattr(model.optimizer, "learning_rate", None)
+    if lr is not None:
+        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(lr)))
+    return logs
 
 
 def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
@@ -149,6 +174,11 @@ def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
         try:
             return keras.models.load_model(path, safe_mode=True), None
         except (ValueError, OSError) as err:
+            if "safe_mode" in str(err):  # Keras refuses to deserialize code (a Lambda layer's function)
+                raise DataError(
+                    f"{source}: refused to load: the model file holds Python code (e.g. a Lambda layer), which "
+                    "safe_mode never runs; valid: models built from Keras layers and this project's registered layers"
+                ) from None
             raise DataError(f"{source}: not a loadable .keras model ({err})") from None
     try:
         if source.startswith("m-"):

@@ -18,31 +18,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking, viz
 from pipeline.arithmetic import layer_flops
+from pipeline.callbacks import StopOnNonFiniteLoss
 from pipeline.classification import evaluate as evaluate_classification
-from pipeline.config import checked_call, conf_dir, positive_int, positive_number, require, stage
+from pipeline.config import checked_call, conf_dir, stage
 from pipeline.data.augment import build_augmentation
+from pipeline.data.folders import BadFiles
 from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError
 from pipeline.losses import SegmentationLoss
-from pipeline.models import MODELS, TASK_OF_MODEL, build_model
+from pipeline.models import build_model
 from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.prepare import class_names, load_data, prepare_data
+from pipeline.resume import Checkpoints, resume_dir
 from pipeline.segmentation import evaluate as evaluate_segmentation
 from pipeline.training import Throughput, build_optimizer, configure_distribution, configure_runtime
+from pipeline.validation import check_targets, check_task, validate_config
 
 log = logging.getLogger(__name__)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that need no data or model, so a bad override fails before any work is done."""
-    require(cfg, "seed", lambda v: isinstance(v, int), "an integer")
-    require(cfg, "data.image_size", positive_int, "a positive integer")
-    require(cfg, "data.classes", lambda v: v is None or len(v) >= 2, "a list of at least 2 class names")
-    require(cfg, "trainer.epochs", positive_int, "a positive integer")
-    require(cfg, "trainer.batch_size", positive_int, "a positive integer")
-    require(cfg, "optimizer.lr", positive_number, "a number > 0")
-    for split in ("train", "val", "test"):
-        require(cfg, f"data.splits.{split}", lambda v: v is None or positive_int(v), "a positive integer")
+    """Checks that need no data (schema, and a dry build of the model), so a bad override fails before any work."""
+    validate_config(cfg)
 
 
 def model_options(model_cfg: DictConfig) -> dict:
@@ -62,13 +59,7 @@ def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, 
         raise ConfigError(
             f"model {cfg.model.name} has {len(model.outputs)} outputs; only classifiers may have auxiliary heads"
         )
-    kind = TASK_OF_MODEL.get(cfg.model.name, "classification")
-    if kind != task:
-        valid = [m for m in MODELS if TASK_OF_MODEL.get(m, "classification") == task]
-        raise ConfigError(
-            f"model.name={cfg.model.name} is a {kind} model but data={cfg.data.name} is a {task} set; "
-            f"valid for {task}: {', '.join(valid)}"
-        )
+    check_task(cfg.model.name, cfg.data.name, task)
     if task == "segmentation":
         loss = build_loss(cfg.loss, num_classes)
         metrics = [
@@ -147,14 +138,20 @@ def main(cfg: DictConfig) -> float:
     task = cfg.data.get("task", "segmentation")
     root = prepare_data(cfg.data)
     classes = class_names(cfg.data, root)
+    bad_files = BadFiles(cfg.data.get("on_bad_file", "error"))
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-        load_data(cfg.data, root, s) for s in ("train", "val", "test")
+        load_data(cfg.data, root, s, bad_files) for s in ("train", "val", "test")
     )
+    for split, targets in (("train", y_train), ("val", y_val), ("test", y_test)):
+        check_targets(targets, classes, task, split, cfg.data.name)
     with dist.scope():  # variables mirrored on every replica
         model = build_model(cfg.model.name, x_train.shape[1:], len(classes), **model_options(cfg.model))
+    checkpoints = Checkpoints(resume_dir(cfg, dist.worker), cfg.trainer.resume)
     augment = build_augmentation(cfg.augment.train, seed=cfg.seed)
     outputs, batch = len(model.outputs), dist.global_batch(cfg.trainer.batch_size)
-    train_batches = ImageBatches(x_train, y_train, batch, augment, True, cfg.seed, outputs=outputs)
+    train_batches = ImageBatches(
+        x_train, y_train, batch, augment, True, cfg.seed, outputs=outputs, first_epoch=checkpoints.done_epochs
+    )
     val_batches = ImageBatches(x_val, y_val, batch, outputs=outputs)
     with dist.scope():
         optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
@@ -163,7 +160,6 @@ def main(cfg: DictConfig) -> float:
         monitor = compile_for_task(model, task, cfg, optimizer, len(classes))
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     best_path = output_dir / "checkpoints" / "best.keras"
-    best_path.parent.mkdir(parents=True, exist_ok=True)
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
     model_choice = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": task, "model": model_choice, "builder": cfg.model.name, "data": cfg.data.name}
@@ -172,28 +168,40 @@ def main(cfg: DictConfig) -> float:
     uri, artifacts = cfg.tracking.uri, cfg.tracking.artifact_root
     if not dist.is_chief:
         uri, artifacts = f"sqlite:///{output_dir}/worker{dist.worker}-mlflow.db", str(output_dir / "mlartifacts")
-    with tracking.run(uri, cfg.tracking.experiment, cfg.tracking.run_name, artifacts, tags):
-        tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
-        tracking.log_dir(output_dir / ".hydra", "config")
-        tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        flops = sum(layer_flops(layer) for layer in model.layers) / 1e9
-        tracking.log_metrics({"num_params": model.count_params(), "gflops": flops})
-        history = model.fit(
+    with tracking.run(
+        uri, cfg.tracking.experiment, cfg.tracking.run_name, artifacts, tags, run_id=checkpoints.run_id
+    ) as active:
+        if not checkpoints.resuming:  # a resumed run has its params, config and counts already
+            tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
+            tracking.log_dir(output_dir / ".hydra", "config")
+            tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+            flops = sum(layer_flops(layer) for layer in model.layers) / 1e9
+            skipped = len(bad_files.skipped)  # data.on_bad_file=skip
+            tracking.log_metrics({"num_params": model.count_params(), "gflops": flops, "skipped_files": skipped})
+            if bad_files.skipped:
+                listing = "".join(f"{path}: {reason}\n" for path, reason in bad_files.skipped.items())
+                tracking.log_text(listing, "data/skipped_files.txt")
+        checkpoints.start(active.info.run_id)
+        model.fit(
             train_batches,
             validation_data=val_batches,
             epochs=cfg.trainer.epochs,
             verbose=cfg.trainer.verbose,
+            shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
             callbacks=[
-                keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="max", save_best_only=True),
-                Throughput(len(x_train)),
+                StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
+                Throughput(len(x_train)),  # before the callbacks that record each epoch's logs
+                *checkpoints.callbacks(monitor),
                 tracking.MetricsCallback(),
             ],
-        ).history
+        )
+        checkpoints.keep_best(best_path)
         model = keras.models.load_model(best_path)  # evaluate the best epoch, not the last
         headline = test_and_log(model, task, cfg, x_test, y_test, classes, model_choice)
-        tracking.log_figure(viz.training_curves(history), "plots/training_curves.png")
+        tracking.log_figure(viz.training_curves(checkpoints.history()), "plots/training_curves.png")
         if cfg.tracking.log_model:
             tracking.log_keras_model(model, x_test[:2].astype(np.float32))
+    checkpoints.discard()  # the run is complete: nothing left to resume
     return headline
 
 

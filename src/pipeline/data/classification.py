@@ -61,39 +61,69 @@ def digits(image_size: int = 32, val_fraction: float = 0.1, test_fraction: float
 
 
 def image_folder(
-    root, classes: list[str] | None, image_size: int, val_fraction: float, test_fraction: float, seed: int
+    root,
+    classes: list[str] | None,
+    image_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    bad=None,
+    grayscale: str = "error",
 ):
-    """See _image_folder; classes may be any sequence (made hashable for the cache)."""
-    return _image_folder(str(root), tuple(classes) if classes else None, image_size, val_fraction, test_fraction, seed)
+    """See _image_folder; classes may be any sequence (made hashable for the cache). Files skipped under
+    `bad` (a folders.BadFiles with policy skip) are recorded in it."""
+    policy = bad.policy if bad is not None else "error"
+    key = (str(root), tuple(classes) if classes else None, image_size, val_fraction, test_fraction, seed)
+    splits, skipped = _image_folder(*key, policy, grayscale)
+    for path, reason in skipped:
+        bad.skipped.setdefault(path, reason)
+    return splits
 
 
 @functools.lru_cache(maxsize=2)
 def _image_folder(
-    root, classes: tuple[str, ...] | None, image_size: int, val_fraction: float, test_fraction: float, seed: int
+    root,
+    classes: tuple[str, ...] | None,
+    image_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    on_bad_file: str = "error",
+    grayscale: str = "error",
 ):
     """The ImageNet/Keras convention root/<class name>/*.png|jpg, split reproducibly (stratified).
 
     classes=None takes the sub-folder names in sorted order; otherwise exactly those folders.
+    Returns the splits and the (path, reason) of each file skipped as bad.
     """
     from pathlib import Path
 
-    from pipeline.data.folders import IMAGE_SUFFIXES, open_image
+    from pipeline.data.folders import BadFiles, image_files, open_image
     from pipeline.errors import DataError
 
-    root = Path(root)
+    root, bad = Path(root), BadFiles(on_bad_file)
     if not root.is_dir():
         raise DataError(f"{root}: data.root folder not found (expected <root>/<class name>/*.png|jpg)")
     names = list(classes) if classes else sorted(p.name for p in root.iterdir() if p.is_dir())
     images, labels = [], []
     for label, name in enumerate(names):
         folder = root / str(name)
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        if not files:
-            raise DataError(f"{folder}: no images for class '{name}'")
-        for path in files:
-            images.append(np.asarray(open_image(path, "RGB").resize((image_size, image_size), Image.BILINEAR)))
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no images for class '{name}': folder not found (data.classes lists it)")
+        count = 0
+        for path in image_files(folder, bad):
+            try:
+                image = open_image(path, "RGB", grayscale)
+            except DataError as err:
+                bad.handle(err, path)
+                continue
+            images.append(np.asarray(image.resize((image_size, image_size), Image.BILINEAR)))
             labels.append(label)
-    return stratified_splits(np.stack(images), np.array(labels), val_fraction, test_fraction, seed)
+            count += 1
+        if count == 0:
+            raise DataError(f"{folder}: no images for class '{name}' (bad files skipped: {len(bad.skipped)})")
+    splits = stratified_splits(np.stack(images), np.array(labels), val_fraction, test_fraction, seed)
+    return splits, tuple(bad.skipped.items())
 
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -3,6 +3,7 @@
 The generated shapes set uses exactly this layout, so a user's own folders load the same way.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,68 +11,129 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DataError
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def open_image(path: Path, mode: str) -> Image.Image:
+class BadFiles:
+    """What a loader does with a file it cannot use: `error` raises its DataError; `skip` (data.on_bad_file=skip)
+    warns, remembers it in `skipped` (path -> reason), and goes on."""
+
+    def __init__(self, policy: str = "error"):
+        self.policy, self.skipped = policy, {}
+
+    def handle(self, err: DataError, path: Path) -> None:
+        if self.policy != "skip":
+            raise err
+        if str(path) not in self.skipped:
+            log.warning("skipping %s", err)
+            self.skipped[str(path)] = str(err)
+
+
+def open_image(path: Path, mode: str, grayscale: str = "convert") -> Image.Image:
+    """The image at path converted to mode; with grayscale="error" a grey image where RGB is expected is refused."""
     try:
         with Image.open(path) as img:
             img.load()
+            if grayscale == "error" and mode == "RGB" and img.mode in GRAY_MODES:
+                raise DataError(
+                    f"{path}: grayscale image (mode {img.mode}) where RGB is expected; valid: an RGB image, or "
+                    "data.grayscale=convert to repeat its grey level in R, G and B"
+                )
             return img.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
 
 
-def folder_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+def image_files(folder: Path, bad: BadFiles | None = None) -> list[Path]:
+    """The image files of folder, sorted; any other file (hidden ones aside) is a bad file."""
+    bad = bad or BadFiles()
+    files = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(path)
+        else:
+            bad.handle(DataError(f"{path}: not an image file; valid suffixes: {', '.join(IMAGE_SUFFIXES)}"), path)
+    return files
+
+
+def folder_pairs(root: str | Path, split: str, bad: BadFiles | None = None) -> list[tuple[Path, Path]]:
     """(image, mask) paths of root/split/images/* and root/split/masks/<stem>.png, sorted by name."""
     folder = Path(root) / split
     image_dir, mask_dir = folder / "images", folder / "masks"
     for needed in (image_dir, mask_dir):
         if not needed.is_dir():
             raise DataError(f"{needed}: folder not found (expected {folder}/images and {folder}/masks)")
-    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(image_dir, bad)
     if not paths:
         raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in split '{split}'")
     return [(path, mask_dir / f"{path.stem}.png") for path in paths]
 
 
 def load_pairs(
-    pairs: list[tuple[Path, Path]], num_classes: int, image_size: int | None = None, label_offset: int = 0
+    pairs: list[tuple[Path, Path]],
+    num_classes: int,
+    image_size: int | None = None,
+    label_offset: int = 0,
+    bad: BadFiles | None = None,
+    grayscale: str = "error",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 from (image, mask) file pairs.
 
     Mask values minus `label_offset` are the class labels (the Oxford pets trimaps count from 1).
     With `image_size` set, images are resized (bilinear) and masks (nearest) to that square size.
     Every mask is checked: it must exist, match its image's size, and hold labels 0..num_classes-1.
+    A pair that fails a check raises its DataError, or is skipped when `bad` says so.
     """
+    bad = bad or BadFiles()
     images, masks = [], []
     for path, mask_path in pairs:
-        if not mask_path.is_file():
-            raise DataError(f"{mask_path}: mask missing for image {path}")
-        image, mask = open_image(path, "RGB"), open_image(mask_path, "L")
-        if image.size != mask.size:
-            raise DataError(
-                f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
-            )
-        if image_size is not None and image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
-            mask = mask.resize((image_size, image_size), Image.NEAREST)
-        labels = np.asarray(mask, dtype=np.int16) - label_offset
-        if labels.min() < 0 or labels.max() >= num_classes:
-            bad = labels.min() if labels.min() < 0 else labels.max()
-            raise DataError(
-                f"{mask_path}: label {bad + label_offset} out of range, valid labels are "
-                f"{label_offset}..{num_classes - 1 + label_offset}"
-            )
-        images.append(np.asarray(image, dtype=np.uint8))
-        masks.append(labels.astype(np.uint8))
+        try:
+            image, labels = _read_pair(path, mask_path, num_classes, image_size, label_offset, grayscale)
+        except DataError as err:
+            bad.handle(err, path)
+            continue
+        images.append(image)
+        masks.append(labels)
+    if not images:
+        folder = pairs[0][0].parent if pairs else "(no files)"
+        raise DataError(f"{folder}: no usable image/mask pairs ({len(pairs)} skipped as bad files)")
     if len({im.shape for im in images}) > 1:
         raise DataError(f"{pairs[0][0].parent}: images differ in size; set data.image_size to resize them to one size")
     return np.stack(images), np.stack(masks)
 
 
+def _read_pair(path: Path, mask_path: Path, num_classes: int, image_size, label_offset: int, grayscale: str):
+    if not mask_path.is_file():
+        raise DataError(f"{mask_path}: mask missing for image {path}")
+    image, mask = open_image(path, "RGB", grayscale), open_image(mask_path, "L")
+    if image.size != mask.size:
+        raise DataError(
+            f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
+        )
+    if image_size is not None and image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.BILINEAR)
+        mask = mask.resize((image_size, image_size), Image.NEAREST)
+    labels = np.asarray(mask, dtype=np.int16) - label_offset
+    if labels.min() < 0 or labels.max() >= num_classes:
+        wrong = labels.min() if labels.min() < 0 else labels.max()
+        raise DataError(
+            f"{mask_path}: label {wrong + label_offset} out of range, valid labels are "
+            f"{label_offset}..{num_classes - 1 + label_offset}"
+        )
+    return np.asarray(image, dtype=np.uint8), labels.astype(np.uint8)
+
+
 def load_split(
-    root: str | Path, split: str, num_classes: int, image_size: int | None = None
+    root: str | Path,
+    split: str,
+    num_classes: int,
+    image_size: int | None = None,
+    bad: BadFiles | None = None,
+    grayscale: str = "error",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One split of the root/{split}/{images,masks} layout (see load_pairs)."""
-    return load_pairs(folder_pairs(root, split), num_classes, image_size)
+    return load_pairs(folder_pairs(root, split, bad), num_classes, image_size, bad=bad, grayscale=grayscale)

@@ -47,3 +47,21 @@ def pet_pairs(root: str | Path, split: str, val_fraction: float = 0.1, seed: int
             raise DataError(f"{image}: image listed in the {split} split is missing")
         pairs.append((image, root / "annotations" / "trimaps" / f"{name}.png"))
     return pairs
+
+
+ARCHIVES = ("images.tar.gz", "annotations.tar.gz")  # the two files the dataset is distributed as
+
+
+def extract_archives(root: str | Path) -> None:
+    """Unpack root/images.tar.gz and root/annotations.tar.gz into root when images/ or annotations/ is missing.
+
+    Each archive is checked first: a member that would land outside root (`../`, an absolute path, a
+    link pointing out) stops the extraction with a DataError naming it.
+    """
+    from pipeline.safety import safe_extract
+
+    root = Path(root)
+    for archive in ARCHIVES:
+        target = root / archive.split(".")[0]
+        if (root / archive).is_file() and not target.is_dir():
+            safe_extract(root / archive, root)

@@ -15,6 +15,8 @@ class ImageBatches(keras.utils.PyDataset):
     """Batches of (images float32 (B, H, W, C) in [0, 255], targets int32): masks (B, H, W) or labels (B,).
 
     Masks go through the augmentation with their images; class labels are passed through unchanged.
+    Each epoch's order and augmentation are drawn from (seed, epoch) alone, so a training resumed at
+    `first_epoch` sees the same batches as an uninterrupted one (fit it with shuffle=False: the order is ours).
     """
 
     def __init__(
@@ -26,13 +28,15 @@ class ImageBatches(keras.utils.PyDataset):
         shuffle: bool = False,
         seed: int = 0,
         outputs: int = 1,
+        first_epoch: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.images, self.targets = images, targets
         self.batch_size, self.augment, self.shuffle, self.outputs = batch_size, augment, shuffle, outputs
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images)) if shuffle else np.arange(len(images))
+        self.seed, self.epoch = seed, first_epoch
+        self.order = np.arange(len(images))
+        self.on_epoch_begin()
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
@@ -52,6 +56,11 @@ class ImageBatches(keras.utils.PyDataset):
         # a model with auxiliary heads gets the same targets for every output
         return images.astype(np.float32), targets if self.outputs == 1 else (targets,) * self.outputs
 
-    def on_epoch_end(self):
+    def on_epoch_begin(self):
         if self.shuffle:
-            self.order = self.rng.permutation(len(self.images))
+            self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+        if self.augment is not None:
+            self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+
+    def on_epoch_end(self):
+        self.epoch += 1

@@ -1,0 +1,140 @@
+"""Training that survives being killed: per-config checkpoints, the MLflow run id, and every epoch's logs.
+
+The folder <paths.output_dir>/resume/<data>-<model>-<config digest>/ holds, while a training runs:
+    backup/      Keras BackupAndRestore: weights + optimizer state after the last finished epoch
+    best.keras   the best epoch so far (ModelCheckpoint)
+    state.json   {"run_id": ..., "epochs": {epoch: logs}, "seeds": {epoch: [...]}} - each epoch's logs and
+                 the dropout layers' random states (not in Keras' backup), written before the backup
+It is derived from the config (not the timestamped Hydra dir), so rerunning the same command with
+trainer.resume=true finds it; it is deleted when the run finishes.
+
+Why no metric step is lost or duplicated: at each epoch end the logs go to state.json first, then the
+backup is saved, then the metrics go to MLflow. A kill between any two of these leaves MLflow with at
+most the backed-up epochs; on resume the backed-up epochs MLflow lacks are replayed from state.json and
+training restarts at the first epoch that has no backup (the one that was in flight).
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import tracking
+
+log = logging.getLogger(__name__)
+NOT_IN_DIGEST = ("resume", "verbose")  # trainer options that do not change what is trained
+
+
+def resume_dir(cfg: DictConfig, worker: int = 0) -> Path:
+    """The config's resume folder; each worker of a multi-worker training has its own."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IN_DIGEST:
+        config["trainer"].pop(key, None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    suffix = f"-worker{worker}" if worker else ""
+    return Path(cfg.paths.output_dir) / "resume" / f"{cfg.data.name}-{cfg.model.name}-{digest}{suffix}"
+
+
+def _seed_states(model: keras.Model) -> list:
+    """The random-number states of the model's dropout (and other random) layers, in a fixed order."""
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def _write_json(path: Path, content: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content))
+    os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half of one
+
+
+class Checkpoints:
+    """The resume folder of one training config; `resume=False` starts afresh (discarding an old backup)."""
+
+    def __init__(self, folder: Path, resume: bool):
+        self.folder, self.backup, self.best = folder, folder / "backup", folder / "best.keras"
+        self.state_path = folder / "state.json"
+        metadata = self.backup / "training_metadata.json"
+        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        if resume and state.get("run_id") and metadata.is_file():
+            self.done_epochs = json.loads(metadata.read_text())["epoch"]
+            self.run_id = state["run_id"]
+            # epochs after the backup were in flight when the run died: they are trained again
+            self.epochs = {int(e): logs for e, logs in state.get("epochs", {}).items() if int(e) < self.done_epochs}
+            self.seeds = {int(e): values for e, values in state.get("seeds", {}).items() if int(e) < self.done_epochs}
+            log.info("resuming run %s after epoch %d from %s", self.run_id, self.done_epochs, folder)
+        else:
+            if folder.exists():
+                if state.get("run_id") and not resume:
+                    log.warning(
+                        "discarding the backup of run %s (trainer.resume=true would continue it)", state["run_id"]
+                    )
+                shutil.rmtree(folder)
+            self.done_epochs, self.run_id, self.epochs, self.seeds = 0, None, {}, {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def resuming(self) -> bool:
+        return self.run_id is not None
+
+    def start(self, run_id: str) -> None:
+        """Remember the MLflow run; when resuming, log the backed-up epochs it is missing."""
+        self.run_id = run_id
+        self._save()
+        if self.epochs:
+            logged = tracking.metric_steps("loss")
+            for epoch in sorted(set(self.epochs) - logged):
+                tracking.log_metrics(self.epochs[epoch], step=epoch)
+
+    def _save(self) -> None:
+        _write_json(self.state_path, {"run_id": self.run_id, "epochs": self.epochs, "seeds": self.seeds})
+
+    def best_so_far(self, monitor: str) -> float | None:
+        values = [logs[monitor] for logs in self.epochs.values() if math.isfinite(logs.get(monitor, math.nan))]
+        return max(values) if values else None
+
+    def callbacks(self, monitor: str) -> list[keras.callbacks.Callback]:
+        """In this order at each epoch end: record logs, best checkpoint, backup (then MetricsCallback)."""
+        checkpoints = self
+
+        class RecordEpoch(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                if checkpoints.done_epochs:  # dropout continues its random stream where the killed run was
+                    for variable, value in zip(
+                        _seed_states(self.model), checkpoints.seeds[checkpoints.done_epochs - 1]
+                    ):
+                        variable.assign(value)
+
+            def on_epoch_end(self, epoch, logs=None):
+                checkpoints.epochs[epoch] = tracking.epoch_logs(self.model, logs)
+                checkpoints.seeds[epoch] = [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
+                checkpoints._save()
+
+        return [
+            RecordEpoch(),
+            keras.callbacks.ModelCheckpoint(
+                self.best,
+                monitor=monitor,
+                mode="max",
+                save_best_only=True,
+                initial_value_threshold=self.best_so_far(monitor),
+            ),
+            keras.callbacks.BackupAndRestore(str(self.backup), delete_checkpoint=False),
+        ]
+
+    def keep_best(self, best_path: Path) -> None:
+        """Copy the best model to best_path (the Hydra output dir)."""
+        best_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.best, best_path)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def history(self) -> dict[str, list[float]]:
+        """Every epoch's logs, the resumed and the earlier ones, as Keras' History.history."""
+        epochs = [self.epochs[e] for e in sorted(self.epochs)]
+        return {key: [logs.get(key, math.nan) for logs in epochs] for key in (epochs[0] if epochs else {})}

@@ -1,0 +1,112 @@
+"""Interrupted training: SIGKILL then trainer.resume=true continues the same MLflow run with every epoch's
+metrics exactly once; SIGTERM marks the run KILLED; deterministic runs repeat their metrics; a NaN loss
+stops training with a message and a FAILED run. Real subprocesses, real Keras, real SQLite stores."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY, run_stage
+
+pytestmark = pytest.mark.slow
+EPOCHS = 3
+RUN = [*TINY, f"trainer.epochs={EPOCHS}", "trainer.deterministic=true", "trainer.verbose=0", "data.splits.train=32"]
+TEST_METRICS = ("test_mean_iou", "test_pixel_accuracy", "test_dice")
+
+
+def only_run(project):
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    return client, run
+
+
+def steps(client, run, key="loss"):
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def start_stage(project, *overrides) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *overrides]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_backup(project, process, epochs: int, timeout: float = 240) -> None:
+    """Until the resume backup says `epochs` epochs are done (the next one is then in flight)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for metadata in project.glob("outputs/resume/*/backup/training_metadata.json"):
+            try:
+                if json.loads(metadata.read_text())["epoch"] >= epochs:
+                    return
+            except (ValueError, OSError):  # being written
+                pass
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError("training never reached the backup")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    project = tmp_path_factory.mktemp("reference")
+    result = run_stage("train", project, *RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run(project)
+
+
+def test_same_config_and_seed_give_the_same_metrics(tmp_path, reference):
+    result = run_stage("train", tmp_path, *RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, run = only_run(tmp_path)
+    _, first = reference
+    for key in (*TEST_METRICS, "loss", "val_loss"):
+        assert run.data.metrics[key] == first.data.metrics[key], key
+
+
+def test_sigkilled_training_resumes_in_the_same_run(tmp_path, reference):
+    process = start_stage(tmp_path, *RUN)
+    wait_for_backup(tmp_path, process, epochs=1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    client, killed = only_run(tmp_path)
+    assert killed.info.status == "RUNNING"  # nothing can mark a SIGKILLed run; resuming it does
+    result = run_stage("train", tmp_path, *RUN, "trainer.resume=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, run = only_run(tmp_path)  # still one run: the same one, finished
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    for key in ("loss", "val_loss", "mean_iou", "val_mean_iou", "learning_rate"):
+        assert steps(client, run, key) == list(range(EPOCHS)), key  # every epoch once: none lost, none twice
+    assert steps(client, run, "num_params") == [0]
+    _, uninterrupted = reference
+    for key in (*TEST_METRICS, "loss", "val_loss"):
+        assert run.data.metrics[key] == pytest.approx(uninterrupted.data.metrics[key], abs=1e-5), key
+    assert not list(tmp_path.glob("outputs/resume/*"))  # a finished run leaves nothing to resume
+
+
+def test_sigterm_marks_the_run_killed(tmp_path):
+    process = start_stage(tmp_path, *RUN)
+    wait_for_backup(tmp_path, process, epochs=1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "error: stopped by SIGTERM" in process.stderr.read()
+    _, run = only_run(tmp_path)
+    assert run.info.status == "KILLED"
+
+
+def test_nan_loss_stops_training_with_a_message(tmp_path):
+    # weights pushed past float32's range by a huge step: no batch norm to rescale them, so the loss turns NaN
+    huge = ["optimizer=sgd", "optimizer.lr=1e30", "optimizer.schedule=constant", "model.batch_norm=false"]
+    result = run_stage("train", tmp_path, *TINY, "trainer.verbose=0", *huge)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert re.search(r"loss is (nan|inf) at epoch \d+, step \d+ \(learning rate 1e\+30 at that step", errors[0])
+    assert "optimizer.lr=1e+30); training stopped" in errors[0] and "valid: a smaller optimizer.lr" in errors[0]
+    _, run = only_run(tmp_path)
+    assert run.info.status == "FAILED"
+    assert not (tmp_path / "outputs" / "checkpoints").exists() and not list(tmp_path.glob("outputs/*/*/checkpoints"))

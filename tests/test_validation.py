@@ -1,0 +1,76 @@
+"""Bad configs stop the train stage before any work with one line naming the key, the value and what is valid.
+
+The stage runs in-process (hydra.main passes a composed config straight through), against a SQLite
+store in a temporary folder: no MLflow run may be left RUNNING (none is even started).
+"""
+
+import mlflow
+import pytest
+
+from conftest import TINY
+from pipeline import train
+
+
+@pytest.fixture
+def train_stage(project, compose_config, capsys):
+    """train_stage(*overrides) -> the stage's one `error:` line (it must exit with status 2)."""
+
+    def _run(*overrides):
+        uri = f"sqlite:///{project}/mlflow.db"
+        tiny = [o for o in TINY if not o.startswith("model.")] if any("model=" in o for o in overrides) else TINY
+        cfg = compose_config([f"paths.root={project}", f"tracking.uri={uri}", *tiny, *overrides])
+        with pytest.raises(SystemExit) as exited:
+            train.main(cfg)
+        assert exited.value.code == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, errors
+        mlflow.set_tracking_uri(uri)
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+        assert all(run.info.status != "RUNNING" for run in runs)
+        return errors[0]
+
+    return _run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # impossible conv arithmetic: LeNet-5's C5 gets a 4x4 map from 30x30 inputs (its 5x5 kernel needs 5)
+        (
+            ["data=digits", "model=lenet5", "data.image_size=30"],
+            "model=lenet5 cannot be built for data.image_size=30 (30x30x1 inputs): layer C5 (Conv2D) fails: "
+            "Computed output size would be zero or negative",
+        ),
+        (["data=digits", "model=lenet5", "data.image_size=30"], "valid: e.g. data.image_size=32"),
+        (["model.depth=3", "data.image_size=20"], "input size 20x20 cannot pass layer encoder3_pool"),
+        # unknown names
+        (["data.layout=csv"], "data.layout='csv' is unknown; valid: folders, oxford_pets, digits, image_folder"),
+        (["data.task=detection"], "data.task='detection' is unknown; valid: segmentation, classification"),
+        (["optimizer.schedule=linear"], "optimizer.schedule='linear' is unknown; valid: constant, cosine"),
+        (["data.on_bad_file=ignore"], "data.on_bad_file='ignore' is unknown; valid: error, skip"),
+        (["model.upsampling=magic"], "model.upsampling='magic' is unknown"),
+        # negative or zero sizes
+        (["data.image_size=0"], "data.image_size=0 is invalid: must be a positive integer"),
+        (["trainer.batch_size=-8"], "trainer.batch_size=-8 is invalid: must be a positive integer"),
+        (["data.splits.train=0"], "data.splits.train=0 is invalid: must be a positive integer"),
+        (["model.base_filters=0"], "model.base_filters=0 is invalid: must be an integer >= 1"),
+        (["loss.dice=-1"], "loss.dice=-1 is invalid: must be a number >= 0"),
+        # wrong types and kinds
+        (["trainer.deterministic=maybe"], "trainer.deterministic='maybe' is invalid: must be true or false"),
+        (["data.classes=[background]"], "data.classes=['background'] is invalid: must be a list of at least 2"),
+        (["data=digits"], "model.name=unet is a segmentation model but data=digits is a classification set"),
+        # a class count that does not match the data (found once the labels are read)
+        (
+            ["data=digits", "model=lenet5", "data.classes=[0,1,2]"],
+            "data.classes has 3 names but the train split of data=digits has labels 0..9; "
+            "valid: a list of 10 class names",
+        ),
+    ],
+)
+def test_bad_config_stops_before_training(train_stage, overrides, expected):
+    assert expected in train_stage(*overrides)
+
+
+def test_schema_failures_come_before_any_data_is_prepared(train_stage, project):
+    train_stage("trainer.epochs=0")
+    assert not (project / "data").exists()

@@ -54,3 +54,14 @@ def test_notebook_runs_without_error(path, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on the first failing cell
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+def test_run_stage_reports_the_stage_error(tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.notebook import run_stage
+
+    with pytest.raises(
+        PipelineError, match=r"pipeline.train model.base_filters=-4 failed:\n.*base_filters=-4 is invalid"
+    ):
+        run_stage("train", tmp_path, "model.base_filters=-4")
+    assert not (tmp_path / "mlflow.db").exists()  # it failed before any run was opened

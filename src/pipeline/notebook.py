@@ -50,8 +50,11 @@ def run_stage(stage: str, root: str | Path, *overrides: str, multirun: bool = Fa
     command = [sys.executable, "-m", f"pipeline.{stage}", *(["-m"] if multirun else []), f"paths.root={root}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(root), "HYDRA_FULL_ERROR": "0"}
     done = subprocess.run([*command, *overrides], env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode:
-        raise PipelineError(f"pipeline.{stage} {' '.join(overrides)} failed:\n{done.stderr[-3000:]}")
+    if done.returncode:  # the stage's one-line `error: ...` when it has one, else the end of its log
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        raise PipelineError(
+            f"pipeline.{stage} {' '.join(overrides)} failed:\n" + ("\n".join(errors) or done.stderr[-3000:])
+        )
     return done.stdout + done.stderr
 
 
@@ -59,7 +62,7 @@ def runs(root: str | Path, experiment: str):
     """The runs of an experiment in root's store, newest first, as a pandas DataFrame (params.*, metrics.*, tags.*)."""
     from pipeline import tracking
 
-    return tracking.search_runs(tracking_uri(root), experiment)
+    return tracking.runs_table(tracking_uri(root), experiment)
 
 
 def metric_history(root: str | Path, run_id: str, key: str) -> tuple[list[int], list[float]]:
@@ -76,6 +79,13 @@ def show_artifact(root: str | Path, run_id: str, path: str):
     from pipeline import tracking
 
     return Image(filename=tracking.download_artifact(tracking_uri(root), run_id, path))
+
+
+def artifact_text(root: str | Path, run_id: str, path: str) -> str:
+    """A text artifact of a run (e.g. table.md)."""
+    from pipeline import tracking
+
+    return Path(tracking.download_artifact(tracking_uri(root), run_id, path)).read_text(encoding="utf-8")
 
 
 def has_outputs(path: str | Path) -> bool:

@@ -226,7 +226,7 @@ def last_run_metric(uri: str, experiment: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
 
 
-def search_runs(uri: str, experiment: str):
+def runs_table(uri: str, experiment: str):
     """All runs of `experiment` in the store at `uri`, newest first, as a pandas DataFrame (empty if none)."""
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time DESC"])

@@ -132,9 +132,10 @@ def test_and_log(
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 @stage
 def main(cfg: DictConfig) -> float:
+    # first: collective ops need a fresh TensorFlow runtime, before validate()'s dry build of the model
+    dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)
     validate(cfg)
-    dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)  # first: before any TF op
-    configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
+    precision = configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
     task = cfg.data.get("task", "segmentation")
     root = prepare_data(cfg.data)
     classes = class_names(cfg.data, root)
@@ -163,6 +164,7 @@ def main(cfg: DictConfig) -> float:
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
     model_choice = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": task, "model": model_choice, "builder": cfg.model.name, "data": cfg.data.name}
+    tags["precision"] = precision  # what trainer.precision=auto chose on this machine
 
     # only the chief records into the shared store; other workers keep a local one, so a run is logged once
     uri, artifacts = cfg.tracking.uri, cfg.tracking.artifact_root

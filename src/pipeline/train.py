@@ -16,12 +16,13 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking, viz
+from pipeline import sweep, tracking, viz
 from pipeline.arithmetic import layer_flops
 from pipeline.classification import evaluate as evaluate_classification
 from pipeline.config import checked_call, conf_dir, positive_int, positive_number, require, stage
 from pipeline.data.augment import build_augmentation
 from pipeline.data.sequence import ImageBatches
+from pipeline.data.shapes import read_manifest
 from pipeline.errors import ConfigError
 from pipeline.losses import SegmentationLoss
 from pipeline.models import MODELS, TASK_OF_MODEL, build_model
@@ -131,6 +132,7 @@ def test_and_log(
         figure = viz.classification_grid(x_test[shown], y_test[shown], predicted[shown], classes)
         headline = "accuracy"
     tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
+    tracking.set_tags({"headline_metric": f"test_{headline}"})  # what sweeps and pipeline.compare rank by
     tracking.log_figure(figure, "plots/test_predictions.png")
     if cm is not None:
         tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
@@ -164,11 +166,20 @@ def main(cfg: DictConfig) -> float:
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
     model_choice = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": task, "model": model_choice, "builder": cfg.model.name, "data": cfg.data.name}
+    tags.update(sweep.job_tags())
 
     with tracking.run(
-        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags
+        cfg.tracking.uri,
+        cfg.tracking.experiment,
+        cfg.tracking.run_name,
+        cfg.tracking.artifact_root,
+        tags,
+        parent_run_id=sweep.parent_run_id(),  # a multirun job nests under its sweep's run
     ):
         tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
+        checksum = (read_manifest(root) or {}).get("checksum")  # generated sets carry a sha256 manifest
+        for split, (x, y) in (("train", (x_train, y_train)), ("val", (x_val, y_val)), ("test", (x_test, y_test))):
+            tracking.log_dataset(cfg.data.name, str(root.resolve()), split, x, y, checksum)
         tracking.log_dir(output_dir / ".hydra", "config")
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         flops = sum(layer_flops(layer) for layer in model.layers) / 1e9

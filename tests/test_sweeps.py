@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -260,3 +261,19 @@ def test_mlflow_ui_compares_the_sweep_runs(server, sweep, browser, tmp_path):
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(tmp_path / "mlflow-ui-compare.png", SCREENSHOT)
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_job_ends_failed_and_so_does_its_sweep(tmp_path):
+    # job 1 fails inside its run: a prediction grid of 0 rows is a matplotlib ValueError
+    overrides = ["trainer=debug", "trainer.epochs=1", "model.depth=2", "model.base_filters=4"]
+    result = run_stage("train", tmp_path, *overrides, "tracking.log_model=false", "tracking.num_examples=2,0", "-m")
+    assert result.returncode == 1, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = {r.data.tags["stage"] + r.info.status: r for r in client.search_runs(["1"])}
+    assert set(runs) == {"sweepFAILED", "trainFINISHED", "trainFAILED"}
+    failed = runs["trainFAILED"]
+    assert failed.data.tags["error"] == "ValueError: Number of rows must be a positive integer, not 0"
+    assert "Traceback" in mlflow.artifacts.load_text(f"{failed.info.artifact_uri}/error/traceback.txt")
+    parent = runs["sweepFAILED"]
+    assert parent.data.tags["unfinished_children"] == "1"
+    assert parent.data.tags["best_run_id"] == runs["trainFINISHED"].info.run_id

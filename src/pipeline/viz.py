@@ -7,6 +7,7 @@ matplotlib.use("Agg")  # headless: figures are written to files and MLflow, neve
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.ticker import NullFormatter
 
 CLASS_COLOURS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
 
@@ -201,6 +202,7 @@ def metric_against_params(values: dict[str, list[str]], metric: list[float], met
         else:
             if x.min() > 0 and x.max() / x.min() > 20:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-4 3x10^-4 ... would overlap
         ax.scatter(x, metric, s=36)
         ax.set(xlabel=name, ylabel=metric_name)
         ax.grid(alpha=0.3)

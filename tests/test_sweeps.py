@@ -149,7 +149,7 @@ def server(sweep):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=5)  # uvicorn may wait on open browser connections
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -231,6 +231,7 @@ def metric_row(driver, name: str) -> list[str]:
         names, values = driver.execute_script(GRID_ROWS, "Metrics", offset)[:2]
         tops = [top for top, _, text in names if text == name]
         if tops:
+            driver.execute_script(GRID_ROWS, "Metrics", float(tops[0].removesuffix("px")))  # in the screenshot
             return [text for _, _, text in sorted(c for c in values if c[0] == tops[0])]
     raise AssertionError(f"metric {name} not in the compare view")
 

@@ -215,8 +215,7 @@ GRID_ROWS = """
 const section = [...document.querySelectorAll('.du-bois-light-collapse-item')].find(
   s => s.querySelector('.du-bois-light-collapse-header').textContent.trim() === arguments[0]);
 const grids = [...section.querySelectorAll('.ReactVirtualized__Grid')];
-grids[0].scrollTop = arguments[1];
-grids[0].dispatchEvent(new Event('scroll'));
+grids.forEach(g => { g.scrollTop = arguments[1]; g.dispatchEvent(new Event('scroll')); });
 return grids.map(g => [...g.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > div')]
   .map(c => [c.style.top, parseFloat(c.style.left), c.textContent.trim()]));
 """
@@ -232,6 +231,7 @@ def metric_row(driver, name: str) -> list[str]:
         tops = [top for top, _, text in names if text == name]
         if tops:
             driver.execute_script(GRID_ROWS, "Metrics", float(tops[0].removesuffix("px")))  # in the screenshot
+            time.sleep(0.5)  # let the grids re-render at the new offset
             return [text for _, _, text in sorted(c for c in values if c[0] == tops[0])]
     raise AssertionError(f"metric {name} not in the compare view")
 

@@ -74,7 +74,7 @@ def job(run_id: str, overrides: list[str], params: dict, metric: float | None, s
 
 
 RUNS = [
-    job("a", ["optimizer.lr=1e-3", "model=unet", "trainer=debug"], {"optimizer.lr": "0.001"}, 0.50),
+    job("a", ["optimizer.lr=1e-3", "model=unet", "trainer=debug"], {"optimizer.lr": "0.0010000000000000002"}, 0.5),
     job("b", ["optimizer.lr=1e-2", "model=unet", "trainer=debug"], {"optimizer.lr": "0.01"}, 0.70),
     job("c", ["optimizer.lr=1e-1", "model=segnet", "trainer=debug"], {"optimizer.lr": "0.1"}, None, "FAILED"),
 ]
@@ -84,12 +84,13 @@ def test_leaderboard_shows_swept_params_best_first_failed_last():
     table = compare.leaderboard(RUNS)
     assert list(table.columns) == ["run_id", "run_name", "status", "optimizer.lr", "model", "test_mean_iou"]
     assert list(table["run_id"]) == ["b", "a", "c"]
-    assert list(table["optimizer.lr"]) == ["0.01", "0.001", "0.1"]  # the resolved param, not the override text
+    assert list(table["optimizer.lr"]) == ["0.01", "0.0010000000000000002", "0.1"]  # the param, not the override
     assert list(table["model"]) == ["unet", "unet", "segnet"]
     assert math.isnan(table["test_mean_iou"].iloc[2])
     markdown = compare.to_markdown(table).splitlines()
     assert markdown[0] == "| run_id | run_name | status | optimizer.lr | model | test_mean_iou |"
     assert markdown[2] == "| b | unet | FINISHED | 0.01 | unet | 0.7000 |"
+    assert markdown[3] == "| a | unet | FINISHED | 0.001 | unet | 0.5000 |"  # shortened for reading
     assert markdown[4].endswith("| segnet |  |")
 
 

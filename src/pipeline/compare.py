@@ -60,6 +60,21 @@ def leaderboard(runs: list[dict], metric: str | None = None, extra_metrics: tupl
     return table.sort_values(metric, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
 
+def short(value: str) -> str:
+    """A sampled float param (0.00013927723945289018) as 0.0001393; anything else unchanged."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f"{number:.4g}" if len(value) > 8 and math.isfinite(number) else value
+
+
+def for_reading(table: pd.DataFrame) -> pd.DataFrame:
+    """Params shortened for people (not run ids: a hex id can parse as a float); the CSV keeps them exact."""
+    params = [c for c in table.columns if c not in FIXED_COLUMNS]
+    return table.assign(**{c: table[c].map(lambda v: short(v) if isinstance(v, str) else v) for c in params})
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub Markdown table (pandas' to_markdown would need tabulate)."""
 
@@ -69,7 +84,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         return str(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in for_reading(table).itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     table = leaderboard(runs, args.metric)
     print(title)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
-        print(table.head(args.limit).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(for_reading(table.head(args.limit)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ prepare: $(STAMP)
 
 # 4 tiny U-Nets (lr x base_filters, conf/sweep/grid.yaml) in parallel: one MLflow parent run, 4 children
 sweep: $(STAMP)
-	$(BIN)/python -m pipeline.train sweep=grid hydra/launcher=joblib hydra.launcher.n_jobs=2 \
-		trainer=debug trainer.epochs=3 data.splits.train=64 model.depth=2 tracking.log_model=false --multirun $(ARGS)
+	$(BIN)/python -m pipeline.train --multirun sweep=grid hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+		trainer=debug trainer.epochs=3 data.splits.train=64 model.depth=2 tracking.log_model=false $(ARGS)
 
 compare: $(STAMP)
 	$(BIN)/python -m pipeline.compare $(ARGS)

@@ -215,7 +215,7 @@ GRID_ROWS = """
 const section = [...document.querySelectorAll('.du-bois-light-collapse-item')].find(
   s => s.querySelector('.du-bois-light-collapse-header').textContent.trim() === arguments[0]);
 const grids = [...section.querySelectorAll('.ReactVirtualized__Grid')];
-grids.forEach(g => { g.scrollTop = arguments[1]; g.dispatchEvent(new Event('scroll')); });
+grids.forEach(g => { g.scrollTop = arguments[1]; });
 return grids.map(g => [...g.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > div')]
   .map(c => [c.style.top, parseFloat(c.style.left), c.textContent.trim()]));
 """
@@ -230,8 +230,7 @@ def metric_row(driver, name: str) -> list[str]:
         names, values = driver.execute_script(GRID_ROWS, "Metrics", offset)[:2]
         tops = [top for top, _, text in names if text == name]
         if tops:
-            driver.execute_script(GRID_ROWS, "Metrics", float(tops[0].removesuffix("px")))  # in the screenshot
-            time.sleep(0.5)  # let the grids re-render at the new offset
+            driver.execute_script(GRID_ROWS, "Metrics", 0)  # back to the top, names and values aligned
             return [text for _, _, text in sorted(c for c in values if c[0] == tops[0])]
     raise AssertionError(f"metric {name} not in the compare view")
 
@@ -241,26 +240,31 @@ def test_mlflow_ui_compares_the_sweep_runs(server, sweep, browser, tmp_path):
 
     parent = sweep.parents[0].info.run_id
     experiment = sweep.parents[0].info.experiment_id
+    browser.implicitly_wait(120)  # the UI's first load on a busy 2-core machine can take a while
     browser.get(f"{server}/#/experiments/{experiment}/runs?workflowType=machine_learning")
-    # the runs table shows the sweep as one parent row: expand it, tick each child, press Compare
-    browser.find_element(By.CSS_SELECTOR, f"[role=row][row-id='{parent}'] button.du-bois-light-btn-link").click()
-    for child in sweep.children:
-        browser.find_element(By.CSS_SELECTOR, f"[role=row][row-id='{child.info.run_id}'] input[type=checkbox]").click()
-    [compare] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Compare"]
-    compare.click()
-    browser.find_element(By.XPATH, "//*[contains(text(), 'Comparing 4 Runs')]")
-    rows = {row[0]: row[1:] for row in browser.execute_script(TABLE_ROWS) if row}
-    order = rows["Run ID:"]
-    children = {c.info.run_id: c for c in sweep.children}
-    assert sorted(order) == sorted(children)
-    assert rows["optimizer.lr"] == [children[r].data.params["optimizer.lr"] for r in order]
-    shown = [float(v) for v in metric_row(browser, "test_mean_iou")]
-    assert shown == pytest.approx([children[r].data.metrics["test_mean_iou"] for r in order], abs=6e-4)
-    metrics = browser.find_element(By.XPATH, "//div[@role='button' and normalize-space()='Metrics']")
-    browser.execute_script("arguments[0].scrollIntoView()", metrics)  # the picture shows the metric table
-    browser.save_screenshot(str(tmp_path / "mlflow-ui-compare.png"))
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tmp_path / "mlflow-ui-compare.png", SCREENSHOT)
+    try:
+        # the runs table shows the sweep as one parent row: expand it, tick each child, press Compare
+        browser.find_element(By.CSS_SELECTOR, f"[role=row][row-id='{parent}'] button.du-bois-light-btn-link").click()
+        browser.implicitly_wait(20)
+        for child in sweep.children:
+            row = f"[role=row][row-id='{child.info.run_id}']"
+            browser.find_element(By.CSS_SELECTOR, f"{row} input[type=checkbox]").click()
+        [compare] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Compare"]
+        compare.click()
+        browser.find_element(By.XPATH, "//*[contains(text(), 'Comparing 4 Runs')]")
+        rows = {row[0]: row[1:] for row in browser.execute_script(TABLE_ROWS) if row}
+        order = rows["Run ID:"]
+        children = {c.info.run_id: c for c in sweep.children}
+        assert sorted(order) == sorted(children)
+        assert rows["optimizer.lr"] == [children[r].data.params["optimizer.lr"] for r in order]
+        shown = [float(v) for v in metric_row(browser, "test_mean_iou")]
+        assert shown == pytest.approx([children[r].data.metrics["test_mean_iou"] for r in order], abs=6e-4)
+        metrics = browser.find_element(By.XPATH, "//div[@role='button' and normalize-space()='Metrics']")
+        browser.execute_script("arguments[0].scrollIntoView()", metrics)  # the picture shows the metric table
+    finally:  # the page as the test left it, passed or failed
+        browser.save_screenshot(str(tmp_path / "mlflow-ui-compare.png"))
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "mlflow-ui-compare.png", SCREENSHOT)
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -186,3 +186,40 @@ def load_run_config(run_id: str) -> dict | None:
         return yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/resolved.yaml"))
     except (mlflow.exceptions.MlflowException, OSError):  # not a run of this pipeline: use the stage config
         return None
+
+
+def search_runs(uri: str, experiment: str, tags: Mapping[str, str] | None = None) -> list[dict]:
+    """The finished runs of `experiment` whose tags have these values, newest first, as plain dicts
+    with run_id, tags, params and metrics (no MLflow objects leave this module)."""
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    conditions = ["attributes.status = 'FINISHED'"]
+    conditions += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+    runs = mlflow.search_runs(
+        [found.experiment_id],
+        filter_string=" and ".join(conditions),
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    return [
+        {"run_id": r.info.run_id, "tags": r.data.tags, "params": r.data.params, "metrics": r.data.metrics} for r in runs
+    ]
+
+
+def latest_run_id(uri: str, experiment: str) -> str:
+    """The newest finished run of `experiment` (e.g. the source a transfer study starts from)."""
+    from pipeline.errors import DataError
+
+    runs = search_runs(uri, experiment)
+    if not runs:
+        raise DataError(f"latest:{experiment}: no finished run in experiment '{experiment}' at {uri}; train one first")
+    return runs[0]["run_id"]
+
+
+def set_parent(run_ids: list[str], parent_run_id: str) -> None:
+    """Nest finished runs under a parent run (e.g. a sweep's summary) in the MLflow UI."""
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)

@@ -173,7 +173,6 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
     result = run_stage(
         "transfer",
         project,
-        "-m",
         "experiment=transfer_study",
         f"transfer.source={source.info.run_id}",
         "transfer.strategy=scratch,fine_tune",
@@ -182,6 +181,7 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
         "trainer.epochs=2",
         "transfer.warmup_epochs=1",
         *tiny,
+        "--multirun",  # after the overrides: argparse takes them as one list
     )
     assert result.returncode == 0, result.stderr[-3000:]
     study = client.get_experiment_by_name("transfer_study").experiment_id

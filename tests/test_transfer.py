@@ -203,3 +203,30 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
     assert {"table.md", "table.csv"} <= artifacts and (project / "study.png").is_file()
     children = client.search_runs([study], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 4
+
+
+@pytest.mark.slow
+def test_segmentation_fine_tunes_a_unet_on_a_local_mobilenet_through_the_cli(project):
+    weights = project / "mobilenet_v2_035.weights.h5"
+    keras.applications.MobileNetV2(**MOBILENET).save_weights(weights)
+    result = run_stage(
+        "transfer",
+        project,
+        "data=shapes",
+        "trainer=debug",
+        "trainer.epochs=2",
+        "trainer.verbose=0",
+        "tracking.num_examples=2",
+        "transfer.source=MobileNetV2",
+        "transfer.alpha=0.35",
+        f"transfer.weights={weights}",
+        "transfer.strategy=fine_tune",
+        "transfer.warmup_epochs=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    assert run.data.tags["task"] == "segmentation" and run.data.tags["strategy"] == "fine_tune"
+    assert 0.0 <= run.data.metrics["test_mean_iou"] <= 1.0
+    history = client.get_metric_history(run.info.run_id, "unfrozen_blocks")
+    assert [(m.step, m.value) for m in history] == [(0, 0.0), (1, 2.0)]  # head warm-up, then the top 2 blocks

@@ -78,8 +78,8 @@ def load_backbone(
     expected = tuple(backbone.inputs[0].shape[1:])
     if tuple(input_shape) != expected:
         raise ConfigError(
-            f"transfer.source={source}: its model takes {expected} images but data={task} gives {tuple(input_shape)}; "
-            "set data.image_size / data.channels to match"
+            f"transfer.source={source}: its model takes {expected} images but the data gives {tuple(input_shape)}; "
+            "set data.image_size (and data.channels) to match"
         )
     return (keras.models.clone_model(backbone) if fresh else backbone), run_id
 

@@ -23,6 +23,19 @@ from pipeline.transfer import STRATEGIES
 log = logging.getLogger(__name__)
 
 
+def from_sweeps(runs: list[dict], sweeps: list[str]) -> list[dict]:
+    """The runs of these sweeps; where several sweeps ran the same strategy and k, the last one listed
+    wins (a rerun of some strategies with other settings replaces them)."""
+    chosen = {}
+    for sweep in sweeps:
+        found = defaultdict(list)
+        for run in runs:
+            if run["tags"]["sweep_dir"] == sweep:
+                found[run["tags"]["strategy"], run["tags"]["k_per_class"]].append(run)
+        chosen.update(found)
+    return [run for group in chosen.values() for run in group]
+
+
 def summarise(runs: list[dict]) -> tuple[list[str], dict[str, dict[str, list[float]]], dict[str, float]]:
     """k labels in increasing order ('all' last), {strategy: {k: accuracies over seeds}}, images per class of each k."""
     scores, per_class = defaultdict(lambda: defaultdict(list)), {}
@@ -87,10 +100,11 @@ def main(cfg: DictConfig) -> float:
             f"experiment '{experiment}' at {uri} has no finished transfer multirun; run "
             "python -m pipeline.transfer -m experiment=transfer_study first"
         )
-    sweep = str(Path(cfg.sweep_dir).resolve()) if cfg.sweep_dir else runs[0]["tags"]["sweep_dir"]
-    runs = [r for r in runs if r["tags"]["sweep_dir"] == sweep]
+    sweeps = [runs[0]["tags"]["sweep_dir"]] if not cfg.sweep_dir else [str(Path(d).resolve()) for d in cfg.sweep_dir]
+    runs = from_sweeps(runs, sweeps)
     if not runs:
-        raise DataError(f"sweep_dir={cfg.sweep_dir}: no finished transfer runs of that sweep in '{experiment}'")
+        raise DataError(f"sweep_dir={cfg.sweep_dir}: no finished transfer runs of those sweeps in '{experiment}'")
+    sweep = ",".join(sweeps)
     ks, scores, per_class = summarise(runs)
     markdown, csv = table(ks, scores, per_class)
     curves = {

@@ -113,13 +113,14 @@ def main(cfg: DictConfig) -> float:
         if all(k in v for k in ks)
     }
     labels = [f"{k}" if k != "all" else f"all ({per_class[k]:.0f})" for k in ks]
-    title = f"{runs[0]['tags']['data']}: reuse {runs[0]['tags']['source']}"
+    tags = runs[0]["tags"]
+    title = f"{tags['data']}: reusing {tags.get('source_run', tags['source'])[:12]}"
     figure = viz.accuracy_against_k([per_class[k] for k in ks], curves, labels, title)
     if cfg.figure:
         Path(cfg.figure).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(cfg.figure, dpi=120)
     gain = best_gain(ks, scores, per_class)
-    tags = {"stage": "transfer_study", "sweep_dir": sweep, "data": runs[0]["tags"]["data"]}
+    tags = {"stage": "transfer_study", "sweep_dir": sweep, "data": tags["data"]}
     with tracking.run(uri, experiment, "transfer_study_summary", cfg.tracking.artifact_root, tags) as parent:
         tracking.log_params({"runs": len(runs), "sweep_dir": sweep})
         tracking.log_metrics({"best_reuse_gain_k_le_20": gain})

@@ -399,3 +399,28 @@ def experiment_ids(uri: str, name: str | None = None) -> list[str]:
 
 def experiment_names(uri: str) -> list[str]:
     return [e.name for e in mlflow.MlflowClient(uri).search_experiments()]
+
+
+def search_runs(uri: str, experiment: str, tags: Mapping[str, str] | None = None) -> list[dict]:
+    """The finished runs of `experiment` whose tags have these values, newest first (dicts as find_runs)."""
+    conditions = ["attributes.status = 'FINISHED'"]
+    conditions += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+    ids = experiment_ids(uri, experiment)
+    return find_runs(uri, ids, " and ".join(conditions)) if ids else []
+
+
+def latest_run_id(uri: str, experiment: str) -> str:
+    """The newest finished run of `experiment` (e.g. the source a transfer study starts from)."""
+    from pipeline.errors import DataError
+
+    runs = search_runs(uri, experiment)
+    if not runs:
+        raise DataError(f"latest:{experiment}: no finished run in experiment '{experiment}' at {uri}; train one first")
+    return runs[0]["run_id"]
+
+
+def set_parent(run_ids: list[str], parent_run_id: str) -> None:
+    """Nest finished runs under a parent run (e.g. a sweep's summary) in the MLflow UI."""
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)

@@ -54,6 +54,20 @@ def build_loss(loss_cfg: DictConfig, num_classes: int) -> SegmentationLoss:
     )
 
 
+def task_loss(task: str, loss_cfg: DictConfig, num_classes: int) -> tuple:
+    """The loss, the metrics and the validation metric to monitor for a task's targets."""
+    if task == "segmentation":
+        loss = build_loss(loss_cfg, num_classes)
+        metrics = [
+            keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
+        ]
+        return loss, metrics, "val_mean_iou"
+    if task == "localization":
+        return keras.losses.Huber(delta=0.1), [BoxIoU()], "val_box_iou"
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], "val_accuracy"
+
+
 def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, num_classes: int) -> str:
     """Loss and metrics of the data's task; returns the metric the best checkpoint is chosen by."""
     if len(model.outputs) > 1 and task != "classification":
@@ -61,18 +75,7 @@ def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, 
             f"model {cfg.model.name} has {len(model.outputs)} outputs; only classifiers may have auxiliary heads"
         )
     check_task(cfg.model.name, cfg.data.name, task)
-    if task == "segmentation":
-        loss = build_loss(cfg.loss, num_classes)
-        metrics = [
-            keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
-        ]
-        default_monitor = "val_mean_iou"
-    elif task == "localization":
-        loss, metrics, default_monitor = keras.losses.Huber(delta=0.1), [BoxIoU()], "val_box_iou"
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        default_monitor = "val_accuracy"
+    loss, metrics, default_monitor = task_loss(task, cfg.loss, num_classes)
     if len(model.outputs) > 1:  # GoogLeNet's auxiliary classifiers: weighted 0.3 in the loss, as in the paper
         main = model.output_names[0]
         model.compile(

@@ -312,3 +312,21 @@ def metric_against_params(values: dict[str, list[str]], metric: list[float], met
     fig.suptitle(f"{metric_name} per job")
     fig.tight_layout()
     return fig
+
+
+def accuracy_against_k(
+    sizes: list[float], curves: dict[str, tuple[list[float], list[float]]], labels: list[str], title: str
+) -> plt.Figure:
+    """Target test accuracy against training images per class (log axis), one line per strategy with
+    its spread over seeds as error bars: the lecture's when-does-transfer-pay table as a picture."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (means, stds) in curves.items():
+        ax.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, labels)
+    ax.minorticks_off()
+    ax.set(xlabel="training images per class (k)", ylabel="target test accuracy", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -5,6 +5,7 @@
 #   make test-notebooks                 runs every notebook in notebooks/ top to bottom
 #   make ui                             MLflow UI on http://127.0.0.1:5000
 #   make bench                          pipeline vs bare Keras, input pipeline, FLOP/s, precision, XLA, memory
+#   make sweep                          a tiny 2x2 grid sweep, 2 jobs at a time; then `make compare`
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ PORT   ?= 5000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train prepare test test-slow test-notebooks test-all bench ui lint format check-notebooks strip-notebooks clean clean-all
+.PHONY: setup train prepare sweep compare test test-slow test-notebooks test-all bench ui lint format check-notebooks strip-notebooks clean clean-all
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,14 @@ train: $(STAMP)
 
 prepare: $(STAMP)
 	$(BIN)/python -m pipeline.prepare $(ARGS)
+
+# 4 tiny U-Nets (lr x base_filters, conf/sweep/grid.yaml) in parallel: one MLflow parent run, 4 children
+sweep: $(STAMP)
+	$(BIN)/python -m pipeline.train --multirun sweep=grid hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+		trainer=debug trainer.epochs=3 data.splits.train=64 model.depth=2 tracking.log_model=false $(ARGS)
+
+compare: $(STAMP)
+	$(BIN)/python -m pipeline.compare $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebooks" $(PYTEST_ARGS)
@@ -66,4 +75,4 @@ clean:
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 clean-all: clean
-	rm -rf $(VENV) data/shapes data/shapes_debug mlflow.db mlartifacts
+	rm -rf $(VENV) data/shapes data/shapes_debug mlflow.db mlflow.db-wal mlflow.db-shm mlartifacts

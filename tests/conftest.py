@@ -36,8 +36,16 @@ def project(tmp_path: Path):
     return tmp_path
 
 
-def run_stage(stage: str, project: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python -m pipeline.<stage>` with paths.root=project and a SQLite store in it."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
+def run_stage(
+    stage: str, project: Path, *overrides: str, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline.<stage>` with paths.root=project and a SQLite store in it (or `env`'s
+    MLFLOW_TRACKING_URI)."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db",
+        "HYDRA_FULL_ERROR": "0",
+        **(env or {}),
+    }
     command = [sys.executable, "-m", f"pipeline.{stage}", f"paths.root={project}", *overrides]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_stage
-from pipeline.data.classification import image_folder, mnist, read_idx
+from pipeline.data.classification import _glyphs, image_folder, mnist, read_idx
 from pipeline.errors import DataError
 from pipeline.prepare import load_data, prepare_data
 
@@ -91,3 +91,24 @@ def test_train_stage_on_mnist_idx_files(project):
         "data.val_fraction=0.25",
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_class_subset_and_k_per_class_shrink_only_the_training_split(compose_config):
+    full = compose_config(["data=digits"]).data
+    target = compose_config(["data=digits", "data.classes=[5,6,7,8,9]", "data.k_per_class=3"]).data
+    x_test, y_test = load_data(full, prepare_data(full), "test")
+    t_test, ty_test = load_data(target, prepare_data(target), "test")
+    np.testing.assert_array_equal(t_test, x_test[y_test >= 5])  # the same test images, whatever k
+    np.testing.assert_array_equal(ty_test, y_test[y_test >= 5] - 5)  # 5..9 relabelled 0..4
+    _, y_train = load_data(target, prepare_data(target), "train")
+    assert np.bincount(y_train).tolist() == [3] * 5
+
+
+def test_glyphs_are_generated_reproducibly_with_the_asked_classes(compose_config):
+    data = compose_config(["data=glyphs", "data.classes=['0','1','2']", "data.per_class=10"]).data
+    x1, y1 = load_data(data, prepare_data(data), "train")
+    _glyphs.cache_clear()  # draw them again
+    x2, _ = load_data(data, prepare_data(data), "train")
+    assert x1.shape[1:] == (32, 32, 1) and sorted(set(y1.tolist())) == [0, 1, 2]
+    assert x1.std() > 20  # glyphs, not blank canvases
+    np.testing.assert_array_equal(x1, x2)

@@ -141,6 +141,7 @@ def train_stage(epochs: int, workdir: Path) -> tuple[dict, float]:
     store = f"sqlite:///{workdir}/mlflow.db"
     run_dir = workdir / f"stage-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "pipeline.train", f"trainer.epochs={epochs}", "trainer.verbose=0"]
+    command += ["trainer.precision=float32"]  # as the bare fit it is compared with
     command += ["tracking.log_model=false", f"hydra.run.dir={run_dir}", f"tracking.artifact_root={workdir}/artifacts"]
     _, peak = _run(command, {**os.environ, "MLFLOW_TRACKING_URI": store})
     rates = tracking.last_run_metric(store, "shapes", "images_per_sec")

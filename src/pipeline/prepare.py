@@ -13,14 +13,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import conf_dir, stage
 from pipeline.data import oxford_pets
-from pipeline.data.classification import digits, image_folder, mnist, shapes_labels
+from pipeline.data.classification import (
+    digits,
+    glyphs,
+    image_folder,
+    mnist,
+    per_class_subsample,
+    select_classes,
+    shapes_labels,
+)
 from pipeline.data.folders import BadFiles, load_pairs, load_split
 from pipeline.data.oxford_pets import pet_pairs
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-BUNDLED = ("digits",)
+BUNDLED = ("digits", "glyphs")  # shipped with a library, or generated in memory
 
 
 def prepare_data(data: DictConfig, progress: bool = True) -> Path:
@@ -51,19 +59,39 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
 def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, C) uint8 and targets of one split, by the data config's layout: masks (N, H, W)
     uint8 for segmentation sets, class labels (N,) for classification sets. Unusable files raise a DataError
-    naming them, or are skipped and recorded in `bad` (data.on_bad_file=skip)."""
+    naming them, or are skipped and recorded in `bad` (data.on_bad_file=skip).
+
+    data.k_per_class (classification sets) keeps at most k training images of each class; val and
+    test stay whole, so runs with different k are scored on the same images."""
+    images, targets = _load_split(data, root, split, bad)
+    k = data.get("k_per_class")
+    if k is not None and split == "train":
+        if not (isinstance(k, int) and k >= 1) or data.get("task") != "classification":
+            raise ConfigError(f"data.k_per_class={k!r} is invalid: must be null or a positive integer (classification)")
+        images, targets = per_class_subsample(images, targets, k, data.get("k_seed", 0))
+    return images, targets
+
+
+def _load_split(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> tuple[np.ndarray, np.ndarray]:
     num_classes, size = len(data.classes or []), data.image_size
     layout, grayscale = data.get("layout", "folders"), data.get("grayscale", "error")
-    if layout == "digits":
-        return digits(size, data.val_fraction, data.test_fraction, data.split_seed)[split]
+    if layout in ("digits", "mnist"):  # labels are the digits: data.classes may pick a subset (e.g. 5-9)
+        if layout == "digits":
+            images, labels = digits(size, data.val_fraction, data.test_fraction, data.split_seed)[split]
+        else:
+            images, labels = mnist(str(root), size, data.val_fraction, data.split_seed)[split]
+        keep = [int(c) for c in data.classes]
+        return (images, labels) if keep == list(range(10)) else select_classes(images, labels, keep)
+    if layout == "glyphs":
+        return glyphs(list(data.classes), size, data.per_class, data.split_seed, data.val_fraction, data.test_fraction)[
+            split
+        ]
     if layout == "image_folder":
         classes = [str(c) for c in data.classes] if data.classes else None
         splits = image_folder(
             root, classes, size, data.val_fraction, data.test_fraction, data.split_seed, bad, grayscale
         )
         return splits[split]
-    if layout == "mnist":
-        return mnist(str(root), size, data.val_fraction, data.split_seed)[split]
     if layout == "shapes_cls":  # the one object of each generated image: its class (circle, square, triangle)
         images, masks = load_split(root, split, len(CLASSES), size, bad, grayscale)
         labels, boxes = shapes_labels(masks)
@@ -76,7 +104,8 @@ def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = N
         pairs = pet_pairs(root, split, data.val_fraction, data.split_seed)
         return load_pairs(pairs, num_classes, size, oxford_pets.LABEL_OFFSET, bad, grayscale)
     raise ConfigError(
-        f"data.layout={layout!r} is unknown; valid: folders, oxford_pets, digits, image_folder, mnist, shapes_cls"
+        f"data.layout={layout!r} is unknown; "
+        "valid: folders, oxford_pets, digits, glyphs, image_folder, mnist, shapes_cls"
     )
 
 

@@ -5,23 +5,67 @@ so every Hydra job, single or multirun, writes to the same place; MLFLOW_TRACKIN
 """
 
 import contextlib
+import functools
 import logging
 import math
+import random
 import shutil
+import sqlite3
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+import traceback
+import types
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 
+from pipeline import provenance
+from pipeline.config import project_root
 from pipeline.safety import redact_params, redact_text
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 500  # MLflow's guaranteed minimum across backends; the full config is also an artifact
+DIGEST_LENGTH = 36  # MLflow's dataset digest column holds at most 36 characters
+
+
+def retry_locked(fn: Callable) -> Callable:
+    """Retry a store call that failed with SQLite's "database is locked" (parallel jobs writing one file).
+
+    MLflow already waits 20 s per statement (busy_timeout); this covers what is left, e.g. two
+    writers upgrading their locks at once. A failed call rolled back, so calling it again is safe.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        delay = 0.2
+        for attempt in range(8):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:  # MlflowException or SQLAlchemy's OperationalError, by message
+                if "database is locked" not in str(err) or attempt == 7:
+                    raise
+                log.warning("%s: database is locked, retrying in %.1f s", fn.__name__, delay)
+                time.sleep(delay * (1 + random.random()))
+                delay *= 2
+
+    return wrapper
+
+
+def prepare_store(uri: str, experiment: str, artifact_root: str | None) -> str:
+    """Before parallel jobs start: create the store and experiment once, and put a SQLite store in
+    WAL mode (persistent in the file) so the UI's reads and the jobs' writes do not block each other."""
+    mlflow.set_tracking_uri(uri)
+    experiment_id = _experiment_id(experiment, artifact_root)  # creates the SQLite tables if needed
+    if uri.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    return experiment_id
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
@@ -37,11 +81,14 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+@retry_locked
 def _experiment_id(name: str, artifact_root: str | None) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = Path(artifact_root, name).resolve().as_uri() if artifact_root else None
+    # against a tracking server the server decides where artifacts go (it proxies them over HTTP)
+    remote = mlflow.get_tracking_uri().startswith(("http://", "https://"))
+    location = Path(artifact_root, name).resolve().as_uri() if artifact_root and not remote else None
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
@@ -64,31 +111,51 @@ def run(
     With run_id an existing run is reopened (a resumed training) instead of a new one started.
     """
     mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment_id(experiment, artifact_root)
     if parent_run_id is not None:
         experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
-    if run_id is not None:
+    elif run_id is not None:
         experiment_id = mlflow.get_run(run_id).info.experiment_id
-    active = mlflow.start_run(
+    else:
+        experiment_id = _experiment_id(experiment, artifact_root)
+    tags = {**provenance.run_tags(project_root()), **(tags or {})}
+    active = retry_locked(mlflow.start_run)(
         run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id
     )
     log.info("MLflow run %s in experiment '%s' at %s", active.info.run_id, experiment, uri)
+    end_run = retry_locked(mlflow.end_run)
     try:
         yield active
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        end_run("KILLED")
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as err:
+        _log_failure(err)
+        end_run("FAILED")
         raise
     else:
-        mlflow.end_run("FINISHED")
+        end_run("FINISHED")
 
 
+def _log_failure(err: BaseException) -> None:
+    """The error as a tag (one line) and its traceback as the artifact error/traceback.txt."""
+    try:
+        set_tags({"error": f"{type(err).__name__}: {err}"[:1000]})
+        mlflow.log_text(traceback.format_exc(), "error/traceback.txt")
+    except Exception as logging_error:  # the original error matters more than this one
+        log.warning("could not log the failure to MLflow: %s", logging_error)
+
+
+@retry_locked
 def log_params(config: Mapping) -> None:
     mlflow.log_params(redact_params(flatten(config)))
 
 
+@retry_locked
+def set_tags(tags: Mapping[str, object]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+@retry_locked
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log finite metrics; NaN (an undefined score, e.g. the IoU of an absent class) is skipped."""
     finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
@@ -125,18 +192,55 @@ def log_figure(figure, artifact_file: str) -> None:
     plt.close(figure)
 
 
+def _save_keras_model(path: str, **kwargs) -> None:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    mlflow.keras.save_model(path=path, **kwargs)
+
+
+# mlflow.keras with one fix: mlflow.keras.save_model writes the input example into the model folder
+# before creating it, so mlflow.keras.log_model(..., input_example=...) fails with FileNotFoundError
+# (mlflow/mlflow#16183, still so in 3.17.2). Model.log takes any object with save_model as the flavor.
+_KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
+
+
 def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model") -> str:
-    """Log the model with a signature inferred from `example`; returns the model URI.
+    """Log the model with its input example and a signature inferred from it; returns the model URI.
 
     Requirements are given explicitly: inferring them would re-import the model in a subprocess.
-    No input_example: mlflow.keras.log_model crashes writing it (mlflow/mlflow#16183, open).
     """
+    example = np.asarray(example, dtype=np.float32)
     signature = infer_signature(example, model.predict(example, verbose=0))
     backend = keras.config.backend()
     backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
     requirements = [f"keras=={keras.__version__}", f"{backend_module}=={__import__(backend_module).__version__}"]
-    info = mlflow.keras.log_model(model, name=name, signature=signature, pip_requirements=requirements)
+    info = Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=_KERAS_FLAVOR,
+        model=model,
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+    )
     return info.model_uri
+
+
+@retry_locked
+def log_dataset(name: str, source: str, split: str, features, targets, checksum: str | None) -> None:
+    """Dataset lineage: one split as an MLflow dataset input (schema, shapes, source, digest).
+
+    With a manifest checksum (sha256 of every file of the set) the digest is its start and the tag
+    data.checksum holds it whole; without one MLflow hashes the arrays.
+    """
+    digest = checksum.removeprefix("sha256:")[:DIGEST_LENGTH] if checksum else None
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both are the local folder
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(
+            features, source=source, targets=targets, name=f"{name}-{split}", digest=digest
+        )
+    mlflow.log_input(dataset, context=split)
+    if checksum:
+        mlflow.set_tag("data.checksum", checksum)
 
 
 class MetricsCallback(keras.callbacks.Callback):
@@ -242,3 +346,99 @@ def metric_history(uri: str, run_id: str, key: str) -> tuple[list[int], list[flo
     """(steps, values) of metric `key` of a run, in step order."""
     history = sorted(mlflow.MlflowClient(uri).get_metric_history(run_id, key), key=lambda m: m.step)
     return [m.step for m in history], [m.value for m in history]
+
+
+# --- Sweeps: a parent run made outside any job, and queries for leaderboards ---------------------------
+
+
+@retry_locked
+def start_parent_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """A RUNNING run that is not the active one: the sweep's jobs (other processes) nest under its id."""
+    return mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+
+
+@retry_locked
+def finish_parent_run(
+    uri: str, run_id: str, status: str, tags: Mapping[str, str], metrics: Mapping[str, float], files: list[Path]
+) -> None:
+    client = mlflow.MlflowClient(uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="summary")
+    client.set_terminated(run_id, status)
+
+
+def _as_dict(run) -> dict:
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "experiment_id": run.info.experiment_id,
+        "tags": dict(run.data.tags),
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+    }
+
+
+def find_runs(uri: str, experiment_ids: list[str], filter_string: str = "", max_results: int = 1000) -> list[dict]:
+    """Runs as plain dicts (run_id, run_name, status, start_time, experiment_id, tags, params, metrics),
+    newest first."""
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs(
+        experiment_ids, filter_string, max_results=max_results, order_by=["attributes.start_time DESC"]
+    )
+    return [_as_dict(r) for r in runs]
+
+
+def child_runs(uri: str, parent_run_id: str) -> list[dict]:
+    experiment_id = mlflow.MlflowClient(uri).get_run(parent_run_id).info.experiment_id
+    return find_runs(uri, [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def get_run(uri: str, run_id: str) -> dict | None:
+    try:
+        return _as_dict(mlflow.MlflowClient(uri).get_run(run_id))
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def experiment_ids(uri: str, name: str | None = None) -> list[str]:
+    """The id of experiment `name` ([] if there is none), or of every experiment when name is None."""
+    client = mlflow.MlflowClient(uri)
+    if name is None:
+        return [e.experiment_id for e in client.search_experiments()]
+    experiment = client.get_experiment_by_name(name)
+    return [experiment.experiment_id] if experiment else []
+
+
+def experiment_names(uri: str) -> list[str]:
+    return [e.name for e in mlflow.MlflowClient(uri).search_experiments()]
+
+
+def search_runs(uri: str, experiment: str, tags: Mapping[str, str] | None = None) -> list[dict]:
+    """The finished runs of `experiment` whose tags have these values, newest first (dicts as find_runs)."""
+    conditions = ["attributes.status = 'FINISHED'"]
+    conditions += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+    ids = experiment_ids(uri, experiment)
+    return find_runs(uri, ids, " and ".join(conditions)) if ids else []
+
+
+def latest_run_id(uri: str, experiment: str) -> str:
+    """The newest finished run of `experiment` (e.g. the source a transfer study starts from)."""
+    from pipeline.errors import DataError
+
+    runs = search_runs(uri, experiment)
+    if not runs:
+        raise DataError(f"latest:{experiment}: no finished run in experiment '{experiment}' at {uri}; train one first")
+    return runs[0]["run_id"]
+
+
+def set_parent(run_ids: list[str], parent_run_id: str) -> None:
+    """Nest finished runs under a parent run (e.g. a sweep's summary) in the MLflow UI."""
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)

@@ -16,7 +16,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking, viz
+from pipeline import sweep, tracking, viz
 from pipeline.arithmetic import layer_flops
 from pipeline.callbacks import StopOnNonFiniteLoss
 from pipeline.classification import evaluate as evaluate_classification
@@ -24,6 +24,7 @@ from pipeline.config import checked_call, conf_dir, stage
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
 from pipeline.data.sequence import ImageBatches
+from pipeline.data.shapes import read_manifest
 from pipeline.errors import ConfigError
 from pipeline.losses import SegmentationLoss
 from pipeline.models import build_model
@@ -53,6 +54,20 @@ def build_loss(loss_cfg: DictConfig, num_classes: int) -> SegmentationLoss:
     )
 
 
+def task_loss(task: str, loss_cfg: DictConfig, num_classes: int) -> tuple:
+    """The loss, the metrics and the validation metric to monitor for a task's targets."""
+    if task == "segmentation":
+        loss = build_loss(loss_cfg, num_classes)
+        metrics = [
+            keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
+        ]
+        return loss, metrics, "val_mean_iou"
+    if task == "localization":
+        return keras.losses.Huber(delta=0.1), [BoxIoU()], "val_box_iou"
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")], "val_accuracy"
+
+
 def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, num_classes: int) -> str:
     """Loss and metrics of the data's task; returns the metric the best checkpoint is chosen by."""
     if len(model.outputs) > 1 and task != "classification":
@@ -60,18 +75,7 @@ def compile_for_task(model: keras.Model, task: str, cfg: DictConfig, optimizer, 
             f"model {cfg.model.name} has {len(model.outputs)} outputs; only classifiers may have auxiliary heads"
         )
     check_task(cfg.model.name, cfg.data.name, task)
-    if task == "segmentation":
-        loss = build_loss(cfg.loss, num_classes)
-        metrics = [
-            keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
-        ]
-        default_monitor = "val_mean_iou"
-    elif task == "localization":
-        loss, metrics, default_monitor = keras.losses.Huber(delta=0.1), [BoxIoU()], "val_box_iou"
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        default_monitor = "val_accuracy"
+    loss, metrics, default_monitor = task_loss(task, cfg.loss, num_classes)
     if len(model.outputs) > 1:  # GoogLeNet's auxiliary classifiers: weighted 0.3 in the loss, as in the paper
         main = model.output_names[0]
         model.compile(
@@ -122,6 +126,7 @@ def test_and_log(
         figure = viz.classification_grid(x_test[shown], y_test[shown], predicted[shown], classes)
         headline = "accuracy"
     tracking.log_metrics({f"test_{name}": value for name, value in scores.items()})
+    tracking.set_tags({"headline_metric": f"test_{headline}"})  # what sweeps and pipeline.compare rank by
     tracking.log_figure(figure, "plots/test_predictions.png")
     if cm is not None:
         tracking.log_figure(viz.confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
@@ -132,9 +137,10 @@ def test_and_log(
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 @stage
 def main(cfg: DictConfig) -> float:
+    # first: collective ops need a fresh TensorFlow runtime, before validate()'s dry build of the model
+    dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)
     validate(cfg)
-    dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)  # first: before any TF op
-    configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
+    precision = configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
     task = cfg.data.get("task", "segmentation")
     root = prepare_data(cfg.data)
     classes = class_names(cfg.data, root)
@@ -163,16 +169,27 @@ def main(cfg: DictConfig) -> float:
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
     model_choice = HydraConfig.get().runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": task, "model": model_choice, "builder": cfg.model.name, "data": cfg.data.name}
+    tags["precision"] = precision  # what trainer.precision=auto chose on this machine
+    tags.update(sweep.job_tags())
 
     # only the chief records into the shared store; other workers keep a local one, so a run is logged once
     uri, artifacts = cfg.tracking.uri, cfg.tracking.artifact_root
     if not dist.is_chief:
         uri, artifacts = f"sqlite:///{output_dir}/worker{dist.worker}-mlflow.db", str(output_dir / "mlartifacts")
     with tracking.run(
-        uri, cfg.tracking.experiment, cfg.tracking.run_name, artifacts, tags, run_id=checkpoints.run_id
+        uri,
+        cfg.tracking.experiment,
+        cfg.tracking.run_name,
+        artifacts,
+        tags,
+        parent_run_id=sweep.parent_run_id() if dist.is_chief else None,  # a multirun job nests under its sweep
+        run_id=checkpoints.run_id,
     ) as active:
-        if not checkpoints.resuming:  # a resumed run has its params, config and counts already
+        if not checkpoints.resuming:  # a resumed run has its params, config, data and counts already
             tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
+            checksum = (read_manifest(root) or {}).get("checksum")  # generated sets carry a sha256 manifest
+            for split, (x, y) in (("train", (x_train, y_train)), ("val", (x_val, y_val)), ("test", (x_test, y_test))):
+                tracking.log_dataset(cfg.data.name, str(root.resolve()), split, x, y, checksum)
             tracking.log_dir(output_dir / ".hydra", "config")
             tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
             flops = sum(layer_flops(layer) for layer in model.layers) / 1e9

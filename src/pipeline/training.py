@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import keras
 
@@ -12,19 +13,38 @@ from pipeline.config import checked_call
 from pipeline.errors import ConfigError
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
-def configure_runtime(seed: int, precision: str = "float32", deterministic: bool = False) -> None:
-    """Seed Python, NumPy and the backend; choose the dtype policy; optionally force deterministic ops."""
+def native_bfloat16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): there, mixed_bfloat16 trains the
+    default U-Net ~25 % faster at the same accuracy (`make bench`); elsewhere bfloat16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to know, so the safe choice
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto`: mixed_bfloat16 on a CPU with native bfloat16, float32 otherwise (GPUs: trainer=gpu)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "mixed_bfloat16" if native_bfloat16_cpu() else "float32"
+    return precision
+
+
+def configure_runtime(seed: int, precision: str = "float32", deterministic: bool = False) -> str:
+    """Seed Python, NumPy and the backend; choose the dtype policy (returned); optionally deterministic ops."""
+    precision = resolve_precision(precision)
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(precision)
     if deterministic and keras.config.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    return precision
 
 
 def learning_rate(

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import positive_int, positive_number
 from pipeline.errors import ConfigError
 from pipeline.models import MODELS, TASK_OF_MODEL, build_model
-from pipeline.training import OPTIMIZERS, PRECISIONS
+from pipeline.training import LR_SCALING, OPTIMIZERS, PRECISIONS, STRATEGIES
 
 TASKS = ("segmentation", "classification", "localization")
 LAYOUTS = ("folders", "oxford_pets", "digits", "image_folder", "mnist", "shapes_cls")
@@ -73,6 +73,9 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.jit_compile": _rule(lambda v: isinstance(v, bool), "true or false"),
     "trainer.deterministic": _rule(lambda v: isinstance(v, bool), "true or false"),
     "trainer.resume": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "trainer.strategy": _choice(STRATEGIES),
+    "trainer.lr_scaling": _choice(LR_SCALING),
+    "trainer.memory_growth": _rule(lambda v: isinstance(v, bool), "true or false"),
     "trainer.monitor": _rule(lambda v: v is None or isinstance(v, str), "null or a metric name such as val_loss"),
     "trainer.verbose": _choice(("auto", 0, 1, 2)),
     "optimizer.name": _choice(tuple(OPTIMIZERS)),

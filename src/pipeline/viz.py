@@ -7,6 +7,7 @@ matplotlib.use("Agg")  # headless: figures are written to files and MLflow, neve
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.ticker import NullFormatter
 
 CLASS_COLOURS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
 
@@ -286,5 +287,46 @@ def box_grid(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, colum
         for box, colour in ((true_box, "lime"), (predicted_box, "red")):
             x0, y0, x1, y1 = box * np.array([width, height, width, height])
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=1.2))
+    fig.tight_layout()
+    return fig
+
+
+def metric_against_params(values: dict[str, list[str]], metric: list[float], metric_name: str) -> plt.Figure:
+    """A sweep's headline metric against each swept parameter, one panel per parameter (one point per
+    job): numeric values on a numeric axis (logarithmic when they span over 20x), others as categories."""
+    fig, axes = plt.subplots(1, len(values), figsize=(4 * len(values), 3.4), squeeze=False)
+    for ax, (name, column) in zip(axes[0], values.items()):
+        try:
+            x = np.array([float(v) for v in column])
+        except ValueError:
+            categories = sorted(set(column))
+            x = np.array([categories.index(v) for v in column], dtype=float)
+            ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 3 else 0)
+        else:
+            if x.min() > 0 and x.max() / x.min() > 20:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-4 3x10^-4 ... would overlap
+        ax.scatter(x, metric, s=36)
+        ax.set(xlabel=name, ylabel=metric_name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{metric_name} per job")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_against_k(
+    sizes: list[float], curves: dict[str, tuple[list[float], list[float]]], labels: list[str], title: str
+) -> plt.Figure:
+    """Target test accuracy against training images per class (log axis), one line per strategy with
+    its spread over seeds as error bars: the lecture's when-does-transfer-pay table as a picture."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (means, stds) in curves.items():
+        ax.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, labels)
+    ax.minorticks_off()
+    ax.set(xlabel="training images per class (k)", ylabel="target test accuracy", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return fig

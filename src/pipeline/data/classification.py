@@ -183,6 +183,25 @@ def mnist(root, image_size: int = 32, val_fraction: float = 0.1, seed: int = 0):
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": splits["test"]}
 
 
+def select_classes(images: np.ndarray, labels: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Only the images whose label is in `keep`, relabelled 0..len(keep)-1 in `keep`'s order
+    (digits 5-9 become classes 0-4: a target task with classes the source never saw)."""
+    missing = sorted(set(keep) - set(np.unique(labels).tolist()))
+    if missing:
+        raise ConfigError(f"data.classes={keep} names labels {missing} that the set does not have")
+    chosen = np.isin(labels, keep)
+    relabel = {label: i for i, label in enumerate(keep)}
+    return images[chosen], np.array([relabel[label] for label in labels[chosen]], dtype=labels.dtype)
+
+
+def per_class_subsample(images: np.ndarray, labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most k images of each class, drawn reproducibly by `seed` (the small target set of transfer learning)."""
+    rng = np.random.default_rng(seed)
+    picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)])
+    picked.sort()  # keep the split's order; only its size changes
+    return images[picked], labels[picked]
+
+
 def shapes_labels(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class and bounding box (x_min, y_min, x_max, y_max, in pixels, inclusive) of the one object in each mask."""
     labels, boxes = [], []
@@ -191,3 +210,69 @@ def shapes_labels(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels.append(int(np.bincount(mask[ys, xs]).argmax()) - 1 if len(ys) else -1)
         boxes.append((xs.min(), ys.min(), xs.max(), ys.max()) if len(ys) else (0, 0, 0, 0))
     return np.array(labels), np.array(boxes)
+
+
+GLYPH_FONTS = (  # matplotlib's bundled fonts: every machine with the pipeline has them
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+)
+
+
+def glyphs(
+    characters: list[str],
+    image_size: int = 32,
+    per_class: int = 300,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+):
+    """See _glyphs; characters may be any sequence (made hashable for the cache)."""
+    return _glyphs(tuple(str(c) for c in characters), image_size, per_class, seed, val_fraction, test_fraction)
+
+
+@functools.lru_cache(maxsize=4)
+def _glyphs(characters: tuple[str, ...], image_size, per_class, seed, val_fraction, test_fraction):
+    """A generated character set, as large as asked and offline: each character in a random font of
+    14, size, rotation, position, stroke and background, plus noise (an Omniglot-like task: the
+    letters are a large source set, the digits a small target set of new classes)."""
+    from pathlib import Path
+
+    import matplotlib
+    from PIL import ImageDraw, ImageFilter, ImageFont
+
+    font_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    rng = np.random.default_rng(seed)
+    big = 2 * image_size  # drawn at twice the size, then downsampled: smooth edges
+    images, labels = [], []
+    for label, char in enumerate(characters):
+        for _ in range(per_class):
+            size = int(big * rng.uniform(0.45, 0.8))
+            font = ImageFont.truetype(str(font_dir / GLYPH_FONTS[rng.integers(len(GLYPH_FONTS))]), size)
+            background, ink = (rng.uniform(0, 90), rng.uniform(160, 255))
+            if rng.random() < 0.5:  # dark on light as often as light on dark
+                background, ink = 255 - background, 255 - ink
+            canvas = Image.new("L", (big, big), int(background))
+            glyph = Image.new("L", (big, big), 0)
+            draw = ImageDraw.Draw(glyph)
+            draw.text((big / 2, big / 2), char, fill=255, font=font, anchor="mm", stroke_width=int(rng.integers(0, 3)))
+            glyph = glyph.rotate(rng.uniform(-20, 20), resample=Image.BILINEAR)
+            shift = rng.uniform(-0.15, 0.15, 2) * big
+            glyph = glyph.transform(glyph.size, Image.AFFINE, (1, 0, -shift[0], 0, 1, -shift[1]), Image.BILINEAR)
+            canvas.paste(Image.new("L", (big, big), int(ink)), mask=glyph.filter(ImageFilter.GaussianBlur(0.5)))
+            image = np.asarray(canvas.resize((image_size, image_size), Image.BILINEAR), dtype=np.float32)
+            image += rng.normal(0, rng.uniform(0, 20), image.shape)
+            images.append(np.clip(image, 0, 255).astype(np.uint8)[..., None])
+            labels.append(label)
+    return stratified_splits(np.stack(images), np.array(labels), val_fraction, test_fraction, seed)

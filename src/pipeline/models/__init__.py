@@ -4,6 +4,7 @@ import keras
 
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
+from pipeline.models.backbone_unet import unet_backbone
 from pipeline.models.classic import alexnet, convnet, googlenet, lenet5, mlp, neocognitron, resnet
 from pipeline.models.localization import localizer
 from pipeline.models.segnet import segnet
@@ -12,6 +13,7 @@ from pipeline.models.unet import unet, unet_paper
 MODELS = {
     "unet": unet,
     "unet_paper": unet_paper,
+    "unet_backbone": unet_backbone,
     "segnet": segnet,
     "lenet5": lenet5,
     "alexnet": alexnet,
@@ -25,6 +27,7 @@ MODELS = {
 TASK_OF_MODEL = {
     "unet": "segmentation",
     "unet_paper": "segmentation",
+    "unet_backbone": "segmentation",
     "segnet": "segmentation",
     "localizer": "localization",
 }

@@ -138,3 +138,35 @@ class MirrorPadding2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ImagenetPreprocessing(keras.layers.Layer):
+    """Raw pixels in [0, 255] -> what a keras.applications network was trained on; a grey image is
+    repeated to three channels. mode 'tf': [-1, 1] (MobileNetV2); 'caffe': BGR minus the ImageNet mean
+    (ResNet50, VGG16); 'none': unchanged (EfficientNet rescales inside)."""
+
+    MODES = ("tf", "caffe", "none")
+    CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        if mode not in self.MODES:
+            raise ConfigError(f"preprocessing mode {mode!r} is unknown; valid: {', '.join(self.MODES)}")
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if x.shape[-1] == 1:
+            x = ops.repeat(x, 3, axis=-1)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(self.CAFFE_MEAN_BGR, dtype=x.dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,62 @@
+"""U-Net on a pretrained encoder: the lecture's transfer recipe for segmentation.
+
+The encoder (a keras.applications network or a trained classifier of this pipeline) gives the skip
+features at strides 2, 4, 8, ...; a U-Net decoder upsamples its output back to the image, joining
+each skip on the way, as in Ronneberger et al. 2015 but with the encoder borrowed.
+"""
+
+import keras
+from keras import layers
+
+from pipeline.errors import ConfigError
+from pipeline.models.backbones import application, skip_layers
+from pipeline.models.unet import conv_block
+
+
+def backbone_unet(
+    encoder: keras.Model,
+    num_classes: int,
+    base_filters: int = 16,
+    skips: list[str] | None = None,
+    encoder_training: bool | None = False,
+) -> keras.Model:
+    """encoder -> [up 2x, concat skip, (CONV-BN-RELU) x 2] per skip -> up 2x -> 1x1 conv softmax.
+
+    encoder_training=False calls the encoder in inference mode (batch norm statistics kept), as
+    for a frozen or fine-tuned encoder; None lets it train like the rest (training from scratch).
+    """
+    if num_classes < 2:
+        raise ConfigError(f"num_classes={num_classes} is invalid: segmentation needs >= 2 classes")
+    names = list(skips) if skips is not None else skip_layers(encoder)
+    try:
+        taps = [encoder.get_layer(name).output for name in names]
+    except ValueError as err:
+        raise ConfigError(f"model.skips: {err}") from None
+    tapped = keras.Model(encoder.inputs, [*taps, encoder.output], name="encoder")
+    inputs = keras.Input(encoder.inputs[0].shape[1:], name="image")
+    *features, x = tapped(inputs, training=encoder_training)
+    for level, skip in reversed(list(enumerate(features, start=1))):
+        filters = base_filters * 2**level
+        x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"decoder{level + 1}_upconv")(x)
+        x = layers.Concatenate(name=f"decoder{level + 1}_skip")([x, skip])
+        x = conv_block(x, filters, batch_norm=True, dropout=0.0, name=f"decoder{level + 1}")
+    x = layers.Conv2DTranspose(base_filters, 2, strides=2, name="decoder1_upconv")(x)
+    x = conv_block(x, base_filters, batch_norm=True, dropout=0.0, name="decoder1")
+    outputs = layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="classifier")(x)
+    return keras.Model(inputs, outputs, name=f"{encoder.name}_unet")
+
+
+def unet_backbone(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    backbone: str = "MobileNetV2",
+    weights: str | None = None,
+    alpha: float | None = 0.35,
+    base_filters: int = 16,
+    freeze_encoder: bool = False,
+) -> keras.Model:
+    """The train stage's form: a keras.applications encoder (weights: a local file, 'imagenet' or
+    None), frozen or not. The transfer stage builds the same decoder on any backbone."""
+    encoder = application(backbone, input_shape, weights, alpha if backbone == "MobileNetV2" else None)
+    encoder.trainable = not freeze_encoder
+    return backbone_unet(encoder, num_classes, base_filters, encoder_training=False if freeze_encoder else None)

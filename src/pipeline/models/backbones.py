@@ -1,0 +1,169 @@
+"""Backbones for transfer learning (the lecture's recipe: train on a large set, reuse on a small one).
+
+A backbone is a keras.Model from raw images in [0, 255] to features: either a classifier of this
+pipeline cut below its softmax head, or a keras.applications network with weights from a local
+file (or ImageNet's, where the machine can download). Its blocks (groups of layers by name: stage2,
+block_16, conv5, C5, ...) are what `fine_tune` unfreezes from the top.
+"""
+
+import re
+import warnings
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.models.layers import ImagenetPreprocessing
+
+# name -> (builder, the input preprocessing its ImageNet weights expect)
+APPLICATIONS = {
+    "MobileNetV2": (keras.applications.MobileNetV2, "tf"),
+    "ResNet50": (keras.applications.ResNet50, "caffe"),
+    "EfficientNetB0": (keras.applications.EfficientNetB0, "none"),  # rescales inside
+    "VGG16": (keras.applications.VGG16, "caffe"),
+}
+# stage2_conv1 -> stage2, block_16_project -> block_16, conv5_block3_2_conv -> conv5, C5 -> C5
+BLOCK = re.compile(r"[A-Za-z]+_\d+(?=_|$)|[^_]+")
+NORMALIZATION = (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization)
+
+
+def classifier_backbone(model: keras.Model) -> keras.Model:
+    """A trained classifier up to its last feature layer: what its (first) softmax head sees."""
+    head = model.get_layer(model.output_names[0])
+    return keras.Model(model.inputs, head.input, name=f"{model.name}_backbone")
+
+
+def feature_map_backbone(model: keras.Model) -> keras.Model:
+    """A trained model up to its last spatial feature map (B, H, W, C): a U-Net encoder."""
+    maps = [layer for layer in model.layers[1:] if len(layer.output.shape) == 4]
+    if not maps:
+        raise ConfigError(f"model {model.name} has no spatial feature map to use as an encoder")
+    return keras.Model(model.inputs, maps[-1].output, name=f"{model.name}_encoder")
+
+
+def describe(name: str, input_shape: tuple[int, ...], alpha: float | None) -> str:
+    width = f", alpha={alpha}" if alpha is not None else ""
+    return f"{name}(include_top=False{width}, input {input_shape[0]}x{input_shape[1]}x3)"
+
+
+def application(
+    name: str, input_shape: tuple[int, int, int], weights: str | None = None, alpha: float | None = None
+) -> keras.Model:
+    """keras.applications network `name` without its top, from raw pixels to its last feature map.
+
+    weights: None (random), 'imagenet' (downloads), or a local file (.weights.h5 saved by
+    save_weights, or Keras' own .h5) that must fit this exact network; else a DataError naming both.
+    """
+    if name not in APPLICATIONS:
+        raise ConfigError(f"transfer.source={name!r} is not a known backbone; valid: {', '.join(APPLICATIONS)}")
+    builder, mode = APPLICATIONS[name]
+    options = {"alpha": alpha} if alpha is not None else {}
+    if alpha is not None and name != "MobileNetV2":
+        raise ConfigError(f"transfer.alpha={alpha} is only an option of MobileNetV2, not {name}")
+    expected = describe(name, input_shape, alpha)
+    inputs = keras.Input(input_shape, name="image")
+    x = ImagenetPreprocessing(mode, name="preprocess")(inputs)
+    try:  # one flat model (input_tensor), so every layer can be frozen or tapped for U-Net skips
+        network = builder(include_top=False, weights=None, input_tensor=x, **options)
+    except ValueError as err:
+        raise ConfigError(f"transfer.source={name}: cannot build {expected}: {err}") from None
+    if weights is not None:
+        network.set_weights(pretrained(builder, (*input_shape[:2], 3), weights, options, expected).get_weights())
+    return keras.Model(inputs, network.output, name=f"{name}_backbone")
+
+
+def pretrained(builder, input_shape: tuple[int, int, int], weights: str, options: dict, expected: str) -> keras.Model:
+    """The plain network (as a user saves it) with `weights` loaded, checked against its architecture."""
+    if weights == "imagenet":
+        try:
+            return builder(include_top=False, weights="imagenet", input_shape=input_shape, **options)
+        except (ValueError, OSError) as err:  # unsupported size or alpha, or no network
+            raise ConfigError(f"transfer.weights=imagenet for {expected}: {err}") from None
+    path = Path(weights)
+    if not path.is_file():
+        raise DataError(
+            f"transfer.weights={weights}: file not found; expected weights of {expected} "
+            "(a .weights.h5 written by model.save_weights, or 'imagenet')"
+        )
+    network = builder(include_top=False, weights=None, input_shape=input_shape, **options)
+    try:
+        with warnings.catch_warnings():  # Keras warns once per unmatched layer before it raises
+            warnings.simplefilter("ignore")
+            network.load_weights(path)
+    except (ValueError, OSError, KeyError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise DataError(f"transfer.weights={weights}: does not fit {expected} ({first})") from None
+    return network
+
+
+def block_of(layer_name: str) -> str:
+    return BLOCK.match(layer_name).group(0)
+
+
+def blocks(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
+    """The layers with weights, normalization aside, grouped into blocks, from the input to the output."""
+    grouped = {}
+    for layer in model.layers:
+        if layer.weights and not isinstance(layer, NORMALIZATION):
+            grouped.setdefault(block_of(layer.name), []).append(layer)
+    return grouped
+
+
+def set_trainable(backbone: keras.Model, top_blocks: int | None) -> list[str]:
+    """Freeze the backbone except its top `top_blocks` blocks (None: all of them); returns their names.
+
+    Normalization layers stay frozen unless everything trains: fine-tuning on a small set would
+    otherwise move their statistics (they are also called in inference mode, training=False).
+    """
+    grouped = list(blocks(backbone))
+    if top_blocks is None:
+        names = grouped
+    else:
+        names = grouped[len(grouped) - top_blocks :] if top_blocks > 0 else []
+    backbone.trainable = True
+    for layer in backbone.layers:
+        if isinstance(layer, NORMALIZATION):
+            layer.trainable = top_blocks is None
+        elif layer.weights:
+            layer.trainable = block_of(layer.name) in names
+    return names
+
+
+def skip_layers(encoder: keras.Model) -> list[str]:
+    """For each stride 2, 4, ... below the encoder's output: the last layer whose map has that resolution."""
+    size = encoder.inputs[0].shape[1]
+    last_at = {}
+    for layer in encoder.layers[1:]:
+        shape = layer.output.shape
+        if len(shape) == 4 and shape[1] and size % shape[1] == 0:
+            last_at[size // shape[1]] = layer.name
+    out_stride = size // encoder.output.shape[1]
+    strides = [2**i for i in range(1, out_stride.bit_length() - 1)]
+    missing = [s for s in strides if s not in last_at]
+    if out_stride < 2 or out_stride & (out_stride - 1) or missing:
+        raise ConfigError(
+            f"encoder {encoder.name} cannot feed a U-Net: its output stride is {out_stride} and it has no map at "
+            f"strides {missing}; needs maps at every power-of-2 stride (same-padded convs and 2x2 poolings)"
+        )
+    return [last_at[s] for s in strides]
+
+
+def transfer_classifier(
+    backbone: keras.Model, num_classes: int, backbone_training: bool | None = False, dropout: float = 0.0
+) -> keras.Model:
+    """backbone -> [global average pooling of a feature map] -> [dropout] -> a new softmax head.
+
+    backbone_training=False runs the backbone in inference mode whatever is trainable (batch norm
+    keeps its source statistics); None lets it train normally (from scratch).
+    """
+    if num_classes < 2:
+        raise ConfigError(f"num_classes={num_classes} is invalid: classification needs >= 2 classes")
+    inputs = keras.Input(backbone.inputs[0].shape[1:], name="image")
+    x = backbone(inputs, training=backbone_training)
+    if len(x.shape) == 4:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_transfer")

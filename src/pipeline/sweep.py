@@ -1,0 +1,130 @@
+"""Hydra multiruns as one MLflow parent run with one child run per job, and the sweep's summary.
+
+conf/config.yaml registers MlflowSweep under hydra.callbacks. At the start of a multirun (in the
+launching process, before any job) it creates the store, the experiment and the parent run once, and
+writes the parent's id into the sweep folder, where every job finds it: jobs of the basic launcher
+(same process), of the joblib launcher (loky worker processes) or of a cluster launcher alike.
+At the end it logs the summary to the parent: summary.csv / summary.md (each child's swept overrides
+and headline metric, best first), metric_vs_params.png, and the tag best_run_id.
+"""
+
+import atexit
+import json
+import logging
+import math
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import compare
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+PARENT_FILE = "mlflow_parent_run.json"
+
+
+def parent_run_id() -> str | None:
+    """In a multirun job, the sweep's parent run id; None for a single run (or with no MlflowSweep callback)."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hydra.sweep.dir) / PARENT_FILE
+    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+
+
+def job_tags() -> dict[str, str]:
+    """The job's command-line overrides (a JSON list), which the summary and pipeline.compare tabulate."""
+    return {"overrides": json.dumps(list(HydraConfig.get().overrides.task))}
+
+
+def write_summary(runs: list[dict], folder: Path) -> tuple[dict, list[Path]]:
+    """summary.csv, summary.md and metric_vs_params.png of the child runs in `folder`;
+    returns the parent's tags and metrics (best child and its metric) and the files written."""
+    from pipeline import viz
+
+    table = compare.leaderboard(runs)
+    metric = table.columns[-1]
+    files = [folder / "summary.csv", folder / "summary.md"]
+    table.to_csv(files[0], index=False)
+    files[1].write_text(to_markdown_with_title(table, metric))
+    summary = {"tags": {"headline_metric": metric, "children": len(runs)}, "metrics": {}}
+    scored = table[table[metric].notna()]
+    swept = [c for c in table.columns if c not in (*compare.FIXED_COLUMNS, metric)]
+    if len(scored):
+        best = scored.iloc[0]
+        summary["tags"]["best_run_id"] = best["run_id"]
+        summary["metrics"][f"best_{metric}"] = float(best[metric])
+        if swept:
+            values = {key: [str(v) for v in scored[key]] for key in swept}
+            figure = viz.metric_against_params(values, list(scored[metric]), metric)
+            files.append(folder / "metric_vs_params.png")
+            figure.savefig(files[-1], dpi=100)
+            viz.plt.close(figure)
+    failed = int((table["status"] != "FINISHED").sum())
+    if failed:
+        summary["tags"]["unfinished_children"] = failed
+    return summary, files
+
+
+def to_markdown_with_title(table, metric: str) -> str:
+    return f"# Sweep summary: {len(table)} runs, best {metric} first\n\n{compare.to_markdown(table)}"
+
+
+class MlflowSweep(Callback):
+    """Parent MLflow run of a Hydra multirun (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.parent: tuple[str, str, Path] | None = None  # (tracking uri, run id, sweep folder)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from pipeline import tracking  # imports Keras and MLflow: only when a multirun starts
+        from pipeline.prepare import prepare_data
+
+        folder = Path(config.hydra.sweep.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:  # the base config's data set once, so parallel jobs do not all generate it at the same time
+            prepare_data(config.data, progress=False)
+        except PipelineError as err:  # the jobs report it, each in its own run
+            log.warning("data not prepared up front: %s", err)
+        uri = str(config.tracking.uri)
+        experiment_id = tracking.prepare_store(uri, config.tracking.experiment, config.tracking.artifact_root)
+        hydra = config.hydra
+        tags = {
+            "stage": "sweep",
+            "sweeper": hydra.sweeper._target_.rsplit(".", 1)[-1],
+            "launcher": hydra.launcher._target_.rsplit(".", 1)[-1],
+            "sweep_dir": str(folder),
+            "overrides": json.dumps(OmegaConf.to_container(hydra.overrides.task)),
+        }
+        params = OmegaConf.select(config, "hydra.sweeper.params")
+        if params:
+            tags["search_space"] = json.dumps(OmegaConf.to_container(params))
+        run_id = tracking.start_parent_run(uri, experiment_id, f"sweep {folder.parent.name} {folder.name}", tags)
+        (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}) + "\n")
+        self.parent = (uri, run_id, folder)
+        # a failing job stops the multirun before on_multirun_end: end the parent (FAILED) at exit anyway
+        atexit.register(self._finish, "FAILED")
+        log.info("sweep parent run %s in %s", run_id, uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self._finish("FINISHED")
+
+    def _finish(self, status: str) -> None:
+        if self.parent is None:
+            return
+        from pipeline import tracking
+
+        uri, run_id, folder = self.parent
+        self.parent = None
+        runs = tracking.child_runs(uri, run_id)
+        summary, files = write_summary(runs, folder) if runs else ({"tags": {}, "metrics": {}}, [])
+        tracking.finish_parent_run(uri, run_id, status, summary["tags"], summary["metrics"], files)
+        best = summary["tags"].get("best_run_id")
+        metric = summary["tags"].get("headline_metric")
+        value = summary["metrics"].get(f"best_{metric}", math.nan)
+        log.info("sweep %s %s: %d runs, best %s %.4f (run %s)", run_id, status, len(runs), metric, value, best)
+        if files:
+            log.info("summary: %s", files[1])

@@ -1,0 +1,284 @@
+"""Sweeps end to end: a real joblib multirun into one SQLite store, a real `mlflow server`, the real UI.
+
+One 2x2 grid sweep (4 parallel jobs, tiny U-Nets) feeds every test here; the server then serves that
+same store, so the UI test compares the sweep's runs and the server test adds one job over HTTP.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_stage
+from pipeline.config import project_root
+
+pytestmark = pytest.mark.slow
+
+SWEEP = [
+    "sweep=grid",  # optimizer.lr: 3e-3,1e-2 x model.base_filters: 4,8
+    "hydra/launcher=joblib",
+    "hydra.launcher.n_jobs=2",
+    "trainer=debug",
+    "trainer.epochs=1",
+    "model.depth=2",
+    "tracking.num_examples=2",
+    "tracking.log_model=false",
+    "--multirun",  # after the overrides: run_stage puts paths.root first
+]
+SCREENSHOT = project_root() / "outputs" / "test-artifacts" / "mlflow-ui-compare.png"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    project = tmp_path_factory.mktemp("sweep")
+    result = run_stage("train", project, *SWEEP, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    uri = f"sqlite:///{project}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    runs = client.search_runs([experiment])
+    parents = [r for r in runs if r.data.tags.get("stage") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("stage") == "train"]
+    return SimpleNamespace(project=project, uri=uri, client=client, runs=runs, parents=parents, children=children)
+
+
+def test_joblib_sweep_is_one_parent_run_with_a_finished_child_per_job(sweep):
+    assert len(sweep.parents) == 1 and len(sweep.runs) == 5, [r.data.tags.get("stage") for r in sweep.runs]
+    parent = sweep.parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["launcher"] == "JoblibLauncher"
+    grid = set()
+    for child in sweep.children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert 0.0 <= child.data.metrics["test_mean_iou"] <= 1.0
+        assert child.data.tags["headline_metric"] == "test_mean_iou"
+        grid.add((child.data.params["optimizer.lr"], child.data.params["model.base_filters"]))
+        # every epoch of every job arrived (nothing lost to SQLite's single writer)
+        assert len(sweep.client.get_metric_history(child.info.run_id, "val_loss")) == 1
+    assert grid == {("0.003", "4"), ("0.003", "8"), ("0.01", "4"), ("0.01", "8")}
+
+
+def test_children_record_provenance_and_dataset_lineage(sweep):
+    child = sweep.children[0]
+    tags = child.data.tags
+    assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
+    assert tags["system.backend"] == "tensorflow" and tags["system.keras"] and "CPU" in tags["system.devices"]
+    manifest = json.loads((sweep.project / "data" / "shapes_debug" / "manifest.json").read_text())
+    assert tags["data.checksum"] == manifest["checksum"]
+    inputs = {d.dataset.name: d.dataset for d in child.inputs.dataset_inputs}
+    assert set(inputs) == {"shapes-train", "shapes-val", "shapes-test"}
+    assert manifest["checksum"].removeprefix("sha256:").startswith(inputs["shapes-train"].digest)
+    assert json.loads(inputs["shapes-train"].profile)["features_shape"] == [16, 32, 32, 3]
+
+
+def test_parent_holds_the_summary_and_the_best_child(sweep):
+    parent = sweep.parents[0]
+    artifacts = {a.path for a in sweep.client.list_artifacts(parent.info.run_id, "summary")}
+    assert artifacts == {"summary/summary.csv", "summary/summary.md", "summary/metric_vs_params.png"}
+    folder = sweep.client.download_artifacts(parent.info.run_id, "summary", str(sweep.project / "summary"))
+    with open(Path(folder, "summary.csv")) as f:
+        rows = list(csv.DictReader(f))
+    scores = {c.info.run_id: c.data.metrics["test_mean_iou"] for c in sweep.children}
+    assert [r["run_id"] for r in rows] == sorted(scores, key=scores.get, reverse=True)
+    assert {"optimizer.lr", "model.base_filters", "test_mean_iou"} <= set(rows[0])
+    assert parent.data.tags["best_run_id"] == max(scores, key=scores.get)
+    assert parent.data.metrics["best_test_mean_iou"] == pytest.approx(max(scores.values()))
+    assert Path(folder, "metric_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(folder, "summary.md").read_text().count("| FINISHED |") == 4
+
+
+def test_compare_prints_the_leaderboard_best_first(sweep):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": sweep.uri}
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipeline.compare"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    lines = shown.stdout.splitlines()
+    assert lines[0].endswith(f"({sweep.parents[0].info.run_id}): 4 runs")
+    assert lines[1].split() == ["run_id", "run_name", "status", "optimizer.lr", "model.base_filters", "test_mean_iou"]
+    metrics = [float(line.split()[-1]) for line in lines[2:6]]
+    assert metrics == sorted(metrics, reverse=True) and len(metrics) == 4
+
+
+# --- a team's tracking server ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sweep):
+    """`mlflow server` on a free loopback port over the sweep's store; stopped (its whole process group) at the end."""
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        *("--backend-store-uri", sweep.uri, "--artifacts-destination", str(sweep.project / "served-artifacts")),
+    ]
+    log = open(sweep.project / "server.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(sweep.project / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5)  # uvicorn may wait on open browser connections
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def test_a_job_logs_to_a_tracking_server_over_http(server, sweep):
+    project = sweep.project
+    env_uri = {"MLFLOW_TRACKING_URI": server}
+    result = run_stage(
+        "train",
+        project,
+        "trainer=debug",
+        "trainer.epochs=1",
+        "model.depth=2",
+        "model.base_filters=4",
+        "tracking.num_examples=2",
+        "tracking.experiment=team",
+        env=env_uri,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(server)
+    [run] = client.search_runs([client.get_experiment_by_name("team").experiment_id])
+    assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["test_mean_iou"] <= 1.0
+    assert run.data.params["tracking.uri"] == server
+    # artifacts went through the server (mlflow-artifacts:), not straight into a local folder
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert "plots/test_predictions.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert any((project / "served-artifacts").rglob("test_predictions.png"))
+
+
+# --- the MLflow UI in a real browser -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Debian Chromium driven by Selenium through Debian's chromedriver (no browser download)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
+    paths = shutil.which("chromium"), shutil.which("chromedriver")
+    if None in paths and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
+        install = ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]
+        subprocess.run(install, env=env, capture_output=True, timeout=900)
+        paths = shutil.which("chromium"), shutil.which("chromedriver")
+    if None in paths:
+        pytest.skip("Debian's chromium and chromium-driver are missing and could not be installed (needs root)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+    driver.implicitly_wait(20)
+    yield driver
+    driver.quit()
+
+
+# the compare view's metric table is a virtualized grid: names in the first grid, values (one column per
+# run, in the order of the "Run ID:" row) in the second, rows matched by their vertical offset
+GRID_ROWS = """
+const section = [...document.querySelectorAll('.du-bois-light-collapse-item')].find(
+  s => s.querySelector('.du-bois-light-collapse-header').textContent.trim() === arguments[0]);
+const grids = [...section.querySelectorAll('.ReactVirtualized__Grid')];
+grids.forEach(g => { g.scrollTop = arguments[1]; });
+return grids.map(g => [...g.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > div')]
+  .map(c => [c.style.top, parseFloat(c.style.left), c.textContent.trim()]));
+"""
+TABLE_ROWS = """
+return [...document.querySelectorAll('table.mlflow-compare-table tr')]
+  .map(tr => [...tr.children].map(c => c.textContent.trim()));
+"""
+
+
+def metric_row(driver, name: str) -> list[str]:
+    for offset in range(0, 5000, 180):  # scroll until the row is rendered
+        names, values = driver.execute_script(GRID_ROWS, "Metrics", offset)[:2]
+        tops = [top for top, _, text in names if text == name]
+        if tops:
+            driver.execute_script(GRID_ROWS, "Metrics", 0)  # back to the top, names and values aligned
+            return [text for _, _, text in sorted(c for c in values if c[0] == tops[0])]
+    raise AssertionError(f"metric {name} not in the compare view")
+
+
+def test_mlflow_ui_compares_the_sweep_runs(server, sweep, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    parent = sweep.parents[0].info.run_id
+    experiment = sweep.parents[0].info.experiment_id
+    browser.implicitly_wait(120)  # the UI's first load on a busy 2-core machine can take a while
+    browser.get(f"{server}/#/experiments/{experiment}/runs?workflowType=machine_learning")
+    try:
+        # the runs table shows the sweep as one parent row: expand it, tick each child, press Compare
+        browser.find_element(By.CSS_SELECTOR, f"[role=row][row-id='{parent}'] button.du-bois-light-btn-link").click()
+        browser.implicitly_wait(20)
+        for child in sweep.children:
+            row = f"[role=row][row-id='{child.info.run_id}']"
+            browser.find_element(By.CSS_SELECTOR, f"{row} input[type=checkbox]").click()
+        [compare] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Compare"]
+        compare.click()
+        browser.find_element(By.XPATH, "//*[contains(text(), 'Comparing 4 Runs')]")
+        rows = {row[0]: row[1:] for row in browser.execute_script(TABLE_ROWS) if row}
+        order = rows["Run ID:"]
+        children = {c.info.run_id: c for c in sweep.children}
+        assert sorted(order) == sorted(children)
+        assert rows["optimizer.lr"] == [children[r].data.params["optimizer.lr"] for r in order]
+        shown = [float(v) for v in metric_row(browser, "test_mean_iou")]
+        assert shown == pytest.approx([children[r].data.metrics["test_mean_iou"] for r in order], abs=6e-4)
+        metrics = browser.find_element(By.XPATH, "//div[@role='button' and normalize-space()='Metrics']")
+        browser.execute_script("arguments[0].scrollIntoView()", metrics)  # the picture shows the metric table
+    finally:  # the page as the test left it, passed or failed
+        browser.save_screenshot(str(tmp_path / "mlflow-ui-compare.png"))
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "mlflow-ui-compare.png", SCREENSHOT)
+    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_job_ends_failed_and_so_does_its_sweep(tmp_path):
+    # job 1 fails inside its run: a prediction grid of 0 rows is a matplotlib ValueError
+    overrides = ["trainer=debug", "trainer.epochs=1", "model.depth=2", "model.base_filters=4"]
+    result = run_stage("train", tmp_path, *overrides, "tracking.log_model=false", "tracking.num_examples=2,0", "-m")
+    assert result.returncode == 1, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = {r.data.tags["stage"] + r.info.status: r for r in client.search_runs(["1"])}
+    assert set(runs) == {"sweepFAILED", "trainFINISHED", "trainFAILED"}
+    failed = runs["trainFAILED"]
+    assert failed.data.tags["error"] == "ValueError: Number of rows must be a positive integer, not 0"
+    assert "Traceback" in mlflow.artifacts.load_text(f"{failed.info.artifact_uri}/error/traceback.txt")
+    parent = runs["sweepFAILED"]
+    assert parent.data.tags["unfinished_children"] == "1"
+    assert parent.data.tags["best_run_id"] == runs["trainFINISHED"].info.run_id

@@ -1,0 +1,102 @@
+"""What runs record (failures, models with input examples) and how sweeps are tabulated; real SQLite stores."""
+
+import json
+import math
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import compare, tracking, viz
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_failed_run_ends_failed_with_the_error_and_its_traceback(uri, tmp_path):
+    with pytest.raises(ValueError, match="boom"):
+        with tracking.run(uri, "failures", "job", str(tmp_path / "artifacts"), {"stage": "train"}):
+            raise ValueError("boom: bad batch")
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("failures").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "ValueError: boom: bad batch"
+    text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/error/traceback.txt")
+    assert "Traceback" in text and "ValueError: boom: bad batch" in text
+    assert len(run.data.tags["git.commit"]) == 40 and run.data.tags["system.backend"] == keras.config.backend()
+
+
+def test_model_is_logged_with_signature_and_input_example(uri, tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
+    example = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3)).astype(np.uint8)
+    with tracking.run(uri, "models", "job", str(tmp_path / "artifacts")):
+        model_uri = tracking.log_keras_model(model, example)
+    info = mlflow.models.Model.load(model_uri)
+    assert info.saved_input_example_info["type"] == "ndarray"
+    saved = info.load_input_example(mlflow.artifacts.download_artifacts(model_uri))
+    assert saved.dtype == np.float32 and saved.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(saved, example.astype(np.float32))
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 8, 8, 3)
+
+
+def test_retry_locked_retries_only_database_is_locked():
+    calls = []
+
+    @tracking.retry_locked
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+        return "written"
+
+    assert flaky() == "written" and len(calls) == 3
+
+    @tracking.retry_locked
+    def broken():
+        calls.append(1)
+        raise mlflow.exceptions.MlflowException("no such table: runs")
+
+    calls.clear()
+    with pytest.raises(mlflow.exceptions.MlflowException, match="no such table"):
+        broken()
+    assert len(calls) == 1
+
+
+def job(run_id: str, overrides: list[str], params: dict, metric: float | None, status: str = "FINISHED") -> dict:
+    metrics = {} if metric is None else {"test_mean_iou": metric}
+    tags = {"overrides": json.dumps(overrides), "headline_metric": "test_mean_iou"}
+    return {"run_id": run_id, "run_name": "unet", "status": status, "tags": tags, "params": params, "metrics": metrics}
+
+
+RUNS = [
+    job("a", ["optimizer.lr=1e-3", "model=unet", "trainer=debug"], {"optimizer.lr": "0.0010000000000000002"}, 0.5),
+    job("b", ["optimizer.lr=1e-2", "model=unet", "trainer=debug"], {"optimizer.lr": "0.01"}, 0.70),
+    job("c", ["optimizer.lr=1e-1", "model=segnet", "trainer=debug"], {"optimizer.lr": "0.1"}, None, "FAILED"),
+]
+
+
+def test_leaderboard_shows_swept_params_best_first_failed_last():
+    table = compare.leaderboard(RUNS)
+    assert list(table.columns) == ["run_id", "run_name", "status", "optimizer.lr", "model", "test_mean_iou"]
+    assert list(table["run_id"]) == ["b", "a", "c"]
+    assert list(table["optimizer.lr"]) == ["0.01", "0.0010000000000000002", "0.1"]  # the param, not the override
+    assert list(table["model"]) == ["unet", "unet", "segnet"]
+    assert math.isnan(table["test_mean_iou"].iloc[2])
+    markdown = compare.to_markdown(table).splitlines()
+    assert markdown[0] == "| run_id | run_name | status | optimizer.lr | model | test_mean_iou |"
+    assert markdown[2] == "| b | unet | FINISHED | 0.01 | unet | 0.7000 |"
+    assert markdown[3] == "| a | unet | FINISHED | 0.001 | unet | 0.5000 |"  # shortened for reading
+    assert markdown[4].endswith("| segnet |  |")
+
+
+def test_metric_against_params_one_panel_per_param_log_axis_for_wide_ranges():
+    figure = viz.metric_against_params({"optimizer.lr": ["0.001", "0.1"], "model": ["unet", "segnet"]}, [0.5, 0.7], "m")
+    lr_axis, model_axis = figure.axes
+    assert lr_axis.get_xscale() == "log" and model_axis.get_xscale() == "linear"
+    assert [t.get_text() for t in model_axis.get_xticklabels()] == ["segnet", "unet"]
+    viz.plt.close(figure)

@@ -58,11 +58,15 @@ def run_stage(stage: str, root: str | Path, *overrides: str, multirun: bool = Fa
     return done.stdout + done.stderr
 
 
-def runs(root: str | Path, experiment: str):
-    """The runs of an experiment in root's store, newest first, as a pandas DataFrame (params.*, metrics.*, tags.*)."""
+def runs(root: str | Path, experiment: str, stage: str | None = None):
+    """The runs of an experiment in root's store, newest first, as a pandas DataFrame (params.*, metrics.*,
+    tags.*); with `stage`, only that stage's runs (a multirun also records a parent run tagged stage=sweep)."""
     from pipeline import tracking
 
-    return tracking.runs_table(tracking_uri(root), experiment)
+    table = tracking.runs_table(tracking_uri(root), experiment)
+    if stage is not None and not table.empty:
+        table = table[table["tags.stage"] == stage].reset_index(drop=True)
+    return table
 
 
 def metric_history(root: str | Path, run_id: str, key: str) -> tuple[list[int], list[float]]:

@@ -19,7 +19,7 @@ from pipeline.models import MODELS, TASK_OF_MODEL, build_model
 from pipeline.training import LR_SCALING, OPTIMIZERS, PRECISIONS, STRATEGIES
 
 TASKS = ("segmentation", "classification", "localization")
-LAYOUTS = ("folders", "oxford_pets", "digits", "image_folder", "mnist", "shapes_cls")
+LAYOUTS = ("folders", "oxford_pets", "digits", "glyphs", "image_folder", "mnist", "shapes_cls")
 BAD_FILE_POLICIES = ("error", "skip")
 GRAYSCALE_POLICIES = ("error", "convert")
 ABSENT = object()

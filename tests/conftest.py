@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -17,6 +18,14 @@ TINY = [
     "model.base_filters=4",
     "tracking.num_examples=2",
 ]
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """A stage run in-process sets Keras' global dtype policy (trainer.precision=auto may pick bfloat16):
+    put float32 back, so later tests compute at the precision they assume."""
+    yield
+    keras.config.set_dtype_policy("float32")
 
 
 @pytest.fixture

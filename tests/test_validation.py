@@ -61,9 +61,8 @@ def train_stage(project, compose_config, capsys):
         (["data=digits"], "model.name=unet is a segmentation model but data=digits is a classification set"),
         # a class count that does not match the data (found once the labels are read)
         (
-            ["data=digits", "model=lenet5", "data.classes=[0,1,2]"],
-            "data.classes has 3 names but the train split of data=digits has labels 0..9; "
-            "valid: a list of 10 class names",
+            ["data=shapes_cls", "model=lenet5", "data.classes=[circle,square]"],
+            "data.classes=['circle', 'square'] is invalid: the shapes generator draws ['circle', 'square', 'triangle']",
         ),
     ],
 )
@@ -74,3 +73,15 @@ def test_bad_config_stops_before_training(train_stage, overrides, expected):
 def test_schema_failures_come_before_any_data_is_prepared(train_stage, project):
     train_stage("trainer.epochs=0")
     assert not (project / "data").exists()
+
+
+def test_labels_beyond_the_class_list_are_named():
+    import numpy as np
+
+    from pipeline.errors import ConfigError
+    from pipeline.validation import check_targets
+
+    with pytest.raises(
+        ConfigError, match="data.classes has 3 names but the train split of data=digits has labels 0..9"
+    ):
+        check_targets(np.arange(10), ["0", "1", "2"], "classification", "train", "digits")

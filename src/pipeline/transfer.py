@@ -138,7 +138,7 @@ def fit_phases(
 
 
 def validate_transfer(cfg: DictConfig) -> None:
-    check_schema(cfg)  # not the train stage's model checks: the network comes from transfer.source, not model=
+    check_schema(cfg)  # not the train stage's model checks: the model here comes from transfer.source
     require(
         cfg,
         "transfer.source",

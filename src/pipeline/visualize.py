@@ -171,6 +171,20 @@ def deconv_figures(model, layers: list[str], image: np.ndarray, top: int):
     return figures
 
 
+def in_float32(model: keras.Model) -> keras.Model:
+    """The same model computing in float32: gradients with respect to the input (saliency, Grad-CAM, activation
+    maximization) need it, and a mixed-precision model (trainer.precision=auto on a bfloat16 CPU) is not."""
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights(model.get_weights())  # mixed precision keeps its variables in float32 already
+    return clone
+
+
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="visualize")
 @stage
 def main(cfg: DictConfig) -> float:
@@ -181,6 +195,7 @@ def main(cfg: DictConfig) -> float:
     for key in ("occlusion.patch", "occlusion.stride"):
         require(cfg, key, lambda v: v is None or positive_int(v), "null or a positive integer")
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
+    model = in_float32(model)
     data = cfg.data
     if source_run and (source := tracking.load_run_config(source_run)):
         data = OmegaConf.create(source["data"])  # explain the model on what it was trained on

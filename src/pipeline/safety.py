@@ -27,9 +27,19 @@ SECRET_ASSIGNMENT = re.compile(
 MIN_SECRET_LENGTH = 4  # shorter values ("1", "no") would redact half of every config
 
 
+def _snapshot(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of the environment; another thread (MLflow's telemetry) may change it while it is read."""
+    for _ in range(9):
+        try:
+            return dict(environ)
+        except (KeyError, RuntimeError):  # a variable removed or added meanwhile: read it again
+            continue
+    return dict(environ)
+
+
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of the environment variables named like secrets, longest first."""
-    environ = os.environ if environ is None else environ
+    environ = _snapshot(os.environ if environ is None else environ)
     values = {v for k, v in environ.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LENGTH}
     return sorted(values, key=len, reverse=True)
 

@@ -44,7 +44,10 @@ def train_stage(project, compose_config, capsys):
         (["data=digits", "model=lenet5", "data.image_size=30"], "valid: e.g. data.image_size=32"),
         (["model.depth=3", "data.image_size=20"], "input size 20x20 cannot pass layer encoder3_pool"),
         # unknown names
-        (["data.layout=csv"], "data.layout='csv' is unknown; valid: folders, oxford_pets, digits, image_folder"),
+        (
+            ["data.layout=csv"],
+            "data.layout='csv' is unknown; valid: folders, oxford_pets, digits, glyphs, image_folder",
+        ),
         (["data.task=detection"], "data.task='detection' is unknown; valid: segmentation, classification"),
         (["optimizer.schedule=linear"], "optimizer.schedule='linear' is unknown; valid: constant, cosine"),
         (["data.on_bad_file=ignore"], "data.on_bad_file='ignore' is unknown; valid: error, skip"),

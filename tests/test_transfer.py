@@ -185,7 +185,7 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     study = client.get_experiment_by_name("transfer_study").experiment_id
-    runs = client.search_runs([study])
+    runs = client.search_runs([study], "tags.stage = 'transfer'")  # not the sweep's parent run
     assert len(runs) == 4 and {r.data.tags["source_run"] for r in runs} == {source.info.run_id}
     assert {(r.data.tags["strategy"], r.data.tags["k_per_class"]) for r in runs} == {
         ("scratch", "2"),

@@ -324,10 +324,8 @@ def load_run_config(run_id: str) -> dict | None:
 
 def last_run_metric(uri: str, experiment: str, key: str) -> list[float]:
     """The values of metric `key`, in step order, of the newest run of `experiment` in the store at `uri`."""
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
-    return [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
+    [newest] = find_runs(uri, experiment_ids(uri, experiment), max_results=1)
+    return metric_history(uri, newest["run_id"], key)[1]
 
 
 def runs_table(uri: str, experiment: str):

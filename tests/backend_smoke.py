@@ -14,9 +14,10 @@ from hydra import compose, initialize_config_dir
 
 from pipeline.config import conf_dir
 from pipeline.data.sequence import ImageBatches
-from pipeline.models import TASK_OF_MODEL, build_model
-from pipeline.train import compile_for_task, model_options
+from pipeline.models import build_model, task_of_model
+from pipeline.tasks import get_task
 from pipeline.training import build_optimizer
+from pipeline.training.fit import compile_model, model_options
 
 # the smallest data config of each task, at a size every model accepts
 DATA_OF_TASK = {"segmentation": "shapes", "classification": "digits", "localization": "shapes_loc"}
@@ -35,7 +36,7 @@ def one_step(variant: str) -> float:
     model_choice, *overrides = variant.split(":")
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose("config", [f"model={model_choice}", *overrides])
-        task = TASK_OF_MODEL.get(cfg.model.name, "classification")
+        task = task_of_model(cfg.model.name)
         cfg = compose("config", [f"model={model_choice}", f"data={DATA_OF_TASK[task]}", *overrides])
     options = model_options(cfg.model)
     if task == "segmentation":  # the smallest U-Net/SegNet still pooling a few times
@@ -51,7 +52,7 @@ def one_step(variant: str) -> float:
     else:
         y = rng.integers(0, classes, 4)
     optimizer = build_optimizer("adam", 1e-3, steps_per_epoch=1, epochs=1)
-    compile_for_task(model, task, cfg, optimizer, classes)
+    compile_model(model, get_task(task), {"ce": 1.0}, optimizer, classes)
     batches = ImageBatches(x, y, batch_size=4, outputs=len(model.outputs))
     loss = model.fit(batches, epochs=1, verbose=0).history["loss"][-1]
     if not np.isfinite(loss):

@@ -8,8 +8,8 @@ from PIL import Image
 
 from conftest import run_stage
 from pipeline.data.classification import _glyphs, image_folder, mnist, read_idx
+from pipeline.data.sources import load_data, prepare_data
 from pipeline.errors import DataError
-from pipeline.prepare import load_data, prepare_data
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False):

@@ -27,7 +27,8 @@ def test_evaluate_reproduces_the_training_runs_test_scores_in_a_linked_run(sourc
     for key in ("test_mean_iou", "test_dice", "test_pixel_accuracy", "test_iou_background"):
         assert evaluation.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-4), key
     plots = {a.path for a in client.list_artifacts(evaluation.info.run_id, "plots")}
-    assert plots == {"plots/confusion_matrix.png", "plots/worst_predictions.png", "plots/best_predictions.png"}
+    expected = {"confusion_matrix", "worst_predictions", "best_predictions", "test_predictions"}
+    assert plots == {f"plots/{name}.png" for name in expected}
 
 
 def test_evaluate_a_keras_file_with_flip_averaging(source):

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from conftest import run_stage
+from pipeline.data.sources import load_data
 from pipeline.errors import DataError
-from pipeline.prepare import load_data
 
 NAMES = [
     "Abyssinian_1",

@@ -21,7 +21,7 @@ from pipeline.models.backbones import (
     skip_layers,
     transfer_classifier,
 )
-from pipeline.transfer import fit_phases, phases
+from pipeline.training.transfer import fit_phases, phases
 
 MOBILENET = {"include_top": False, "weights": None, "input_shape": (32, 32, 3), "alpha": 0.35}
 
@@ -139,7 +139,7 @@ def test_missing_weights_file_through_the_cli_exits_2(project):
 
 
 def test_unet_on_a_frozen_mobilenet_trains_one_step_and_keeps_the_encoder(compose_config, tmp_path):
-    from pipeline.prepare import load_data, prepare_data
+    from pipeline.data.sources import load_data, prepare_data
 
     cfg = compose_config(["trainer=debug", f"paths.root={tmp_path}"])  # 16 shapes images of 32x32
     images, masks = load_data(cfg.data, prepare_data(cfg.data, progress=False), "train")

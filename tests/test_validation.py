@@ -82,9 +82,9 @@ def test_labels_beyond_the_class_list_are_named():
     import numpy as np
 
     from pipeline.errors import ConfigError
-    from pipeline.validation import check_targets
+    from pipeline.tasks import get_task
 
     with pytest.raises(
         ConfigError, match="data.classes has 3 names but the train split of data=digits has labels 0..9"
     ):
-        check_targets(np.arange(10), ["0", "1", "2"], "classification", "train", "digits")
+        get_task("classification").check_targets(np.arange(10), ["0", "1", "2"], "train", "digits")

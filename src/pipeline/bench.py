@@ -31,7 +31,7 @@ def _setup(precision: str = "float32"):
     from hydra import compose, initialize_config_dir
 
     from pipeline.config import conf_dir
-    from pipeline.prepare import load_data, prepare_data
+    from pipeline.data.sources import load_data, prepare_data
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose("config")
@@ -52,8 +52,8 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None) 
 
     from pipeline.arithmetic import layer_flops
     from pipeline.models import build_model
-    from pipeline.train import model_options
     from pipeline.training import Throughput
+    from pipeline.training.fit import model_options
 
     cfg, (x, y), (x_val, y_val), _ = _setup(precision)
     x, y = x[:images], y[:images]

@@ -3,6 +3,7 @@
 Only entry points see the Hydra config; library functions take plain arguments.
 """
 
+import difflib
 import functools
 import inspect
 import logging
@@ -89,22 +90,13 @@ def checked_call(fn: Callable, kwargs: dict, prefix: str, **fixed):
     params = {name: p for name, p in inspect.signature(fn).parameters.items() if name not in fixed}
     for key, value in kwargs.items():
         if key not in params:
-            raise ConfigError(f"{prefix}.{key} is not an option of {fn.__name__}; valid: {', '.join(params)}")
+            nearest = difflib.get_close_matches(key, list(params), n=1, cutoff=0.6)
+            hint = f"; did you mean {prefix}.{nearest[0]}?" if nearest else ""
+            raise ConfigError(f"{prefix}.{key} is not an option of {fn.__name__}; valid: {', '.join(params)}{hint}")
         annotation = params[key].annotation
         if not _matches(value, annotation):
             raise ConfigError(f"{prefix}.{key}={value!r} is invalid: must be {_TYPE_NAMES[annotation]}")
     return fn(**fixed, **kwargs)
-
-
-def require(cfg: DictConfig, key: str, check: Callable[[object], bool], valid: str) -> None:
-    """Raise a ConfigError naming `key` unless check(value) holds."""
-    value = OmegaConf.select(cfg, key)
-    try:
-        ok = check(value)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: must be {valid}")
 
 
 def positive_int(value) -> bool:

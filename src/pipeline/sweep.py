@@ -81,7 +81,7 @@ class MlflowSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from pipeline import tracking  # imports Keras and MLflow: only when a multirun starts
-        from pipeline.prepare import prepare_data
+        from pipeline.data.sources import prepare_data
 
         folder = Path(config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)

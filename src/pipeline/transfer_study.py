@@ -15,10 +15,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import tracking, viz
 from pipeline.config import conf_dir, stage
 from pipeline.errors import DataError
-from pipeline.transfer import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +43,8 @@ def summarise(runs: list[dict]) -> tuple[list[str], dict[str, dict[str, list[flo
         classes = len(eval_list(run["params"]["data.classes"]))
         per_class[k] = run["metrics"]["train_images"] / classes
     ks = sorted(per_class, key=lambda k: per_class[k])
+    from pipeline.training.transfer import STRATEGIES
+
     return ks, {s: dict(scores[s]) for s in STRATEGIES if s in scores}, per_class
 
 
@@ -92,6 +92,8 @@ def best_gain(ks: list[str], scores: dict, per_class: dict, max_k: float = 20) -
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="transfer_study")
 @stage
 def main(cfg: DictConfig) -> float:
+    from pipeline import tracking, viz
+
     uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
     runs = tracking.search_runs(uri, experiment, {"stage": "transfer"})
     runs = [r for r in runs if "sweep_dir" in r["tags"] and "test_accuracy" in r["metrics"]]
@@ -131,7 +133,7 @@ def main(cfg: DictConfig) -> float:
         tracking.log_text(markdown, "table.md")
         tracking.log_text(csv, "table.csv")
         tracking.log_figure(figure, "plots/transfer_study.png")
-    tracking.set_parent([r["run_id"] for r in runs], parent.info.run_id)
+    tracking.set_parent(uri, [r["run_id"] for r in runs], parent.info.run_id)
     log.info("%d runs of %s\n%s", len(runs), sweep, markdown)
     return gain
 

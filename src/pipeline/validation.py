@@ -3,26 +3,43 @@
 Each group's keys are checked against what they may hold (SCHEMA); the model is then built once "dry"
 on the configured input shape, so impossible conv arithmetic (an output size < 1 at some layer) stops
 at once with the layer named. Builder keyword arguments (model, loss, optimizer options) are checked
-against the builder's signature by config.checked_call. Every failure is one ConfigError that names
+against the builder's signature by config.checked_call. Keys no config file declares, and mandatory
+values (???) left unset, are refused first. This is the one place config values are checked: the stages
+call check_schema (or validate_config) before any work. Every failure is one ConfigError that names
 the key, the value, and what is valid.
 """
 
+import difflib
 import traceback
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 import keras
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import positive_int, positive_number
+from pipeline.config import conf_dir, positive_int, positive_number
+from pipeline.data.sources import READERS
 from pipeline.errors import ConfigError
-from pipeline.models import MODELS, TASK_OF_MODEL, build_model
+from pipeline.models import MODELS, build_model, task_of_model
+from pipeline.tasks import TASKS
 from pipeline.training import LR_SCALING, OPTIMIZERS, PRECISIONS, STRATEGIES
+from pipeline.training.transfer import STRATEGIES as TRANSFER_STRATEGIES
 
-TASKS = ("segmentation", "classification", "localization")
-LAYOUTS = ("folders", "oxford_pets", "digits", "glyphs", "image_folder", "mnist", "shapes_cls")
 BAD_FILE_POLICIES = ("error", "skip")
 GRAYSCALE_POLICIES = ("error", "convert")
+SPLITS = ("train", "val", "test")
 ABSENT = object()
+# groups whose keys are all declared in conf/<group>/*.yaml (model keys are checked against the builder)
+CHECKED_GROUPS = ("data", "trainer", "optimizer", "loss", "tracking", "paths", "augment", "transfer")
+EXAMPLES = {  # shown when a mandatory (???) value is missing
+    "data.root": "data.root=/path/to/your/set",
+    "data.classes": "'data.classes=[background,cat,dog]'",
+    "source": "source=<run id | runs:/<run id>/model | models:/<model id> | path/to/model.keras>",
+    "input_dir": "input_dir=/path/to/images",
+    "transfer.source": "transfer.source=<run id | latest:<experiment> | MobileNetV2>",
+}
 
 
 def _integer(value) -> bool:
@@ -53,8 +70,8 @@ def _rule(check: Callable[[object], bool], valid: str) -> tuple[Callable[[object
 SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": _rule(_integer, "an integer"),
     "data.name": _rule(lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-    "data.task": _choice(TASKS),
-    "data.layout": _choice(LAYOUTS),
+    "data.task": _choice(tuple(TASKS)),
+    "data.layout": _choice(tuple(READERS)),
     "data.classes": _rule(_class_list, "a list of at least 2 distinct class names"),
     "data.image_size": _rule(positive_int, "a positive integer"),
     "data.channels": _choice((1, 3)),
@@ -89,10 +106,99 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "tracking.experiment": _rule(lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "tracking.num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "tracking.log_model": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "transfer.source": _rule(
+        lambda v: isinstance(v, str) and v != "",
+        "a run id, a model URI or file, latest:<experiment>, or a keras.applications name such as MobileNetV2",
+    ),
+    "transfer.strategy": _choice(TRANSFER_STRATEGIES),
+    "transfer.fine_tune_blocks": _rule(positive_int, "a positive integer"),
+    "transfer.warmup_epochs": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "transfer.lr_factor": _rule(positive_number, "a number > 0"),
+    "transfer.head_dropout": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    # the evaluate, predict and visualize stages' own keys (conf/<stage>.yaml)
+    "split": _choice(SPLITS),
+    "tta": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "batch_size": _rule(positive_int, "a positive integer"),
+    "num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "mode": _choice(("resize", "tile")),
+    "tile_overlap": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "num_logged": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "num_images": _rule(positive_int, "a positive integer"),
+    "max_channels": _rule(positive_int, "a positive integer"),
+    "maximization.max_layers": _rule(positive_int, "a positive integer"),
+    "maximization.filters": _rule(positive_int, "a positive integer"),
+    "maximization.steps": _rule(positive_int, "a positive integer"),
+    "deconv.top": _rule(positive_int, "a positive integer"),
+    "deconv.max_layers": _rule(positive_int, "a positive integer"),
+    "occlusion.patch": _rule(_optional(positive_int), "null or a positive integer"),
+    "occlusion.stride": _rule(_optional(positive_int), "null or a positive integer"),
 }
 
 
+def check_missing(cfg: DictConfig) -> None:
+    """A mandatory value (??? in the config) that was not given: one line with the key and an example."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        example = EXAMPLES.get(key, f"{key}=<value>")
+        others = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(f"{key} is missing: it has no default; give it on the command line, e.g. {example}{others}")
+
+
+def _leaf_keys(node, prefix: str) -> set[str]:
+    """Dotted keys of a nested mapping, down to its leaves (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix}
+    keys = {prefix} if prefix else set()
+    for key, value in node.items():
+        keys |= _leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
+
+
+@cache
+def declared_keys() -> dict[str, frozenset[str]]:
+    """Every key each checked group declares in any of its YAML files, or that an experiment, a trainer
+    preset or a stage config sets for it (those are `# @package _global_` or top-level files)."""
+    declared: dict[str, set[str]] = {group: set() for group in CHECKED_GROUPS}
+    root = Path(conf_dir())
+    for path in root.rglob("*.yaml"):
+        content = yaml.safe_load(path.read_text()) or {}
+        content.pop("defaults", None)
+        relative = path.relative_to(root)
+        is_global = "@package _global_" in path.read_text() or len(relative.parts) == 1
+        if not is_global and relative.parts[0] in declared:  # conf/<group>/<option>.yaml
+            declared[relative.parts[0]] |= _leaf_keys(content, "")
+        else:
+            for group in CHECKED_GROUPS:
+                if isinstance(content.get(group), dict):
+                    declared[group] |= _leaf_keys(content[group], "")
+    for key in SCHEMA:
+        group, _, rest = key.partition(".")
+        if group in declared and rest:
+            declared[group] |= _leaf_keys({rest: None}, "") | {rest}
+    return {group: frozenset(keys) for group, keys in declared.items()}
+
+
+def check_unknown_keys(cfg: DictConfig) -> None:
+    """A key no config file declares (a typo added with +, e.g. +trainer.epoch=3) is refused, naming the
+    nearest valid key."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    for group, known in declared_keys().items():
+        if not isinstance(container.get(group), dict):
+            continue
+        for key in sorted(_leaf_keys(container[group], "")):
+            if key in known:
+                continue
+            nearest = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean {group}.{nearest[0]}? " if nearest else ""
+            valid = ", ".join(sorted(k for k in known if "." not in k))
+            raise ConfigError(f"{group}.{key} is not a key of {group}; {hint}valid: {valid}")
+
+
 def check_schema(cfg: DictConfig) -> None:
+    """Every key of SCHEMA that the config has, against what it may hold; unknown keys; missing values."""
+    check_missing(cfg)
+    check_unknown_keys(cfg)
     for key, (check, complaint) in SCHEMA.items():
         value = OmegaConf.select(cfg, key, default=ABSENT)
         if value is ABSENT:
@@ -108,9 +214,9 @@ def check_schema(cfg: DictConfig) -> None:
 
 def check_task(model_name: str, data_name: str, task: str) -> None:
     """The model's kind (segmentation, localization, classification) must be the data's task."""
-    kind = TASK_OF_MODEL.get(model_name, "classification")
+    kind = task_of_model(model_name)
     if kind != task:
-        valid = [m for m in MODELS if TASK_OF_MODEL.get(m, "classification") == task]
+        valid = [m for m in MODELS if task_of_model(m) == task]
         raise ConfigError(
             f"model.name={model_name} is a {kind} model but data={data_name} is a {task} set; "
             f"valid for {task}: {', '.join(valid)}"
@@ -172,17 +278,5 @@ def dry_build(cfg: DictConfig) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Every check that needs no data: schema, model against task, and a dry build of the model."""
     check_schema(cfg)
-    check_task(cfg.model.name, cfg.data.name, cfg.data.get("task", "segmentation"))
+    check_task(cfg.model.name, cfg.data.name, cfg.data.task)
     dry_build(cfg)
-
-
-def check_targets(targets, classes: list[str], task: str, split: str, data_name: str) -> None:
-    """Class labels must index data.classes (segmentation masks are checked file by file when read)."""
-    if task != "classification" or len(targets) == 0:
-        return
-    low, high = int(targets.min()), int(targets.max())
-    if low < 0 or high >= len(classes):
-        raise ConfigError(
-            f"data.classes has {len(classes)} names but the {split} split of data={data_name} has labels "
-            f"{low}..{high}; valid: a list of {high + 1} class names (one per label)"
-        )

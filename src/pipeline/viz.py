@@ -330,3 +330,20 @@ def accuracy_against_k(
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def contact_sheet(
+    images: np.ndarray,
+    names: list[str],
+    predicted: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    columns: int = 8,
+) -> plt.Figure:
+    """Predicted images titled 'file: class (probability)'."""
+    fig, axes = _image_grid(len(images), columns, (1.6, 1.8))
+    for ax, image, name, p, row in zip(axes, images, names, predicted, probabilities):
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image.astype(np.uint8), cmap="gray")
+        ax.set_title(f"{name[:14]}\n{class_names[p]} ({row[p]:.2f})", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -12,9 +12,10 @@ from pipeline.errors import ConfigError
 
 
 def build_augmentation(
-    transforms: list[dict] | None, seed: int | None = None, key: str = "augment.train"
+    transforms: list[dict] | None, seed: int | None = None, key: str = "augment.train", target: str = "mask"
 ) -> A.Compose | None:
-    """A.Compose over the listed transforms, or None for an empty list."""
+    """A.Compose over the listed transforms, or None for an empty list. With target="boxes" the boxes
+    (albumentations' own format: x_min, y_min, x_max, y_max as fractions) move with their images."""
     if not transforms:
         return None
     built = []
@@ -37,4 +38,5 @@ def build_augmentation(
             if "are not valid for transform" in str(warning.message):
                 raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {warning.message}")
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return A.Compose(built, seed=seed)
+    boxes = A.BboxParams(format="albumentations", label_fields=[], clip=True) if target == "boxes" else None
+    return A.Compose(built, seed=seed, bbox_params=boxes)

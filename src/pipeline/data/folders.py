@@ -137,3 +137,24 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One split of the root/{split}/{images,masks} layout (see load_pairs)."""
     return load_pairs(folder_pairs(root, split, bad), num_classes, image_size, bad=bad, grayscale=grayscale)
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An (H, W, C) uint8 image resized (bilinear) to shape = (height, width), keeping its channel axis."""
+    height, width = shape
+    if image.shape[:2] == (height, width):
+        return image
+    resized = np.asarray(
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize((width, height), Image.BILINEAR)
+    )
+    return resized.reshape(height, width, image.shape[-1])
+
+
+def read_images(paths: list[Path], channels: int) -> list[np.ndarray]:
+    """Each file as an (H, W, channels) uint8 array at its own size: grey (L) for 1 channel, else RGB."""
+    mode = "L" if channels == 1 else "RGB"
+    images = []
+    for path in paths:
+        image = np.asarray(open_image(path, mode))
+        images.append(image.reshape(*image.shape[:2], channels))
+    return images

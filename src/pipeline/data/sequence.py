@@ -14,7 +14,9 @@ import numpy as np
 class ImageBatches(keras.utils.PyDataset):
     """Batches of (images float32 (B, H, W, C) in [0, 255], targets int32): masks (B, H, W) or labels (B,).
 
-    Masks go through the augmentation with their images; class labels are passed through unchanged.
+    `target` says what the targets are (the task's: "mask", "label" or "boxes"; by default told from their
+    shape). Masks and boxes go through the augmentation's geometric transforms with their images; class
+    labels are passed through unchanged.
     Each epoch's order and augmentation are drawn from (seed, epoch) alone, so a training resumed at
     `first_epoch` sees the same batches as an uninterrupted one (fit it with shuffle=False: the order is ours).
     """
@@ -29,12 +31,14 @@ class ImageBatches(keras.utils.PyDataset):
         seed: int = 0,
         outputs: int = 1,
         first_epoch: int = 0,
+        target: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.images, self.targets = images, targets
         self.batch_size, self.augment, self.shuffle, self.outputs = batch_size, augment, shuffle, outputs
         self.seed, self.epoch = seed, first_epoch
+        self.target = target or {3: "mask", 2: "boxes"}.get(np.ndim(targets), "label")
         self.order = np.arange(len(images))
         self.on_epoch_begin()
 
@@ -44,10 +48,12 @@ class ImageBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images, targets = self.images[picked], self.targets[picked]
-        if self.augment is not None and targets.ndim >= 3:
+        if self.augment is not None and self.target == "mask":
             pairs = [self.augment(image=image, mask=mask) for image, mask in zip(images, targets)]
             images = np.stack([p["image"] for p in pairs])
             targets = np.stack([p["mask"] for p in pairs])
+        elif self.augment is not None and self.target == "boxes":
+            images, targets = _augment_boxes(self.augment, images, targets)
         elif self.augment is not None:
             images = np.stack([self.augment(image=image)["image"] for image in images])
         if images.ndim == 3:  # albumentations drops a single channel axis
@@ -64,3 +70,18 @@ class ImageBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
+
+
+def _augment_boxes(augment: A.Compose, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image with its one box moved by the same geometric transforms; a sample whose box the
+    transforms pushed out of the frame is kept as it was."""
+    moved_images, moved_boxes = [], []
+    for image, box in zip(images, boxes):
+        out = augment(image=image, bboxes=np.asarray(box, np.float32)[None])
+        if len(out["bboxes"]) == 1:
+            moved_images.append(out["image"])
+            moved_boxes.append(np.asarray(out["bboxes"][0][:4], np.float32))
+        else:
+            moved_images.append(image)
+            moved_boxes.append(np.asarray(box, np.float32))
+    return np.stack(moved_images), np.stack(moved_boxes)

@@ -93,11 +93,12 @@ class Checkpoints:
     def _save(self) -> None:
         _write_json(self.state_path, {"run_id": self.run_id, "epochs": self.epochs, "seeds": self.seeds})
 
-    def best_so_far(self, monitor: str) -> float | None:
+    def best_so_far(self, monitor: str, mode: str = "max") -> float | None:
+        """The best value of `monitor` over the backed-up epochs: the highest (mode max) or lowest (min)."""
         values = [logs[monitor] for logs in self.epochs.values() if math.isfinite(logs.get(monitor, math.nan))]
-        return max(values) if values else None
+        return (max if mode == "max" else min)(values) if values else None
 
-    def callbacks(self, monitor: str) -> list[keras.callbacks.Callback]:
+    def callbacks(self, monitor: str, mode: str = "max") -> list[keras.callbacks.Callback]:
         """In this order at each epoch end: record logs, best checkpoint, backup (then MetricsCallback)."""
         checkpoints = self
 
@@ -119,9 +120,9 @@ class Checkpoints:
             keras.callbacks.ModelCheckpoint(
                 self.best,
                 monitor=monitor,
-                mode="max",
+                mode=mode,  # val_loss: the lowest epoch is the best
                 save_best_only=True,
-                initial_value_threshold=self.best_so_far(monitor),
+                initial_value_threshold=self.best_so_far(monitor, mode),
             ),
             keras.callbacks.BackupAndRestore(str(self.backup), delete_checkpoint=False),
         ]

@@ -1,0 +1,80 @@
+"""What a task is: the kind of target it learns, how it is scored, what predict writes, what visualize explains.
+
+Stages ask the task (`get_task(cfg.data.task)`) and never branch on its name. A new task is one module
+defining a class with these attributes and methods, and one entry in `pipeline.tasks.TASKS`.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+TARGETS = ("mask", "label", "boxes")  # what augmentation must move (or keep) with the image
+LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
+
+
+def direction(monitor: str) -> str:
+    """ "min" for losses and errors (val_loss, val_mae), "max" for scores (val_accuracy, val_mean_iou)."""
+    last = monitor.removeprefix("val_").rsplit("_", 1)[-1]
+    return "min" if last in LOWER_IS_BETTER or monitor.endswith("loss") else "max"
+
+
+@dataclass
+class Report:
+    """A test evaluation: scores by name, the headline score's name, pictures by artifact path, predictions."""
+
+    scores: dict[str, float]
+    headline: str
+    figures: dict = field(default_factory=dict)
+    predicted: np.ndarray | None = None
+    table: str | None = None  # CSV text, one row per image (classifiers and localizers), logged as predictions.csv
+
+    @property
+    def value(self) -> float:
+        return self.scores[self.headline]
+
+
+@dataclass
+class Written:
+    """What predict wrote: the files (outputs never overwrite each other) and those worth logging to MLflow."""
+
+    files: list[Path] = field(default_factory=list)
+    logged: list[Path] = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+
+class Task(Protocol):
+    name: str
+    target: str  # one of TARGETS
+    monitor: str  # the validation metric the best checkpoint is chosen by
+    headline: str  # the test metric sweeps and pipeline.compare rank by (without the test_ prefix)
+
+    def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple: ...
+
+    def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None: ...
+
+    def evaluate(
+        self, model, images: np.ndarray, targets: np.ndarray, classes: list[str], batch_size: int, **options
+    ) -> Report: ...
+
+    def predict(
+        self, model, images: list[np.ndarray], names: list[str], classes: list[str], out: Path, **options
+    ) -> Written: ...
+
+    def explain(self, probabilities: np.ndarray, targets: np.ndarray | None, classes: list[str]) -> tuple: ...
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """An output name per input file: its stem, or stem_suffix where two inputs share a stem
+    (photo.png and photo.jpg -> photo_png, photo_jpg), numbered if still taken, so outputs never
+    overwrite each other."""
+    stems = [p.stem for p in paths]
+    names: list[str] = []
+    for path in paths:
+        name = f"{path.stem}_{path.suffix.lstrip('.')}" if stems.count(path.stem) > 1 else path.stem
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names

@@ -1,0 +1,139 @@
+"""Image classification: one class per image. Targets are labels (N,) indexing the class names."""
+
+import csv
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from pipeline import viz
+from pipeline.errors import ConfigError
+from pipeline.metrics import confusion_matrix
+from pipeline.tasks.base import Report, Written
+
+
+def probabilities_of(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities (N, C) of the main classifier (GoogLeNet's auxiliary heads are left out)."""
+    probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+    if isinstance(probabilities, (list, tuple)):
+        probabilities = probabilities[0]
+    return np.asarray(probabilities, np.float32)
+
+
+def evaluate(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, classes: list[str], batch_size: int = 32, top_k: int = 3
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Scores over the whole split (accuracy, top-k, per-class precision and recall); also the confusion
+    matrix and the predicted labels."""
+    probabilities = probabilities_of(model, images, batch_size)
+    scores, cm, predicted = scores_of(probabilities, labels, classes, top_k)
+    return scores, cm, predicted
+
+
+def scores_of(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], top_k: int = 3):
+    predicted = np.argmax(probabilities, axis=-1)
+    k = min(top_k, len(classes))
+    top = np.argsort(probabilities, axis=-1)[:, -k:]
+    scores = {
+        "accuracy": float(np.mean(predicted == labels)),
+        f"top{k}_accuracy": float(np.mean((top == labels[:, None]).any(-1))),
+    }
+    precision, recall, _, _ = precision_recall_fscore_support(
+        labels, predicted, labels=range(len(classes)), zero_division=0
+    )
+    for name, p, r in zip(classes, precision, recall):
+        scores[f"precision_{name}"], scores[f"recall_{name}"] = float(p), float(r)
+    return scores, confusion_matrix(labels, predicted, len(classes)), predicted
+
+
+def write_csv(path: Path, names: list[str], probabilities: np.ndarray, classes: list[str]) -> None:
+    """file, label (the predicted class name), then one probability column per class."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", *classes])
+        for name, row in zip(names, probabilities):
+            writer.writerow([name, classes[int(np.argmax(row))], *(f"{p:.6f}" for p in row)])
+
+
+class Classification:
+    name = "classification"
+    target = "label"
+    monitor = "val_accuracy"
+    headline = "accuracy"
+
+    def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        """Cross-entropy on the labels (conf/loss configures the segmentation losses only)."""
+        return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:
+        """Class labels must index data.classes."""
+        if len(targets) == 0:
+            return
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= len(classes):
+            raise ConfigError(
+                f"data.classes has {len(classes)} names but the {split} split of data={data_name} has labels "
+                f"{low}..{high}; valid: a list of {high + 1} class names (one per label)"
+            )
+
+    def evaluate(self, model, images, targets, classes, batch_size: int = 32, num_examples: int = 6, **_) -> Report:
+        probabilities = probabilities_of(model, images, batch_size)
+        scores, cm, predicted = scores_of(probabilities, targets, classes)
+        if num_examples == 0:  # scores only
+            return Report(scores, self.headline, {}, predicted)
+        table = "".join(
+            [f"index,true,label,{','.join(classes)}\n"]
+            + [
+                f"{i},{classes[t]},{classes[p]},{','.join(f'{v:.6f}' for v in row)}\n"
+                for i, (t, p, row) in enumerate(zip(targets, predicted, probabilities))
+            ]
+        )
+        shown = slice(0, 4 * num_examples)
+        wrong = np.flatnonzero(predicted != targets)
+        worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][: 4 * num_examples]  # surest mistakes
+        figures = {
+            "plots/test_predictions.png": viz.classification_grid(
+                images[shown], targets[shown], predicted[shown], classes
+            ),
+            "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, classes),
+        }
+        if len(worst):
+            figures["plots/worst_errors.png"] = viz.classification_grid(
+                images[worst], targets[worst], predicted[worst], classes
+            )
+        return Report(scores, self.headline, figures, predicted, table)
+
+    def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, **_) -> Written:
+        """predictions.csv (file, label, one probability per class) and a contact sheet of the images."""
+        from pipeline.data.folders import resize_image
+
+        out.mkdir(parents=True, exist_ok=True)
+        shape = tuple(model.inputs[0].shape[1:3])
+        images = [resize_image(image, shape) for image in images]
+        probabilities = probabilities_of(model, np.stack(images), batch_size)
+        table = out / "predictions.csv"
+        write_csv(table, names, probabilities, classes)
+        predicted = probabilities.argmax(axis=-1)
+        shown = slice(0, 64)
+        sheet = viz.contact_sheet(
+            np.stack(images)[shown], names[shown], predicted[shown], probabilities[shown], classes
+        )
+        sheet_path = out / "contact_sheet.png"
+        sheet.savefig(sheet_path, dpi=100)
+        viz.plt.close(sheet)
+        return Written(files=[table, sheet_path], logged=[table, sheet_path])
+
+    def explain(self, probabilities: np.ndarray, targets: np.ndarray | None, classes: list[str]) -> tuple:
+        """Of the true class (else the predicted one)."""
+        from pipeline import features
+
+        predicted = probabilities.argmax(axis=-1)
+        labels = predicted if targets is None else targets
+        names = ["predicted class" if targets is None else "true class"]
+        weights = [features.target_weights(probabilities.shape, labels)]
+        if targets is None:
+            rows = [f"predicted {classes[p]}" for p in predicted]
+        else:
+            rows = [f"true {classes[t]}, predicted {classes[p]}" for t, p in zip(labels, predicted)]
+        return names, weights, rows

@@ -1,0 +1,89 @@
+"""Classification + localization (the lecture's): the box of the one object in each image. Targets are
+boxes (N, 4) = (x_min, y_min, x_max, y_max) as fractions of the image width and height, which is
+albumentations' own box format, so geometric augmentation moves the boxes with their images."""
+
+import csv
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pipeline import viz
+from pipeline.errors import ConfigError
+from pipeline.models.localization import BoxIoU, box_iou
+from pipeline.tasks.base import Report, Written
+
+
+def predict_boxes(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), np.float32)
+
+
+def draw_box(image: np.ndarray, box: np.ndarray, colour=(255, 0, 0)) -> Image.Image:
+    picture = Image.fromarray(image.squeeze().astype(np.uint8)).convert("RGB")
+    width, height = picture.size
+    x0, y0, x1, y1 = (box * np.array([width, height, width, height])).tolist()
+    ImageDraw.Draw(picture).rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=2)
+    return picture
+
+
+class Localization:
+    name = "localization"
+    target = "boxes"
+    monitor = "val_box_iou"
+    headline = "box_iou"
+
+    def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        return keras.losses.Huber(delta=0.1), [BoxIoU()]
+
+    def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:
+        if len(targets) and (targets.ndim != 2 or targets.shape[1] != 4):
+            raise ConfigError(
+                f"the {split} split of data={data_name} has targets of shape {targets.shape}; "
+                "valid: boxes (N, 4) = x_min, y_min, x_max, y_max as fractions of the image size"
+            )
+
+    def evaluate(self, model, images, targets, classes, batch_size: int = 32, num_examples: int = 6, **_) -> Report:
+        predicted = predict_boxes(model, images, batch_size)
+        ious = keras.ops.convert_to_numpy(box_iou(targets, predicted))
+        scores = {"box_iou": float(ious.mean()), "box_iou_above_0.5": float((ious > 0.5).mean())}
+        if num_examples == 0:  # scores only
+            return Report(scores, self.headline, {}, predicted)
+        worst = np.argsort(ious)[: 2 * num_examples]
+        figures = {
+            "plots/test_predictions.png": viz.box_grid(images[:16], targets[:16], predicted[:16]),
+            "plots/worst_boxes.png": viz.box_grid(images[worst], targets[worst], predicted[worst]),
+        }
+        rows = [
+            f"{i},{','.join(f'{v:.5f}' for v in (*t, *p))},{iou:.5f}\n"
+            for i, (t, p, iou) in enumerate(zip(targets, predicted, ious))
+        ]
+        header = "index,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max,iou\n"
+        return Report(scores, self.headline, figures, predicted, header + "".join(rows))
+
+    def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, num_logged: int = 8, **_):
+        """boxes.csv (file, x_min, y_min, x_max, y_max in pixels of the original image) and each image with its box."""
+        from pipeline.data.folders import resize_image
+
+        (out / "boxes").mkdir(parents=True, exist_ok=True)
+        shape = tuple(model.inputs[0].shape[1:3])
+        boxes = predict_boxes(model, np.stack([resize_image(image, shape) for image in images]), batch_size)
+        written = Written()
+        table = out / "boxes.csv"
+        with table.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "x_min", "y_min", "x_max", "y_max"])
+            for image, name, box in zip(images, names, boxes):
+                height, width = image.shape[:2]
+                writer.writerow([name, *(f"{v:.1f}" for v in box * np.array([width, height, width, height]))])
+                drawn = out / "boxes" / f"{name}.png"
+                draw_box(image, box).save(drawn)
+                written.files.append(drawn)
+                if len(written.logged) < num_logged:
+                    written.logged.append(drawn)
+        written.files.append(table)
+        written.logged.append(table)
+        return written
+
+    def explain(self, probabilities, targets, classes) -> tuple:
+        raise ConfigError("data.task='localization' cannot be visualized; valid: classification, segmentation")

@@ -1,0 +1,187 @@
+"""Semantic segmentation: a class per pixel. Targets are masks (N, H, W) of class indices."""
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline import viz
+from pipeline.config import checked_call
+from pipeline.errors import ConfigError
+from pipeline.losses import SegmentationLoss
+from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.tasks.base import Report, Written
+
+MODES = ("resize", "tile")
+
+
+def predict_probabilities(
+    model: keras.Model, images: np.ndarray, batch_size: int = 32, tta: bool = False
+) -> np.ndarray:
+    """Class probabilities (N, H, W, C); with tta, the mean over the image and its left-right and up-down flips."""
+    x = images.astype(np.float32)
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        probabilities = probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)[:, :, ::-1]
+        probabilities = probabilities + model.predict(x[:, ::-1], batch_size=batch_size, verbose=0)[:, ::-1]
+        probabilities /= 3.0
+    return probabilities
+
+
+def evaluate(
+    model: keras.Model,
+    images: np.ndarray,
+    masks: np.ndarray,
+    classes: list[str],
+    batch_size: int = 32,
+    tta: bool = False,
+    ignore_label: int | None = None,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Scores over the whole split from one confusion matrix; also the matrix and the predicted labels."""
+    predicted = np.argmax(predict_probabilities(model, images, batch_size, tta), axis=-1).astype(np.uint8)
+    cm = confusion_matrix(masks, predicted, len(classes), ignore_label)
+    return segmentation_scores(cm, classes), cm, predicted
+
+
+def per_image_mean_iou(masks: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean IoU of each image on its own (for finding the best and worst predictions)."""
+    names = [str(c) for c in range(num_classes)]
+    return np.array(
+        [segmentation_scores(confusion_matrix(m, p, num_classes), names)["mean_iou"] for m, p in zip(masks, predicted)]
+    )
+
+
+def predict_resized(model: keras.Model, image: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Probabilities (H, W, C) for an image of any size via the model's own input size."""
+    height, width = model.inputs[0].shape[1:3]
+    small = np.asarray(Image.fromarray(image.squeeze()).resize((width, height), Image.BILINEAR))
+    small = small.reshape(height, width, image.shape[-1])
+    probabilities = predict_probabilities(model, small[None], tta=tta)
+    resized = keras.ops.image.resize(probabilities, image.shape[:2], interpolation="bilinear")
+    return keras.ops.convert_to_numpy(resized)[0]
+
+
+def predict_tiled(model: keras.Model, image: np.ndarray, overlap: float = 0.5, tta: bool = False) -> np.ndarray:
+    """Probabilities (H, W, C) from overlapping model-sized tiles over a mirror-padded image, averaged."""
+    tile_h, tile_w = model.inputs[0].shape[1:3]
+    step_h, step_w = max(1, int(tile_h * (1 - overlap))), max(1, int(tile_w * (1 - overlap)))
+    height, width = image.shape[:2]
+    rows = max(1, math.ceil((height - tile_h) / step_h) + 1)
+    cols = max(1, math.ceil((width - tile_w) / step_w) + 1)
+    pad_h, pad_w = (rows - 1) * step_h + tile_h - height, (cols - 1) * step_w + tile_w - width
+    mode = "reflect" if pad_h < height and pad_w < width else "symmetric"
+    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    tiles = np.stack(
+        [
+            padded[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w]
+            for r in range(rows)
+            for c in range(cols)
+        ]
+    )
+    probabilities = predict_probabilities(model, tiles, tta=tta)
+    total = np.zeros((*padded.shape[:2], probabilities.shape[-1]), np.float32)
+    counts = np.zeros(padded.shape[:2] + (1,), np.float32)
+    for k, tile in enumerate(probabilities):
+        r, c = divmod(k, cols)
+        total[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w] += tile
+        counts[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w] += 1
+    return (total / counts)[:height, :width]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    """The image (grey or RGB) with each non-background class painted in its colour."""
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    colours = (np.array([viz.class_colormap(num_classes)(i)[:3] for i in range(num_classes)]) * 255).astype(np.float32)
+    painted = np.where(labels[..., None] > 0, (1 - alpha) * image + alpha * colours[labels], image)
+    return painted.astype(np.uint8)
+
+
+class Segmentation:
+    name = "segmentation"
+    target = "mask"
+    monitor = "val_mean_iou"
+    headline = "mean_iou"
+
+    def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        loss = checked_call(SegmentationLoss, loss_options, "loss", num_classes=num_classes)
+        iou = keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
+        return loss, [iou]
+
+    def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:
+        """Masks are checked file by file as they are read (pipeline.data.folders)."""
+
+    def evaluate(
+        self,
+        model,
+        images: np.ndarray,
+        targets: np.ndarray,
+        classes: list[str],
+        batch_size: int = 32,
+        num_examples: int = 4,
+        tta: bool = False,
+        ignore_label: int | None = None,
+    ) -> Report:
+        scores, cm, predicted = evaluate(model, images, targets, classes, batch_size, tta, ignore_label)
+        if num_examples == 0:  # scores only
+            return Report(scores, self.headline, {}, predicted)
+        order = np.argsort(per_image_mean_iou(targets, predicted, len(classes)))
+        shown = slice(0, num_examples)
+        figures = {
+            "plots/test_predictions.png": viz.prediction_grid(images[shown], targets[shown], predicted[shown], classes),
+            "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, classes),
+        }
+        for name, picked in (("worst", order[:num_examples]), ("best", order[::-1][:num_examples])):
+            figures[f"plots/{name}_predictions.png"] = viz.prediction_grid(
+                images[picked], targets[picked], predicted[picked], classes
+            )
+        return Report(scores, self.headline, figures, predicted)
+
+    def predict(
+        self,
+        model,
+        images: list[np.ndarray],
+        names: list[str],
+        classes: list[str],
+        out: Path,
+        mode: str = "resize",
+        tile_overlap: float = 0.5,
+        tta: bool = False,
+        num_logged: int = 8,
+        **_,
+    ) -> Written:
+        """masks/<name>.png (class indices) and overlays/<name>.png for every image, at its own size."""
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is unknown; valid: {', '.join(MODES)}")
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+        written = Written()
+        for image, name in tqdm(list(zip(images, names)), desc="segmenting", unit="img"):
+            if mode == "tile":
+                probabilities = predict_tiled(model, image, tile_overlap, tta)
+            else:
+                probabilities = predict_resized(model, image, tta)
+            labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+            mask, painted = out / "masks" / f"{name}.png", out / "overlays" / f"{name}.png"
+            Image.fromarray(labels).save(mask)
+            Image.fromarray(overlay(image, labels, probabilities.shape[-1])).save(painted)
+            written.files += [mask, painted]
+            if len(written.logged) < num_logged:
+                written.logged.append(painted)
+        return written
+
+    def explain(self, probabilities: np.ndarray, targets: np.ndarray | None, classes: list[str]) -> tuple:
+        """Per class, over its true (else predicted) region; a class absent from an image is scored over the
+        whole image ("why not this class anywhere")."""
+        from pipeline import features
+
+        masks = probabilities.argmax(axis=-1) if targets is None else targets
+        explained = [c for c, name in enumerate(classes) if name != "background"]
+        names = [classes[c] for c in explained]
+        count = len(probabilities)
+        weights = [features.target_weights(probabilities.shape, np.full(count, c), masks) for c in explained]
+        rows = [", ".join(classes[c] for c in explained if (mask == c).any()) or "background" for mask in masks]
+        return names, weights, rows

@@ -1,0 +1,78 @@
+"""The one package that talks to MLflow, in four parts: the store (one client per URI, retries), writing a
+run, models (log and load), and queries (runs, metrics, sweeps' parent runs).
+
+The default store is a SQLite file at an absolute path in the project root (set in conf/tracking),
+so every Hydra job, single or multirun, writes to the same place; MLFLOW_TRACKING_URI overrides it.
+"""
+
+from pipeline.tracking.models import load_model, load_run_config, log_keras_model
+from pipeline.tracking.queries import (
+    child_runs,
+    download_artifact,
+    experiment_ids,
+    experiment_names,
+    find_runs,
+    finish_parent_run,
+    get_run,
+    last_run_metric,
+    latest_run_id,
+    metric_history,
+    runs_table,
+    search_runs,
+    set_parent,
+    start_parent_run,
+)
+from pipeline.tracking.runs import (
+    MetricsCallback,
+    epoch_logs,
+    flatten,
+    log_artifact,
+    log_dataset,
+    log_dir,
+    log_figure,
+    log_metrics,
+    log_params,
+    log_text,
+    metric_steps,
+    run,
+    set_tags,
+    ui_link,
+)
+from pipeline.tracking.store import client, prepare_store, retry_locked
+
+__all__ = [
+    "MetricsCallback",
+    "child_runs",
+    "client",
+    "download_artifact",
+    "epoch_logs",
+    "experiment_ids",
+    "experiment_names",
+    "find_runs",
+    "finish_parent_run",
+    "flatten",
+    "get_run",
+    "last_run_metric",
+    "latest_run_id",
+    "load_model",
+    "load_run_config",
+    "log_artifact",
+    "log_dataset",
+    "log_dir",
+    "log_figure",
+    "log_keras_model",
+    "log_metrics",
+    "log_params",
+    "log_text",
+    "metric_history",
+    "metric_steps",
+    "prepare_store",
+    "retry_locked",
+    "run",
+    "runs_table",
+    "search_runs",
+    "set_parent",
+    "set_tags",
+    "start_parent_run",
+    "ui_link",
+]

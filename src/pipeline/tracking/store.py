@@ -1,0 +1,69 @@
+"""The store: one MlflowClient per tracking URI, SQLite's busy retries, and creating experiments once."""
+
+import contextlib
+import functools
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def client(uri: str) -> mlflow.MlflowClient:
+    """The one client of the store at `uri` (queries never depend on a global tracking URI)."""
+    return mlflow.MlflowClient(uri)
+
+
+def retry_locked(fn: Callable) -> Callable:
+    """Retry a store call that failed with SQLite's "database is locked" (parallel jobs writing one file).
+
+    MLflow already waits 20 s per statement (busy_timeout); this covers what is left, e.g. two
+    writers upgrading their locks at once. A failed call rolled back, so calling it again is safe.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        delay = 0.2
+        for attempt in range(8):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:  # MlflowException or SQLAlchemy's OperationalError, by message
+                if "database is locked" not in str(err) or attempt == 7:
+                    raise
+                log.warning("%s: database is locked, retrying in %.1f s", fn.__name__, delay)
+                time.sleep(delay * (1 + random.random()))
+                delay *= 2
+
+    return wrapper
+
+
+def prepare_store(uri: str, experiment: str, artifact_root: str | None) -> str:
+    """Before parallel jobs start: create the store and experiment once, and put a SQLite store in
+    WAL mode (persistent in the file) so the UI's reads and the jobs' writes do not block each other."""
+    mlflow.set_tracking_uri(uri)
+    experiment_id = ensure_experiment(experiment, artifact_root)  # creates the SQLite tables if needed
+    if uri.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    return experiment_id
+
+
+@retry_locked
+def ensure_experiment(name: str, artifact_root: str | None) -> str:
+    """The id of experiment `name` in the current store, created (with its artifact location) if new."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # against a tracking server the server decides where artifacts go (it proxies them over HTTP)
+    remote = mlflow.get_tracking_uri().startswith(("http://", "https://"))
+    location = Path(artifact_root, name).resolve().as_uri() if artifact_root and not remote else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+        return mlflow.get_experiment_by_name(name).experiment_id

@@ -1,0 +1,90 @@
+"""The library behind the train and transfer stages: compile a model for its task, score the test split
+and log what a run records. Plain functions; the stages (pipeline.train, pipeline.transfer) call them."""
+
+import logging
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import tracking, viz
+from pipeline.errors import ConfigError
+from pipeline.tasks import Report, Task, direction
+
+log = logging.getLogger(__name__)
+
+
+def model_options(model_cfg: DictConfig) -> dict:
+    """conf/model/<name>.yaml minus its name: the builder's keyword arguments."""
+    return {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "name"}
+
+
+def compile_model(
+    model: keras.Model,
+    task: Task,
+    loss_options: dict,
+    optimizer,
+    num_classes: int,
+    monitor: str | None = None,
+    jit_compile: bool | str = False,
+) -> tuple[str, str]:
+    """Compile with the task's loss and metrics; returns the metric the best checkpoint is chosen by and
+    its direction ("max" for scores, "min" for losses such as val_loss)."""
+    if len(model.outputs) > 1 and task.target != "label":
+        raise ConfigError(
+            f"model {model.name} has {len(model.outputs)} outputs; only classifiers may have auxiliary heads"
+        )
+    loss, metrics = task.loss_and_metrics(loss_options, num_classes)
+    if len(model.outputs) > 1:  # GoogLeNet's auxiliary classifiers: weighted 0.3 in the loss, as in the paper
+        main = model.output_names[0]
+        model.compile(
+            optimizer=optimizer,
+            loss=[loss] * len(model.outputs),
+            loss_weights=[1.0] + [0.3] * (len(model.outputs) - 1),
+            metrics={main: metrics},
+            jit_compile=jit_compile,
+        )
+        monitor = monitor or f"val_{main}_{task.monitor.removeprefix('val_')}"
+    else:
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+        monitor = monitor or task.monitor
+    return monitor, direction(monitor)
+
+
+def shift_curve(model, task: Task, x_test, y_test, classes, batch: int, shifts: list[int], name: str) -> None:
+    """The headline score on the test images moved right by each shift (np.roll: the scene wraps around),
+    logged as metric shift_accuracy with the shift as its step, so MLflow overlays the curves of several runs."""
+    scores = []
+    for shift in shifts:
+        moved = np.roll(x_test, shift, axis=2)
+        scores.append(task.evaluate(model, moved, y_test, classes, batch, num_examples=0).value)
+        tracking.log_metrics({f"shift_{task.headline}": scores[-1]}, step=shift)
+    tracking.log_figure(viz.accuracy_against_shift(shifts, {name: scores}), f"plots/{task.headline}_vs_shift.png")
+    log.info("%s against shift %s: %s", task.headline, shifts, [round(a, 3) for a in scores])
+
+
+def log_report(report: Report, prefix: str = "test") -> None:
+    """A report's scores as <prefix>_<name> metrics, its pictures as artifacts, and the headline tag."""
+    tracking.log_metrics({f"{prefix}_{name}": value for name, value in report.scores.items()})
+    tracking.set_tags({"headline_metric": f"{prefix}_{report.headline}"})  # what sweeps and compare rank by
+    for path, figure in report.figures.items():
+        tracking.log_figure(figure, path)
+    log.info("%s %s: %.4f", prefix, report.headline, report.value)
+
+
+def test_and_log(
+    model: keras.Model,
+    task: Task,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: list[str],
+    batch_size: int,
+    num_examples: int,
+    ignore_label: int | None = None,
+) -> float:
+    """Scores the test split, logs test_* metrics and pictures; returns the headline metric."""
+    report = task.evaluate(
+        model, x_test, y_test, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label
+    )
+    log_report(report)
+    return report.value

@@ -1,0 +1,128 @@
+"""One training job of the train stage, step by step: its data, model, checkpoints, fit and test.
+
+The bridge between the Hydra config and the plain library functions below it (data sources, model
+builders, the task, the runtime); pipeline.train only composes the config, opens the run and calls these.
+"""
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import tracking, viz
+from pipeline.arithmetic import layer_flops
+from pipeline.data.augment import build_augmentation
+from pipeline.data.folders import BadFiles
+from pipeline.data.sequence import ImageBatches
+from pipeline.data.shapes import read_manifest
+from pipeline.data.sources import class_names, load_splits, prepare_data
+from pipeline.models import build_model
+from pipeline.tasks import get_task
+from pipeline.training.callbacks import StopOnNonFiniteLoss
+from pipeline.training.fit import compile_model, model_options, shift_curve, test_and_log
+from pipeline.training.resume import Checkpoints, resume_dir
+from pipeline.training.runtime import Distribution, Throughput, build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class Job:
+    """Data loaded and checked, model built and compiled, resume folder opened: ready to fit."""
+
+    def __init__(self, cfg: DictConfig, dist: Distribution, output_dir: str | Path = "."):
+        self.cfg, self.dist, self.output_dir = cfg, dist, Path(output_dir)  # the Hydra job folder
+        self.task = get_task(cfg.data.task)
+        self.root = prepare_data(cfg.data)
+        self.classes = class_names(cfg.data, self.root)
+        self.bad_files = BadFiles(cfg.data.get("on_bad_file", "error"))
+        self.splits = load_splits(cfg.data, self.root, self.bad_files)
+        for split, (_, targets) in self.splits.items():
+            self.task.check_targets(targets, self.classes, split, cfg.data.name)
+        x_train, y_train = self.splits["train"]
+        with dist.scope():  # variables mirrored on every replica
+            self.model = build_model(cfg.model.name, x_train.shape[1:], len(self.classes), **model_options(cfg.model))
+        self.checkpoints = Checkpoints(resume_dir(cfg, dist.worker), cfg.trainer.resume)
+        augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
+        outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
+        first = self.checkpoints.done_epochs
+        self.train_batches = ImageBatches(
+            x_train, y_train, batch, augment, True, cfg.seed, outputs, first, target=self.task.target
+        )
+        self.val_batches = ImageBatches(*self.splits["val"], batch, outputs=outputs, target=self.task.target)
+        with dist.scope():
+            optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+            optimizer_cfg["lr"] = dist.scaled_lr(optimizer_cfg["lr"], cfg.trainer.lr_scaling)
+            steps = len(self.train_batches)
+            optimizer = build_optimizer(steps_per_epoch=steps, epochs=cfg.trainer.epochs, **optimizer_cfg)
+            loss_options = OmegaConf.to_container(cfg.loss, resolve=True)
+            self.monitor, self.mode = compile_model(
+                self.model,
+                self.task,
+                loss_options,
+                optimizer,
+                len(self.classes),
+                cfg.trainer.monitor,
+                cfg.trainer.jit_compile,
+            )
+
+    def store(self) -> tuple[str, str]:
+        """The tracking URI and artifact root: the configured store for the chief, a local one for other workers
+        (so a run is logged once)."""
+        if self.dist.is_chief:
+            return self.cfg.tracking.uri, self.cfg.tracking.artifact_root
+        worker = self.dist.worker
+        return f"sqlite:///{self.output_dir}/worker{worker}-mlflow.db", str(self.output_dir / "mlartifacts")
+
+    def log_inputs(self) -> None:
+        """Datasets (lineage), the config files, model size, and the files data.on_bad_file=skip left out."""
+        cfg = self.cfg
+        checksum = (read_manifest(self.root) or {}).get("checksum")  # generated sets carry a sha256 manifest
+        for split, (x, y) in self.splits.items():
+            tracking.log_dataset(cfg.data.name, str(self.root.resolve()), split, x, y, checksum)
+        tracking.log_dir(self.output_dir / ".hydra", "config")
+        tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+        flops = sum(layer_flops(layer) for layer in self.model.layers) / 1e9
+        skipped = len(self.bad_files.skipped)
+        tracking.log_metrics({"num_params": self.model.count_params(), "gflops": flops, "skipped_files": skipped})
+        if self.bad_files.skipped:
+            listing = "".join(f"{path}: {reason}\n" for path, reason in self.bad_files.skipped.items())
+            tracking.log_text(listing, "data/skipped_files.txt")
+
+    def fit(self, run_id: str) -> None:
+        """Keras fit with the best checkpoint (by the monitored metric, in its direction), backups and every
+        epoch's metrics; then the best epoch's model is loaded (evaluated, not the last one)."""
+        cfg, checkpoints = self.cfg, self.checkpoints
+        checkpoints.start(run_id)
+        self.model.fit(
+            self.train_batches,
+            validation_data=self.val_batches,
+            epochs=cfg.trainer.epochs,
+            verbose=cfg.trainer.verbose,
+            shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
+            callbacks=[
+                StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
+                Throughput(len(self.splits["train"][0])),  # before the callbacks that record each epoch's logs
+                *checkpoints.callbacks(self.monitor, self.mode),
+                tracking.MetricsCallback(),
+            ],
+        )
+        best_path = self.output_dir / "checkpoints" / "best.keras"
+        checkpoints.keep_best(best_path)
+        self.model = keras.models.load_model(best_path)
+
+    def test(self, model_choice: str) -> float:
+        """Scores and pictures of the test split, the training curves, and the model; returns the headline."""
+        cfg = self.cfg
+        x_test, y_test = self.splits["test"]
+        batch, examples = cfg.trainer.batch_size, cfg.tracking.num_examples
+        ignore = cfg.loss.get("ignore_label")
+        headline = test_and_log(self.model, self.task, x_test, y_test, self.classes, batch, examples, ignore)
+        if cfg.data.get("test_shifts"):
+            shifts = list(cfg.data.test_shifts)
+            shift_curve(self.model, self.task, x_test, y_test, self.classes, batch, shifts, model_choice)
+        tracking.log_figure(viz.training_curves(self.checkpoints.history()), "plots/training_curves.png")
+        if cfg.tracking.log_model:
+            tracking.log_keras_model(self.model, x_test[:2].astype(np.float32))
+        return headline

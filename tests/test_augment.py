@@ -78,3 +78,22 @@ def test_batches_cover_every_sample_once_per_epoch_and_reshuffle():
     np.testing.assert_array_equal(np.concatenate([resumed[i][1][:, 0, 0] for i in range(3)]), second)
     x, y = batches[0]
     assert x.dtype == np.float32 and y.dtype == np.int32
+
+
+def test_a_flipped_training_image_has_its_box_flipped_with_it():
+    """Boxes (localization targets) move with their images; the reference is the object's own pixels."""
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[4:10, 2:8] = 255  # the object: rows 4-9, columns 2-7
+    box = np.array([2 / 48, 4 / 32, 8 / 48, 10 / 32], np.float32)  # x_min, y_min, x_max, y_max as fractions
+    for transform in ("HorizontalFlip", "VerticalFlip", "Transpose"):
+        augment = build_augmentation([{"name": transform, "p": 1.0}], seed=0, target="boxes")
+        x, y = ImageBatches(image[None], box[None], batch_size=1, augment=augment, target="boxes")[0]
+        rows, columns = np.nonzero(x[0, ..., 0])
+        height, width = x.shape[1:3]
+        found = np.array(
+            [columns.min() / width, rows.min() / height, (columns.max() + 1) / width, (rows.max() + 1) / height]
+        )
+        np.testing.assert_allclose(y[0], found, atol=1e-6, err_msg=transform)
+        assert not np.allclose(y[0], box) or transform == "Transpose" and height == width
+    # without target="boxes" (the old ndim test) a (N, 4) target is a box too, never an image-only label
+    assert ImageBatches(image[None], box[None], batch_size=1).target == "boxes"

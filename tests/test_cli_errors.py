@@ -22,6 +22,10 @@ from conftest import TINY, run_stage
         ("trainer.epochs=0", "trainer.epochs=0 is invalid: must be a positive integer"),
         ("trainer.precision=float8", "trainer.precision='float8' is unknown"),
         ("augment.train=[{name:Blurr}]", "augment.train[0].name='Blurr' is not an albumentations transform"),
+        # Hydra's own advice for the typo trainer.epoch=3 is +trainer.epoch=3: refused, not trained for 1 epoch
+        ("+trainer.epoch=3", "trainer.epoch is not a key of trainer; did you mean trainer.epochs?"),
+        ("+data.image_sise=32", "data.image_sise is not a key of data; did you mean data.image_size?"),
+        ("+model.dept=2", "model.dept is not an option of unet; valid: depth"),
     ],
 )
 def test_bad_override_fails_with_one_line(project, override, expected):
@@ -54,3 +58,31 @@ def test_cfg_job_prints_resolved_config(project):
     assert result.returncode == 0, result.stderr
     assert "lr: 0.0001" in result.stdout
     assert f"root: {project}" in result.stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["trainer=debug"]])
+def test_a_missing_mandatory_value_is_one_line_naming_the_key(project, extra):
+    """data=folder without data.root: the key and an example, not a MissingMandatoryValue traceback (and with
+    trainer=debug not a data/folder_debug path the user never gave)."""
+    result = run_stage("train", project, "data=folder", "data.classes=[a,b,c]", *extra)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "data.root is missing" in line and "e.g. data.root=/path/to/your/set" in line, line
+    assert "Traceback" not in result.stderr and "folder_debug" not in result.stderr
+
+
+def test_the_cnn_command_runs_each_stage_and_answers_help_without_tensorflow(project):
+    """`cnn train --help` and `--cfg job` never import TensorFlow (they answered in 14 s when they did)."""
+    import subprocess
+    import sys
+
+    probe = (  # Hydra ends --help and --cfg with sys.exit: report what was imported at exit
+        "import atexit, sys; from pipeline.cli import main; heavy = ('tensorflow', 'keras', 'mlflow');"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in heavy if m in sys.modules))); main(sys.argv[1:])"
+    )
+    for args in (["train", "--help"], ["predict", "--cfg", "job", "source=x", "input_dir=y"]):
+        result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "LOADED []" in result.stdout, result.stdout[-500:]
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "trian"], capture_output=True, text=True)
+    assert result.returncode == 2 and "error: cnn trian: unknown command; valid: train, prepare" in result.stderr

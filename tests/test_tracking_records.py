@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import compare, tracking, viz
+from pipeline import leaderboard, tracking, viz
 
 
 @pytest.fixture
@@ -81,13 +81,13 @@ RUNS = [
 
 
 def test_leaderboard_shows_swept_params_best_first_failed_last():
-    table = compare.leaderboard(RUNS)
+    table = leaderboard.leaderboard(RUNS)
     assert list(table.columns) == ["run_id", "run_name", "status", "optimizer.lr", "model", "test_mean_iou"]
     assert list(table["run_id"]) == ["b", "a", "c"]
     assert list(table["optimizer.lr"]) == ["0.01", "0.0010000000000000002", "0.1"]  # the param, not the override
     assert list(table["model"]) == ["unet", "unet", "segnet"]
     assert math.isnan(table["test_mean_iou"].iloc[2])
-    markdown = compare.to_markdown(table).splitlines()
+    markdown = leaderboard.to_markdown(table).splitlines()
     assert markdown[0] == "| run_id | run_name | status | optimizer.lr | model | test_mean_iou |"
     assert markdown[2] == "| b | unet | FINISHED | 0.01 | unet | 0.7000 |"
     assert markdown[3] == "| a | unet | FINISHED | 0.001 | unet | 0.5000 |"  # shortened for reading

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import compare
+from pipeline import leaderboard
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,14 @@ def write_summary(runs: list[dict], folder: Path) -> tuple[dict, list[Path]]:
     returns the parent's tags and metrics (best child and its metric) and the files written."""
     from pipeline import viz
 
-    table = compare.leaderboard(runs)
+    table = leaderboard.leaderboard(runs)
     metric = table.columns[-1]
     files = [folder / "summary.csv", folder / "summary.md"]
     table.to_csv(files[0], index=False)
     files[1].write_text(to_markdown_with_title(table, metric))
     summary = {"tags": {"headline_metric": metric, "children": len(runs)}, "metrics": {}}
     scored = table[table[metric].notna()]
-    swept = [c for c in table.columns if c not in (*compare.FIXED_COLUMNS, metric)]
+    swept = [c for c in table.columns if c not in (*leaderboard.FIXED_COLUMNS, metric)]
     if len(scored):
         best = scored.iloc[0]
         summary["tags"]["best_run_id"] = best["run_id"]
@@ -70,7 +70,7 @@ def write_summary(runs: list[dict], folder: Path) -> tuple[dict, list[Path]]:
 
 
 def to_markdown_with_title(table, metric: str) -> str:
-    return f"# Sweep summary: {len(table)} runs, best {metric} first\n\n{compare.to_markdown(table)}"
+    return f"# Sweep summary: {len(table)} runs, best {metric} first\n\n{leaderboard.to_markdown(table)}"
 
 
 class MlflowSweep(Callback):

@@ -79,3 +79,34 @@ def test_manifest_written_for_generated_data(trained):
     project, *_ = trained
     manifest = json.loads((project / "data" / "shapes_debug" / "manifest.json").read_text())
     assert manifest["counts"] == {"train": 16, "val": 8, "test": 8}
+
+
+def test_monitoring_val_loss_keeps_the_epoch_with_the_lowest_val_loss(tmp_path):
+    """trainer.monitor=val_loss is minimised: the kept checkpoint scores the lowest val_loss of the run (it
+    kept the highest, the worst epoch, when every monitor was maximised)."""
+    import keras
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config import conf_dir
+    from pipeline.data.sources import load_data, prepare_data
+
+    overrides = [
+        *TINY,
+        "trainer.epochs=4",
+        "optimizer.lr=0.003",
+        "trainer.monitor=val_loss",
+        "trainer.precision=float32",
+    ]
+    result = run_stage("train", tmp_path, *overrides)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+    assert len(losses) == 4 and max(losses) - min(losses) > 1e-3  # the epochs differ, so the choice matters
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", [f"paths.root={tmp_path}", *overrides])
+    images, masks = load_data(cfg.data, prepare_data(cfg.data), "val")
+    [checkpoint] = tmp_path.glob("outputs/**/checkpoints/best.keras")
+    kept = keras.models.load_model(checkpoint).evaluate(images.astype(np.float32), masks, batch_size=8, verbose=0)[0]
+    closest = int(np.argmin([abs(kept - loss) for loss in losses]))
+    assert closest == int(np.argmin(losses)), (kept, losses)

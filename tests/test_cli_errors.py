@@ -86,3 +86,26 @@ def test_the_cnn_command_runs_each_stage_and_answers_help_without_tensorflow(pro
         assert "LOADED []" in result.stdout, result.stdout[-500:]
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "trian"], capture_output=True, text=True)
     assert result.returncode == 2 and "error: cnn trian: unknown command; valid: train, prepare" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "expected"),
+    [
+        ("evaluate", ["source=x", "split=training"], "split='training' is unknown; valid: train, val, test"),
+        ("predict", ["source=x", "input_dir=y", "mode=zoom"], "mode='zoom' is unknown; valid: resize, tile"),
+        ("predict", ["source=x", "input_dir=y", "tile_overlap=1.5"], "tile_overlap=1.5 is invalid"),
+        ("visualize", ["source=x", "num_images=0"], "num_images=0 is invalid: must be a positive integer"),
+        ("visualize", ["source=x", "occlusion.patch=-2"], "occlusion.patch=-2 is invalid: must be null or a positive"),
+        ("transfer", ["transfer.source=x", "transfer.strategy=freeze"], "transfer.strategy='freeze' is unknown"),
+        ("transfer", ["transfer.source=x", "transfer.lr_factor=0"], "transfer.lr_factor=0 is invalid"),
+        ("prepare", ["data.image_size=0"], "data.image_size=0 is invalid: must be a positive integer"),
+        ("evaluate", ["split=test"], "source is missing: it has no default; give it on the command line, e.g. source="),
+    ],
+)
+def test_every_stage_refuses_its_bad_values_before_any_work(project, stage, overrides, expected):
+    """One schema checks every stage's keys (source=x would fail later: the schema speaks first)."""
+    result = run_stage(stage, project, *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert expected in line, line
+    assert not (project / "data").exists() and not (project / "mlflow.db").exists()

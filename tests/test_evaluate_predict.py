@@ -65,3 +65,22 @@ def test_predict_writes_one_mask_per_image_at_its_own_size(source, mode):
         mask = Image.open(out / "masks" / f"p{i}.png")
         assert mask.size == size and np.asarray(mask).max() < 4
         assert Image.open(out / "overlays" / f"p{i}.png").size == size
+
+
+def test_predict_keeps_apart_two_images_with_one_stem_and_counts_truly(source):
+    project, client, run = source
+    images = project / "same_stem"
+    images.mkdir()
+    for suffix, size in ((".png", (40, 30)), (".jpg", (20, 50))):
+        Image.fromarray(np.full((*size[::-1], 3), 128, np.uint8)).save(images / f"photo{suffix}")
+    (images / "notes.txt").write_text("not an image")
+    out = project / "pred_same_stem"
+    result = run_stage("predict", project, f"source={run.info.run_id}", f"input_dir={images}", f"output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["photo_jpg.png", "photo_png.png"]
+    assert Image.open(out / "masks" / "photo_jpg.png").size == (20, 50)
+    assert "2 images -> 4 files" in result.stdout + result.stderr
+    [prediction] = client.search_runs(
+        [run.info.experiment_id], "tags.stage = 'predict' and tags.mode = 'resize'", max_results=1
+    )
+    assert prediction.data.metrics["files_written"] == 4

@@ -5,6 +5,7 @@ Run as a script in a fresh process, since the Keras backend is fixed at import:
 Prints one `ok <model> <backend> loss=...` line per model config; exits non-zero on the first failure.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pipeline.training import build_optimizer
 from pipeline.training.fit import compile_model, model_options
 
 # the smallest data config of each task, at a size every model accepts
+JIT = os.environ.get("SMOKE_JIT", "0") == "1"  # one step: compiling it with XLA costs more than running it
 DATA_OF_TASK = {"segmentation": "shapes", "classification": "digits", "localization": "shapes_loc"}
 
 
@@ -52,7 +54,7 @@ def one_step(variant: str) -> float:
     else:
         y = rng.integers(0, classes, 4)
     optimizer = build_optimizer("adam", 1e-3, steps_per_epoch=1, epochs=1)
-    compile_model(model, get_task(task), {"ce": 1.0}, optimizer, classes)
+    compile_model(model, get_task(task), {"ce": 1.0}, optimizer, classes, jit_compile=JIT)
     batches = ImageBatches(x, y, batch_size=4, outputs=len(model.outputs))
     loss = model.fit(batches, epochs=1, verbose=0).history["loss"][-1]
     if not np.isfinite(loss):

@@ -58,3 +58,30 @@ def run_stage(
     }
     command = [sys.executable, "-m", f"pipeline.{stage}", f"paths.root={project}", *overrides]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_run(project: Path, *overrides: str, experiment: str | None = None):
+    """Run the train stage; (client, the train run) of its store."""
+    from mlflow.tracking import MlflowClient
+
+    result = run_stage("train", project, *overrides, "trainer.verbose=0")
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    [run] = client.search_runs(experiments, "tags.stage = 'train'", max_results=1)
+    return client, run
+
+
+@pytest.fixture(scope="session")
+def tiny_unet(tmp_path_factory):
+    """(project, client, run) of one tiny shapes U-Net, trained once per test session and shared by the
+    tests that read a trained run (train records, evaluate, predict, visualize)."""
+    project = tmp_path_factory.mktemp("tiny_unet")
+    return project, *train_run(project, *TINY, "optimizer.lr=0.002", "model.base_filters=6")
+
+
+@pytest.fixture(scope="session")
+def lenet5_digits(tmp_path_factory):
+    """(project, client, run) of LeNet-5 trained one epoch on the bundled digits, once per session."""
+    project = tmp_path_factory.mktemp("lenet5_digits")
+    return project, *train_run(project, "experiment=digits_lenet5", "trainer.epochs=1")

@@ -12,10 +12,8 @@ def read_run(project, experiment):
     return client, run
 
 
-def test_digits_lenet5_one_epoch_logs_classification_metrics(project):
-    result = run_stage("train", project, "experiment=digits_lenet5", "trainer.epochs=1", "trainer.verbose=0")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, run = read_run(project, "digits")
+def test_digits_lenet5_one_epoch_logs_classification_metrics(lenet5_digits):
+    _, client, run = lenet5_digits
     metrics = run.data.metrics
     assert run.data.tags["task"] == "classification" and run.data.tags["model"] == "lenet5"
     for key in ("test_accuracy", "test_top3_accuracy", "test_precision_7", "test_recall_7", "val_accuracy"):

@@ -2,27 +2,21 @@
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import TINY, run_stage
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    project = tmp_path_factory.mktemp("project")
-    result = run_stage("train", project, *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
-    return project, client, run
+@pytest.fixture
+def source(tiny_unet):
+    return tiny_unet
 
 
 def test_evaluate_reproduces_the_training_runs_test_scores_in_a_linked_run(source):
     project, client, run = source
     result = run_stage("evaluate", project, f"source={run.info.run_id}")
     assert result.returncode == 0, result.stderr[-3000:]
-    [evaluation] = client.search_runs([run.info.experiment_id], "tags.stage = 'evaluate'")
+    [evaluation] = client.search_runs([run.info.experiment_id], "tags.stage = 'evaluate'", max_results=1)
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
     for key in ("test_mean_iou", "test_dice", "test_pixel_accuracy", "test_iou_background"):
         assert evaluation.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-4), key
@@ -36,7 +30,7 @@ def test_evaluate_a_keras_file_with_flip_averaging(source):
     [checkpoint] = project.glob("outputs/**/checkpoints/best.keras")
     result = run_stage("evaluate", project, *TINY, f"source={checkpoint}", "tta=true", "split=val")
     assert result.returncode == 0, result.stderr[-3000:]
-    [evaluation] = client.search_runs([run.info.experiment_id], "tags.tta = 'True'")
+    [evaluation] = client.search_runs([run.info.experiment_id], "tags.tta = 'True'", max_results=1)
     assert 0 <= evaluation.data.metrics["val_mean_iou"] <= 1
 
 

@@ -13,19 +13,17 @@ from pipeline.tasks import TASKS, direction, unique_names
 
 
 def read_run(project, experiment, stage="train"):
+    """The newest run of a stage in an experiment."""
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    [run] = client.search_runs([experiment_id], f"tags.stage = '{stage}'")
+    [run] = client.search_runs([experiment_id], f"tags.stage = '{stage}'", max_results=1)
     return client, run
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """LeNet-5 trained one epoch on the bundled digits (1,257 training images)."""
-    project = tmp_path_factory.mktemp("classifier")
-    result = run_stage("train", project, "experiment=digits_lenet5", "trainer.epochs=1", "trainer.verbose=0")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return project, *read_run(project, "digits")
+@pytest.fixture
+def classifier(lenet5_digits):
+    """LeNet-5 trained one epoch on the bundled digits (1,257 training images), shared by the session."""
+    return lenet5_digits
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,15 @@ from mlflow.tracking import MlflowClient
 from conftest import TINY, run_stage
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    project = tmp_path_factory.mktemp("project")
-    result = run_stage("train", project, *TINY, "optimizer.lr=0.002", "model.base_filters=6")
-    assert result.returncode == 0, result.stderr[-4000:]
-    uri = f"sqlite:///{project}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
-    return project, client, run, result
+@pytest.fixture
+def trained(tiny_unet):
+    project, client, run = tiny_unet
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+    return project, client, run
 
 
 def test_run_finished_with_resolved_config_as_params(trained):
-    project, _, run, _ = trained
+    project, _, run = trained
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["optimizer.lr"] == "0.002" and params["model.base_filters"] == "6"
@@ -33,14 +28,14 @@ def test_run_finished_with_resolved_config_as_params(trained):
 
 
 def test_epoch_metrics_are_logged_with_their_steps(trained):
-    _, client, run, _ = trained
+    _, client, run = trained
     for key in ("loss", "val_loss", "mean_iou", "val_mean_iou", "learning_rate", "images_per_sec"):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history) == [0, 1], key
 
 
 def test_test_metrics_under_their_documented_keys(trained):
-    _, _, run, _ = trained
+    _, _, run = trained
     metrics = run.data.metrics
     for key in ("test_mean_iou", "test_pixel_accuracy", "test_dice", "test_iou_background"):
         assert 0.0 <= metrics[key] <= 1.0, key
@@ -48,7 +43,7 @@ def test_test_metrics_under_their_documented_keys(trained):
 
 
 def test_artifacts_hold_config_pictures_and_checkpointed_model(trained):
-    project, client, run, _ = trained
+    project, client, run = trained
     names = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
     assert {"config/config.yaml", "config/overrides.yaml", "config/hydra.yaml"} <= names
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -60,7 +55,7 @@ def test_artifacts_hold_config_pictures_and_checkpointed_model(trained):
 
 
 def test_logged_model_has_a_signature_and_predicts(trained):
-    _, client, run, _ = trained
+    _, client, run = trained
     [logged] = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
@@ -100,7 +95,7 @@ def test_monitoring_val_loss_keeps_the_epoch_with_the_lowest_val_loss(tmp_path):
     result = run_stage("train", tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id], "tags.stage = 'train'")
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
     assert len(losses) == 4 and max(losses) - min(losses) > 1e-3  # the epochs differ, so the choice matters
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):

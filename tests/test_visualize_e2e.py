@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, run_stage
+from conftest import run_stage
 
 FAST = [
     "num_images=2",
@@ -19,14 +19,6 @@ KINDS = ("filters", "activations", "maximization", "deconv")
 SINGLE = ("plots/saliency.png", "plots/gradcam.png", "plots/occlusion.png")
 
 
-def trained_run(project, experiment: str, *overrides: str):
-    result = run_stage("train", project, *overrides, "trainer.verbose=0")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return client, run
-
-
 def pictures(client: MlflowClient, run_id: str, folder: str = "plots") -> set[str]:
     found = set()
     for item in client.list_artifacts(run_id, folder):
@@ -37,6 +29,7 @@ def pictures(client: MlflowClient, run_id: str, folder: str = "plots") -> set[st
 def visualize(client, project, source_run, *overrides: str):
     result = run_stage("visualize", project, f"source={source_run.info.run_id}", *FAST, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "visualize: 100%" in result.stderr and "activation maximization" in result.stderr  # progress per family
     [run] = client.search_runs([source_run.info.experiment_id], filter_string="tags.stage = 'visualize'", max_results=1)
     assert run.info.status == "FINISHED"
     # linked to its source: nested under it, tagged and parametrised with its id
@@ -51,8 +44,8 @@ def visualize(client, project, source_run, *overrides: str):
 
 
 @pytest.mark.slow
-def test_digits_lenet5_every_picture_kind(project):
-    client, source = trained_run(project, "digits", "experiment=digits_lenet5", "trainer.epochs=1")
+def test_digits_lenet5_every_picture_kind(lenet5_digits):
+    project, client, source = lenet5_digits
     run, found = visualize(client, project, source)
     # LeNet-5: C1, S2, C3, S4, C5 feature maps; Grad-CAM on C3, the last conv with a spatial map (C5 is 1x1)
     assert {f"plots/activations/{k:02d}_{name}.png" for k, name in enumerate(["C1", "S2", "C3", "S4", "C5"])} <= found
@@ -69,8 +62,8 @@ def test_digits_lenet5_every_picture_kind(project):
 
 
 @pytest.mark.slow
-def test_shapes_unet_every_picture_kind(project):
-    client, source = trained_run(project, "shapes", *TINY)
+def test_shapes_unet_every_picture_kind(tiny_unet):
+    project, client, source = tiny_unet
     run, found = visualize(client, project, source)
     assert run.data.params["layer"] == "decoder1_relu2"  # the last conv block's activation, before the classifier
     assert "plots/activations/00_encoder1_conv1.png" in found

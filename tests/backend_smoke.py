@@ -17,8 +17,8 @@ from pipeline.config import conf_dir
 from pipeline.data.sequence import ImageBatches
 from pipeline.models import build_model, task_of_model
 from pipeline.tasks import get_task
-from pipeline.training import build_optimizer
 from pipeline.training.fit import compile_model, model_options
+from pipeline.training.runtime import build_optimizer
 
 # the smallest data config of each task, at a size every model accepts
 JIT = os.environ.get("SMOKE_JIT", "0") == "1"  # one step: compiling it with XLA costs more than running it

@@ -61,22 +61,6 @@ def test_shift_curve_is_logged_with_the_shift_as_step(project):
     assert "plots/accuracy_vs_shift.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
 
 
-def test_localizer_regresses_boxes_and_reports_box_iou(project):
-    result = run_stage(
-        "train",
-        project,
-        "experiment=shapes_localization",
-        "trainer.epochs=1",
-        "trainer.verbose=0",
-        "data.splits.train=40",
-        "data.splits.val=8",
-        "data.splits.test=8",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, run = read_run(project, "shapes_loc")
-    assert 0.0 <= run.data.metrics["test_box_iou"] <= 1.0 and "val_box_iou" in run.data.metrics
-
-
 def test_googlenet_trains_with_its_auxiliary_heads(project):
     result = run_stage(
         "train",

@@ -70,7 +70,7 @@ def test_gpu_trainer_extends_the_cpu_one(compose_config):
 
 
 def test_global_batch_and_learning_rate_scale_with_replicas():
-    from pipeline.training import Distribution
+    from pipeline.training.runtime import Distribution
 
     four = Distribution(replicas=4)
     assert four.global_batch(32) == 128
@@ -81,7 +81,7 @@ def test_global_batch_and_learning_rate_scale_with_replicas():
 
 def test_auto_precision_follows_the_cpu():
     from pipeline.errors import ConfigError
-    from pipeline.training import native_bfloat16_cpu, resolve_precision
+    from pipeline.training.runtime import native_bfloat16_cpu, resolve_precision
 
     assert resolve_precision("auto") == ("mixed_bfloat16" if native_bfloat16_cpu() else "float32")
     assert resolve_precision("float32") == "float32"

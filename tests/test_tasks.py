@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import run_stage
-from pipeline.tasks import TASKS, direction, unique_names
+from pipeline.tasks import TASKS, direction, get_task, unique_names
 
 
 def read_run(project, experiment, stage="train"):
@@ -36,7 +36,8 @@ def localizer(tmp_path_factory):
 
 
 def test_every_task_has_what_the_stages_ask_for():
-    for name, task in TASKS.items():
+    for name in TASKS:
+        task = get_task(name)
         assert task.name == name and task.target in ("mask", "label", "boxes")
         assert task.monitor.startswith("val_") and direction(task.monitor) == "max"
         for method in ("loss_and_metrics", "check_targets", "evaluate", "predict", "explain"):
@@ -105,6 +106,7 @@ def test_predict_on_png_digits_matches_evaluate(classifier, tmp_path):
 
 def test_a_localizer_is_evaluated_and_its_boxes_drawn(localizer, tmp_path):
     project, client, run = localizer
+    assert 0.0 <= run.data.metrics["test_box_iou"] <= 1.0 and "val_box_iou" in run.data.metrics
     result = run_stage("evaluate", project, f"source={run.info.run_id}")
     assert result.returncode == 0, result.stderr[-3000:]
     _, evaluation = read_run(project, "shapes_loc", "evaluate")

@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="analyze")
 @stage
 def main(cfg: DictConfig) -> float:
+    from pipeline.validation import validate_config
+
+    validate_config(cfg)
     from pipeline import tracking, viz
     from pipeline.analysis import figures, layer_table, report
     from pipeline.models import build_model
     from pipeline.training.fit import model_options
-    from pipeline.validation import validate_config
 
-    validate_config(cfg)
     classes = list(cfg.data.classes)
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.get("channels", 3))
     model = build_model(cfg.model.name, shape, len(classes), **model_options(cfg.model))

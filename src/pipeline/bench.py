@@ -52,8 +52,8 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None) 
 
     from pipeline.arithmetic import layer_flops
     from pipeline.models import build_model
-    from pipeline.training import Throughput
     from pipeline.training.fit import model_options
+    from pipeline.training.runtime import Throughput
 
     cfg, (x, y), (x_val, y_val), _ = _setup(precision)
     x, y = x[:images], y[:images]

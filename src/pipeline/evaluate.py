@@ -21,14 +21,15 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="evaluate")
 @stage
 def main(cfg: DictConfig) -> float:
+    from pipeline.validation import check_schema
+
+    check_schema(cfg)
     from pipeline import tracking
     from pipeline.data.sources import class_names, load_data, prepare_data
     from pipeline.errors import ConfigError
     from pipeline.tasks import get_task
     from pipeline.training.fit import log_report
-    from pipeline.validation import check_schema
 
-    check_schema(cfg)
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
     data, loss = cfg.data, cfg.loss
     if cfg.use_source_data and source_run and (source := tracking.load_run_config(source_run)):

@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="predict")
 @stage
 def main(cfg: DictConfig) -> None:
+    from pipeline.validation import check_schema
+
+    check_schema(cfg)
     from pipeline import tracking
     from pipeline.data.folders import IMAGE_SUFFIXES, read_images
     from pipeline.data.sources import class_names
     from pipeline.errors import DataError
     from pipeline.tasks import get_task, infer_task, unique_names
-    from pipeline.validation import check_schema
 
-    check_schema(cfg)
     input_dir, output_dir = Path(cfg.input_dir), Path(cfg.output_dir)
     if not input_dir.is_dir():
         raise DataError(f"{input_dir}: input_dir not found")

@@ -13,10 +13,11 @@ from pipeline.config import conf_dir, stage
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 @stage
 def main(cfg: DictConfig) -> None:
-    from pipeline.data.sources import prepare_data
     from pipeline.validation import check_schema
 
     check_schema(cfg)
+    from pipeline.data.sources import prepare_data
+
     prepare_data(cfg.data)
 
 

@@ -20,14 +20,16 @@ from pipeline.config import conf_dir, stage
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 @stage
 def main(cfg: DictConfig) -> float:
-    from pipeline import sweep, tracking
-    from pipeline.training import configure_distribution, configure_runtime
-    from pipeline.training.job import Job
-    from pipeline.validation import validate_config
+    from pipeline.validation import check_schema, dry_build
 
-    # first: collective ops need a fresh TensorFlow runtime, before validate_config's dry build of the model
+    check_schema(cfg)  # before TensorFlow loads: a bad override answers at once
+    from pipeline import sweep, tracking
+    from pipeline.training.job import Job
+    from pipeline.training.runtime import configure_distribution, configure_runtime
+
+    # collective ops need a fresh TensorFlow runtime, before the dry build of the model
     dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)
-    validate_config(cfg)
+    dry_build(cfg)  # impossible conv arithmetic stops here, naming the layer
     precision = configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
     job = Job(cfg, dist)  # data read and checked, model built and compiled, resume folder opened
     hydra_cfg = HydraConfig.get()

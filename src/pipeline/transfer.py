@@ -22,6 +22,9 @@ from pipeline.config import conf_dir, stage
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="transfer")
 @stage
 def main(cfg: DictConfig) -> float:
+    from pipeline.validation import check_schema
+
+    check_schema(cfg)  # not the train stage's model checks: the model here comes from transfer.source
     import keras
     import numpy as np
 
@@ -30,12 +33,10 @@ def main(cfg: DictConfig) -> float:
     from pipeline.data.sequence import ImageBatches
     from pipeline.data.sources import class_names, load_splits, prepare_data
     from pipeline.tasks import get_task
-    from pipeline.training import configure_runtime
     from pipeline.training.fit import test_and_log
+    from pipeline.training.runtime import configure_runtime
     from pipeline.training.transfer import build_transfer_model, fit_phases, load_backbone, phases
-    from pipeline.validation import check_schema
 
-    check_schema(cfg)  # not the train stage's model checks: the model here comes from transfer.source
     keras.utils.clear_session()  # a multirun runs its jobs in one process
     configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
     t, task = cfg.transfer, get_task(cfg.data.task)

@@ -43,7 +43,7 @@ def summarise(runs: list[dict]) -> tuple[list[str], dict[str, dict[str, list[flo
         classes = len(eval_list(run["params"]["data.classes"]))
         per_class[k] = run["metrics"]["train_images"] / classes
     ks = sorted(per_class, key=lambda k: per_class[k])
-    from pipeline.training.transfer import STRATEGIES
+    from pipeline.training.options import TRANSFER_STRATEGIES as STRATEGIES
 
     return ks, {s: dict(scores[s]) for s in STRATEGIES if s in scores}, per_class
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-import keras
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,8 +23,7 @@ from pipeline.data.sources import READERS
 from pipeline.errors import ConfigError
 from pipeline.models import MODELS, build_model, task_of_model
 from pipeline.tasks import TASKS
-from pipeline.training import LR_SCALING, OPTIMIZERS, PRECISIONS, STRATEGIES
-from pipeline.training.transfer import STRATEGIES as TRANSFER_STRATEGIES
+from pipeline.training.options import LR_SCALING, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, TRANSFER_STRATEGIES
 
 BAD_FILE_POLICIES = ("error", "skip")
 GRAYSCALE_POLICIES = ("error", "convert")
@@ -97,7 +95,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.verbose": _choice(("auto", 0, 1, 2)),
     "optimizer.name": _choice(tuple(OPTIMIZERS)),
     "optimizer.lr": _rule(positive_number, "a number > 0"),
-    "optimizer.schedule": _choice(("constant", "cosine")),
+    "optimizer.schedule": _choice(SCHEDULES),
     "optimizer.warmup_epochs": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "loss.ce": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "loss.dice": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
@@ -210,6 +208,9 @@ def check_schema(cfg: DictConfig) -> None:
         if not ok:
             shown = list(value) if OmegaConf.is_list(value) else value
             raise ConfigError(f"{key}={shown!r} is {complaint}")
+    model, data = OmegaConf.select(cfg, "model.name"), OmegaConf.select(cfg, "data.task")
+    if model is not None and data is not None and "transfer" not in cfg:  # transfer: the model is its source's
+        check_task(model, cfg.data.name, data)
 
 
 def check_task(model_name: str, data_name: str, task: str) -> None:
@@ -223,8 +224,10 @@ def check_task(model_name: str, data_name: str, task: str) -> None:
         )
 
 
-def _failing_layer(err: BaseException) -> keras.layers.Layer | None:
+def _failing_layer(err: BaseException):
     """The innermost Keras layer being called when err was raised (its name goes into the message)."""
+    import keras
+
     layer = None
     for frame, _ in traceback.walk_tb(err.__traceback__):
         candidate = frame.f_locals.get("self")
@@ -233,8 +236,10 @@ def _failing_layer(err: BaseException) -> keras.layers.Layer | None:
     return layer
 
 
-def build_checked(name: str, input_shape: tuple[int, int, int], num_classes: int, options: dict) -> keras.Model:
+def build_checked(name: str, input_shape: tuple[int, int, int], num_classes: int, options: dict):
     """build_model, with Keras' own shape errors (an output size < 1 at some layer) as a ConfigError."""
+    import keras
+
     filtering = keras.config.is_traceback_filtering_enabled()
     keras.config.disable_traceback_filtering()  # keep the layer frames, to name the layer at fault
     try:
@@ -272,11 +277,13 @@ def dry_build(cfg: DictConfig) -> None:
     classes = cfg.data.classes
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.get("channels", 3))
     build_checked(cfg.model.name, shape, len(classes) if classes else 2, options)
+    import keras
+
     keras.backend.clear_session()  # the real build then names and initialises its layers as without this check
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Every check that needs no data: schema, model against task, and a dry build of the model."""
+    """Every check that needs no data: the schema (with the model against the data's task), then a dry
+    build of the model (which imports Keras)."""
     check_schema(cfg)
-    check_task(cfg.model.name, cfg.data.name, cfg.data.task)
     dry_build(cfg)

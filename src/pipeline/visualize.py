@@ -24,15 +24,16 @@ FAMILIES = ("filters", "activations", "attribution", "maximization", "deconv")
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="visualize")
 @stage
 def main(cfg: DictConfig) -> float:
+    from pipeline.validation import check_schema
+
+    check_schema(cfg)
     import numpy as np
 
     from pipeline import explain, features, tracking
     from pipeline.data.sources import class_names
     from pipeline.errors import ConfigError
     from pipeline.tasks import get_task
-    from pipeline.validation import check_schema
 
-    check_schema(cfg)
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
     model = explain.in_float32(model)
     data = cfg.data

@@ -9,8 +9,6 @@ import functools
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from pipeline.errors import ConfigError
 
@@ -32,6 +30,8 @@ def stratified_splits(
     images: np.ndarray, labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """train / val / test with every class in the same proportion in each, fixed by `seed`."""
+    from sklearn.model_selection import train_test_split
+
     if not (0 < test_fraction < 1 and 0 < val_fraction < 1 and val_fraction + test_fraction < 1):
         raise ConfigError(
             f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: each in (0, 1), sum < 1"
@@ -55,6 +55,8 @@ def stratified_splits(
 @functools.lru_cache(maxsize=2)
 def digits(image_size: int = 32, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0):
     """scikit-learn's 1,797 8x8 digits (UCI, 16 grey levels), scaled to 0..255 and upsampled to image_size."""
+    from sklearn.datasets import load_digits  # imported when used: the config schema reads this module
+
     bunch = load_digits()
     images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None]
     return stratified_splits(resize_all(images, image_size), bunch.target, val_fraction, test_fraction, seed)
@@ -177,6 +179,8 @@ def mnist(root, image_size: int = 32, val_fraction: float = 0.1, seed: int = 0):
         splits[split] = (resize_all(images, image_size), labels)
     x, y = splits["train"]
     try:
+        from sklearn.model_selection import train_test_split
+
         x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val_fraction, stratify=y, random_state=seed)
     except ValueError as err:
         raise ConfigError(f"data.val_fraction={val_fraction} on {len(y)} MNIST training images: {err}") from None

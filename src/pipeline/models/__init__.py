@@ -1,31 +1,28 @@
-"""Model builders: small functions of plain arguments that return a keras.Model, looked up by config name."""
+"""Model builders: small functions of plain arguments that return a keras.Model, looked up by config name.
 
-from collections.abc import Callable
+MODELS is the one table of which model does what: name -> (where its builder lives, the task its output
+serves). Builders are imported when a model is built, so reading the table (the config schema does)
+imports no Keras.
+"""
 
-import keras
+import importlib
 
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
-from pipeline.models.backbone_unet import unet_backbone
-from pipeline.models.classic import alexnet, convnet, googlenet, lenet5, mlp, neocognitron, resnet
-from pipeline.models.localization import localizer
-from pipeline.models.segnet import segnet
-from pipeline.models.unet import unet, unet_paper
 
-# name -> (builder, the task its output serves): the one table of which model does what
-MODELS: dict[str, tuple[Callable[..., keras.Model], str]] = {
-    "unet": (unet, "segmentation"),
-    "unet_paper": (unet_paper, "segmentation"),
-    "unet_backbone": (unet_backbone, "segmentation"),
-    "segnet": (segnet, "segmentation"),
-    "lenet5": (lenet5, "classification"),
-    "alexnet": (alexnet, "classification"),
-    "convnet": (convnet, "classification"),
-    "resnet": (resnet, "classification"),
-    "googlenet": (googlenet, "classification"),
-    "neocognitron": (neocognitron, "classification"),
-    "mlp": (mlp, "classification"),
-    "localizer": (localizer, "localization"),
+MODELS: dict[str, tuple[str, str]] = {
+    "unet": ("pipeline.models.unet:unet", "segmentation"),
+    "unet_paper": ("pipeline.models.unet:unet_paper", "segmentation"),
+    "unet_backbone": ("pipeline.models.backbone_unet:unet_backbone", "segmentation"),
+    "segnet": ("pipeline.models.segnet:segnet", "segmentation"),
+    "lenet5": ("pipeline.models.classic:lenet5", "classification"),
+    "alexnet": ("pipeline.models.classic:alexnet", "classification"),
+    "convnet": ("pipeline.models.classic:convnet", "classification"),
+    "resnet": ("pipeline.models.classic:resnet", "classification"),
+    "googlenet": ("pipeline.models.classic:googlenet", "classification"),
+    "neocognitron": ("pipeline.models.classic:neocognitron", "classification"),
+    "mlp": ("pipeline.models.classic:mlp", "classification"),
+    "localizer": ("pipeline.models.localization:localizer", "localization"),
 }
 
 
@@ -34,8 +31,23 @@ def task_of_model(name: str) -> str:
     return MODELS[name][1]
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options) -> keras.Model:
-    """Build model `name` with its options from conf/model/<name>.yaml (checked against the builder)."""
+def builder(name: str):
+    """The builder function of model `name`."""
     if name not in MODELS:
         raise ConfigError(f"model.name={name!r} is unknown; valid: {', '.join(sorted(MODELS))}")
-    return checked_call(MODELS[name][0], options, "model", input_shape=tuple(input_shape), num_classes=num_classes)
+    module, function = MODELS[name][0].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def register_all() -> None:
+    """Import every builder's module, which registers the custom layers, losses and metrics a saved
+    model may name (MaxUnpooling2D, MirrorPadding2D, BoxIoU, SegmentationLoss, ...)."""
+    import pipeline.losses  # noqa: F401
+
+    for name in MODELS:
+        builder(name)
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options):
+    """Build model `name` with its options from conf/model/<name>.yaml (checked against the builder)."""
+    return checked_call(builder(name), options, "model", input_shape=tuple(input_shape), num_classes=num_classes)

@@ -49,10 +49,10 @@ def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
     model id `m-...`; or a bare run id of this pipeline (its logged model is used). Files are loaded
     with Keras safe_mode, which refuses to run code stored in a model file.
     """
-    import pipeline.losses  # noqa: F401 - registers the custom classes a saved model may name
-    import pipeline.models  # noqa: F401
     from pipeline.errors import DataError
+    from pipeline.models import register_all
 
+    register_all()  # the custom classes a saved model may name
     mlflow.set_tracking_uri(uri)  # mlflow.keras.load_model resolves runs:/ and models:/ in this store
     path = Path(source)
     if source.endswith(".keras") or path.is_file():

@@ -1,32 +1,3 @@
-"""Training: the runtime (precision, distribution, optimizer), resume and backups, callbacks, and the
-library behind the train and transfer stages (pipeline.training.fit)."""
-
-from pipeline.training.runtime import (
-    LR_SCALING,
-    OPTIMIZERS,
-    PRECISIONS,
-    STRATEGIES,
-    Distribution,
-    Throughput,
-    build_optimizer,
-    configure_distribution,
-    configure_runtime,
-    learning_rate,
-    native_bfloat16_cpu,
-    resolve_precision,
-)
-
-__all__ = [
-    "LR_SCALING",
-    "OPTIMIZERS",
-    "PRECISIONS",
-    "STRATEGIES",
-    "Distribution",
-    "Throughput",
-    "build_optimizer",
-    "configure_distribution",
-    "configure_runtime",
-    "learning_rate",
-    "native_bfloat16_cpu",
-    "resolve_precision",
-]
+"""Training: the runtime (precision, distribution, optimizer), resume and backups, callbacks, the train
+stage's job and the transfer stage's phases. `options` names what the config may choose; it imports no
+Keras, so a config is checked before TensorFlow loads."""

@@ -11,9 +11,11 @@ import keras
 
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
+from pipeline.training import options
+from pipeline.training.options import LR_SCALING, PRECISIONS, STRATEGIES
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+assert tuple(OPTIMIZERS) == options.OPTIMIZERS
 
 
 def native_bfloat16_cpu() -> bool:
@@ -82,10 +84,6 @@ def build_optimizer(
         return checked_call(OPTIMIZERS[name], options, "optimizer", learning_rate=rate)
     except ValueError as err:  # Keras' own argument checks, e.g. a negative momentum
         raise ConfigError(f"optimizer ({name}): {err}") from None
-
-
-STRATEGIES = ("auto", "mirrored", "multi_worker")
-LR_SCALING = ("linear", "sqrt", "none")
 
 
 @dataclasses.dataclass(frozen=True)

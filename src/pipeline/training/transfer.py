@@ -24,10 +24,10 @@ from pipeline.models.backbones import (
     transfer_classifier,
 )
 from pipeline.tasks import Task
+from pipeline.training.options import TRANSFER_STRATEGIES as STRATEGIES
 from pipeline.training.runtime import build_optimizer
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "full")
 
 
 def phases(

@@ -2,6 +2,7 @@
 #   make train                          the default shapes U-Net, logged to ./mlflow.db
 #   make train ARGS="model.depth=3"     any Hydra overrides
 #   make test | make test-slow          fast suite | the slow end-to-end checks (CI runs both)
+#   make quality                        the full-length quality runs (before a release; figures in the README)
 #   make test-notebooks                 runs every notebook in notebooks/ top to bottom
 #   make ui                             MLflow UI on http://127.0.0.1:5000
 #   make bench                          pipeline vs bare Keras, input pipeline, FLOP/s, precision, XLA, memory
@@ -14,7 +15,7 @@ PORT   ?= 5000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train prepare sweep compare test test-slow test-notebooks test-all bench ui lint format check-notebooks strip-notebooks clean clean-all
+.PHONY: setup train prepare sweep compare test test-slow test-notebooks test-all quality bench ui lint format check-notebooks strip-notebooks clean clean-all
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,16 +40,20 @@ compare: $(STAMP)
 	$(BIN)/python -m pipeline.compare $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not notebooks" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not notebooks and not quality" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77): before a release, not in CI
+quality: $(STAMP)
+	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest -m notebooks $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not quality" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline.bench $(ARGS)

@@ -31,7 +31,7 @@ def test_segmentation_model_on_a_classification_set_is_refused(project):
     assert f"{expected}; valid for classification: lenet5" in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the full 100-epoch recipe, yet about a minute: CI keeps it
 def test_digits_lenet5_stays_near_985_percent(project):
     # measured 0.986-0.994 over seeds 42, 1, 2, 3 (README); one test image is 0.28 points and CPU
     # kernels are not bit-reproducible run to run, so the regression line sits one error-pair lower

@@ -1,4 +1,6 @@
-"""The default `make train` job, exactly as shipped, reaches the promised quality (slow: ~4 min on 2 cores)."""
+"""Quality targets. The full-length runs (the default `make train` job, digits_lenet5, shapes_localization)
+are marked `quality`: `make quality` runs them before a release and the README gives their figures. CI
+keeps a shorter run of the default job that still fails when the U-Net's quality regresses."""
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -6,11 +8,32 @@ from mlflow.tracking import MlflowClient
 from conftest import run_stage
 
 
-@pytest.mark.slow
-def test_default_unet_reaches_test_mean_iou_of_090(tmp_path):
-    result = run_stage("train", tmp_path, "trainer.verbose=2", timeout=1200)
-    assert result.returncode == 0, result.stderr[-4000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+def headline(project, experiment: str, key: str) -> float:
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.stage = 'train'")
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_mean_iou"] >= 0.90, run.data.metrics
+    return run.data.metrics[key]
+
+
+@pytest.mark.slow
+def test_the_default_unet_learns_the_shapes_in_8_epochs(tmp_path):
+    # the default job cut to 8 of its 18 epochs (the cosine schedule then ends at epoch 8): measured 0.838 with
+    # seed 42 on the 2-core machine, the full job 0.935; below 0.80 something in the default path regressed
+    result = run_stage("train", tmp_path, "trainer.epochs=8", "trainer.verbose=0", "tracking.log_model=false", timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert headline(tmp_path, "shapes", "test_mean_iou") >= 0.80
+
+
+@pytest.mark.quality
+def test_default_unet_reaches_test_mean_iou_of_090(tmp_path):
+    result = run_stage("train", tmp_path, "trainer.verbose=2", timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert headline(tmp_path, "shapes", "test_mean_iou") >= 0.90
+
+
+@pytest.mark.quality
+def test_localizer_with_the_default_augmentation_reaches_box_iou_077(tmp_path):
+    # boxes move with the flipped and turned images: 0.814 measured (0.770 without augmentation)
+    result = run_stage("train", tmp_path, "experiment=shapes_localization", "trainer.verbose=2", timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert headline(tmp_path, "shapes_loc", "test_box_iou") >= 0.77

@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 
 
 def test_the_lecture_notebooks_are_there():
-    assert [path.name[:3] for path in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+    assert [path.name[:3] for path in NOTEBOOKS] == ["00_", "01_", "02_", "03_", "04_", "05_", "06_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -53,11 +53,55 @@ def sobel_bank() -> np.ndarray:
     return np.stack([SOBEL_X, SOBEL_Y], axis=-1)[:, :, None, :]
 
 
-BANKS = {"sobel": sobel_bank, "gabor": gabor_bank}
+def _gaussian(size: int, sigma: float) -> np.ndarray:
+    """A sampled 2-D Gaussian over a size x size window, normalised to sum 1 over the window."""
+    half = size // 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    g = np.exp(-(x**2 + y**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def difference_of_gaussians(
+    size: int = 9, sigma_center: float = 1.0, sigma_surround: float = 2.0, balance: float = 1.0, on: bool = True
+) -> np.ndarray:
+    """A centre-surround receptive field (retina, lateral geniculate nucleus): the difference of a narrow and a
+    wide Gaussian, DoG = G(σ_centre) − balance · G(σ_surround), each normalised to unit sum over the window.
+
+    ON-centre cells are excited by light in the centre and inhibited by light in the surround; OFF-centre
+    cells (on=False) the reverse. With balance=1 the centre and surround cancel: no response to a uniform
+    field, only to spots and edges (Rodieck 1965; Marr & Hildreth 1980 use σ_surround = 1.6 σ_centre).
+    """
+    if size < 1 or size % 2 == 0:
+        raise ConfigError(f"size={size} is invalid: must be a positive odd integer")
+    if not sigma_center > 0:
+        raise ConfigError(f"sigma_center={sigma_center} is invalid: must be > 0")
+    if not sigma_surround > sigma_center:
+        raise ConfigError(
+            f"sigma_surround={sigma_surround} is invalid: must be > sigma_center={sigma_center} "
+            "(the surround is wider than the centre)"
+        )
+    if not 0 <= balance <= 1:
+        raise ConfigError(f"balance={balance} is invalid: must be in [0, 1] (1: no response to a uniform field)")
+    kernel = _gaussian(size, sigma_center) - balance * _gaussian(size, sigma_surround)
+    return (kernel if on else -kernel).astype(np.float32)
+
+
+def dog_bank(
+    size: int = 9, scales: tuple[tuple[float, float], ...] = ((1.0, 2.0), (2.0, 4.0)), balance: float = 1.0
+) -> np.ndarray:
+    """ON- and OFF-centre DoG filters at each (σ_centre, σ_surround) scale: (size, size, 1, 2 · scales)."""
+    kernels = []
+    for sigma_center, sigma_surround in scales:
+        on = difference_of_gaussians(size, sigma_center, sigma_surround, balance, on=True)
+        kernels += [on, -on]
+    return np.stack(kernels, axis=-1)[:, :, None, :].astype(np.float32)
+
+
+BANKS = {"sobel": sobel_bank, "gabor": gabor_bank, "dog": dog_bank}
 
 
 def kernel_bank(name: str, **options) -> np.ndarray:
-    """A named bank: 'sobel' or 'gabor' (with gabor_bank's options)."""
+    """A named bank: 'sobel', 'gabor' or 'dog' (with gabor_bank's or dog_bank's options)."""
     if name not in BANKS:
         raise ConfigError(f"kernel bank {name!r} is unknown; valid: {', '.join(BANKS)}")
     return BANKS[name](**options)

@@ -347,3 +347,44 @@ def contact_sheet(
         ax.set_title(f"{name[:14]}\n{class_names[p]} ({row[p]:.2f})", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def cell_tuning(measurements) -> plt.Figure:
+    """Simple vs complex cell (pipeline.biology.measure_cells): orientation tuning, and the response as the
+    grating shifts by one period (position)."""
+    m = measurements
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for curve, name, style in (
+        (m.simple_orientation, "simple cell", "-o"),
+        (m.complex_orientation, "complex cell", "-s"),
+    ):
+        left.plot(np.degrees(m.orientations), curve / curve.max(), style, markersize=3, label=name)
+    left.set(xlabel="grating orientation (degrees)", ylabel="response / peak", title="orientation tuning")
+    for curve, name, style in ((m.simple_phase, "simple cell", "-o"), (m.complex_phase, "complex cell", "-s")):
+        right.plot(
+            np.degrees(m.phases) / 360,
+            curve / max(m.simple_phase.max(), m.complex_phase.max()),
+            style,
+            markersize=3,
+            label=name,
+        )
+    right.set(
+        xlabel="grating shift (periods)",
+        ylabel="response / peak",
+        title="position (phase) at the preferred orientation",
+    )
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def sensor_grid(images: dict[str, np.ndarray]) -> plt.Figure:
+    """One scene through several sensors and light levels, titled by each."""
+    fig, axes = _image_grid(len(images), len(images), (2.0, 2.2))
+    for ax, (title, image) in zip(axes, images.items()):
+        ax.imshow(image.astype(np.uint8))
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from pipeline.data.sensor import capture
+from pipeline.data.sensor import check as check_sensor
 from pipeline.errors import ConfigError
 
 CLASSES = ("background", "circle", "square", "triangle")
@@ -39,6 +41,9 @@ class ShapesSpec:
     texture_amplitude: float = 25.0
     max_center_x: float = 1.0  # objects' centres lie left of this fraction of the width (shift experiment)
     plain: bool = False  # white shapes on black (no texture, no colour): the simplest possible scene
+    sensor: str = "ideal"  # ideal | bayer | night: the camera that records the scene (pipeline.data.sensor)
+    photons: float = 1000.0  # mean photons per photosite under full white (the light level)
+    read_noise: float = 2.0  # electrons, added at readout
 
     def __post_init__(self):
         checks = {
@@ -63,6 +68,7 @@ class ShapesSpec:
             "min_contrast": "in [0, 200]",
             "max_center_x": "in (0, 1] and leave room for a shape of max_size",
         }
+        check_sensor(self.sensor, self.photons, self.read_noise)
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"data.generator.{key}={getattr(self, key)} is invalid: must be {valid[key]}")
@@ -131,7 +137,11 @@ def render_sample(spec: ShapesSpec, split: str, index: int) -> tuple[np.ndarray,
             draw_image.polygon(points, fill=fill)
             draw_mask.polygon(points, fill=label)
     pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, spec.noise_std, (size, size, 3))
-    return np.clip(pixels, 0, 255).astype(np.uint8), np.asarray(mask, dtype=np.uint8)
+    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    if spec.sensor != "ideal":  # its own random stream: the scene is the same whatever the camera
+        camera = np.random.default_rng([spec.seed, SPLITS.index(split), index, 1])
+        pixels = capture(pixels, spec.sensor, spec.photons, spec.read_noise, camera)
+    return pixels, np.asarray(mask, dtype=np.uint8)
 
 
 def folder_checksum(root: Path) -> str:

@@ -10,7 +10,8 @@ from pipeline.kernels import BANKS, kernel_bank
 
 @keras.saving.register_keras_serializable(package="pipeline")
 class FixedKernelConv2D(keras.layers.Layer):
-    """A conv layer whose filters start as a classic bank (Sobel, Gabor) applied to the image's intensity.
+    """A conv layer whose filters start as a classic bank (Sobel, Gabor, centre-surround DoG) applied to the
+    image's intensity.
 
     The bank (F, F, 1, K) is spread evenly over the input channels, so on an RGB image each filter
     sees (R + G + B) / 3. With trainable=False it is a fixed feature extractor, as in the lecture's
@@ -22,7 +23,12 @@ class FixedKernelConv2D(keras.layers.Layer):
             raise ConfigError(f"model.stem={bank!r} is unknown; valid: {', '.join(BANKS)}")
         super().__init__(trainable=trainable, **kwargs)
         self.bank, self.bank_options = bank, dict(bank_options or {})
-        self.kernels = kernel_bank(bank, **self.bank_options)
+        try:
+            self.kernels = kernel_bank(bank, **self.bank_options)
+        except ConfigError as err:  # name the config key: model.stem_options.<argument>
+            raise ConfigError(f"model.stem_options.{err}") from None
+        except TypeError as err:
+            raise ConfigError(f"model.stem_options={self.bank_options} do not fit the {bank} bank: {err}") from None
 
     @property
     def filters(self) -> int:

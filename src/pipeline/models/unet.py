@@ -65,13 +65,15 @@ def unet(
     upsampling: str = "transpose",
     stem: str | None = None,
     stem_trainable: bool = False,
+    stem_options: dict | None = None,
 ) -> keras.Model:
     """Encoder (conv blocks + 2x2 max pooling) -> bottleneck -> decoder (upsampling + skip concat + conv block).
 
     Filters double at each of the `depth` pooling steps; a 1x1 conv and softmax give per-pixel class
     probabilities. The input is raw pixel values in [0, 255]; rescaling happens inside the model so a
-    logged model can be served on plain images. `stem` puts a classic filter bank ('sobel', 'gabor')
-    in front of the encoder, fixed or (stem_trainable) as the initialisation of a learned first layer.
+    logged model can be served on plain images. `stem` puts a classic filter bank ('sobel', 'gabor', 'dog':
+    centre-surround cells) in front of the encoder, fixed or (stem_trainable) as the initialisation of a
+    learned first layer; `stem_options` are the bank's arguments (e.g. dog: size, scales, balance).
     """
     check_common(depth, base_filters, num_classes, dropout)
     if upsampling not in UPSAMPLING:
@@ -81,7 +83,7 @@ def unet(
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if stem is not None:
-        x = FixedKernelConv2D(stem, trainable=stem_trainable, name="stem")(x)
+        x = FixedKernelConv2D(stem, stem_options, trainable=stem_trainable, name="stem")(x)
     skips, switches = [], []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, batch_norm, 0.0, name=f"encoder{level + 1}")

@@ -112,3 +112,12 @@ def test_glyphs_are_generated_reproducibly_with_the_asked_classes(compose_config
     assert x1.shape[1:] == (32, 32, 1) and sorted(set(y1.tolist())) == [0, 1, 2]
     assert x1.std() > 20  # glyphs, not blank canvases
     np.testing.assert_array_equal(x1, x2)
+
+
+def test_the_debug_caps_apply_to_every_source(compose_config):
+    """trainer=debug logs data.splits 16/8/8 as params: a bundled or a user's set is cut to them too."""
+    cfg = compose_config(["data=digits", "trainer=debug"])
+    sizes = {split: len(load_data(cfg.data, prepare_data(cfg.data), split)[0]) for split in ("train", "val", "test")}
+    assert sizes == {"train": 16, "val": 8, "test": 8}
+    full = compose_config(["data=digits"])
+    assert len(load_data(full.data, prepare_data(full.data), "test")[0]) == 360

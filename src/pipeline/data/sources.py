@@ -125,7 +125,8 @@ def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = N
     uint8, class labels (N,) or boxes (N, 4). Unusable files raise a DataError naming them, or are
     skipped and recorded in `bad` (data.on_bad_file=skip).
 
-    data.k_per_class (classification sets) keeps at most k training images of each class; val and
+    data.splits.<split> (when set) keeps the first N images of the split, for every layout (trainer=debug's
+    caps); generated sets are generated at exactly that size. data.k_per_class (classification sets) keeps at most k training images of each class; val and
     test stay whole, so runs with different k are scored on the same images."""
     from pipeline.tasks import get_task
 
@@ -133,6 +134,9 @@ def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = N
     if layout not in READERS:
         raise ConfigError(f"data.layout={layout!r} is unknown; valid: {', '.join(READERS)}")
     images, targets = READERS[layout](data, root, split, bad)
+    cap = (data.get("splits") or {}).get(split)
+    if cap is not None and len(images) > cap:  # trainer=debug's 16/8/8: every source, not only generated ones
+        images, targets = images[:cap], targets[:cap]
     k = data.get("k_per_class")
     if k is not None and split == "train":
         if not (isinstance(k, int) and k >= 1) or get_task(data.get("task", "segmentation")).target != "label":

@@ -1,7 +1,7 @@
 """Training that survives being killed: per-config checkpoints, the MLflow run id, and every epoch's logs.
 
 The folder <paths.output_dir>/resume/<data>-<model>-<config digest>/ holds, while a training runs:
-    backup/      Keras BackupAndRestore: weights + optimizer state after the last finished epoch
+    backup/      weights + optimizer state after the last finished epoch (AtomicBackupAndRestore: never half-written)
     best.keras   the best epoch so far (ModelCheckpoint)
     state.json   {"run_id": ..., "epochs": {epoch: logs}, "seeds": {epoch: [...]}} - each epoch's logs and
                  the dropout layers' random states (not in Keras' backup), written before the backup
@@ -26,6 +26,7 @@ import keras
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
+from pipeline.training.callbacks import AtomicBackupAndRestore
 
 log = logging.getLogger(__name__)
 NOT_IN_DIGEST = ("resume", "verbose")  # trainer options that do not change what is trained
@@ -124,7 +125,7 @@ class Checkpoints:
                 save_best_only=True,
                 initial_value_threshold=self.best_so_far(monitor, mode),
             ),
-            keras.callbacks.BackupAndRestore(str(self.backup), delete_checkpoint=False),
+            AtomicBackupAndRestore(str(self.backup), delete_checkpoint=False),
         ]
 
     def keep_best(self, best_path: Path) -> None:

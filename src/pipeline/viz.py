@@ -306,6 +306,9 @@ def metric_against_params(values: dict[str, list[str]], metric: list[float], met
             if x.min() > 0 and x.max() / x.min() > 20:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-4 3x10^-4 ... would overlap
+            if len(set(x)) == len(x) > 2:  # one job per value (a 1-D sweep): draw it as a curve
+                order = np.argsort(x)
+                ax.plot(x[order], np.asarray(metric)[order], "-", alpha=0.6)
         ax.scatter(x, metric, s=36)
         ax.set(xlabel=name, ylabel=metric_name)
         ax.grid(alpha=0.3)

@@ -269,15 +269,16 @@ def test_mlflow_ui_compares_the_sweep_runs(server, sweep, browser, tmp_path):
 
 
 def test_a_failing_job_ends_failed_and_so_does_its_sweep(tmp_path):
-    # job 1 fails inside its run: a prediction grid of 0 rows is a matplotlib ValueError
+    # job 1 fails inside its run: its augmentation resizes the 64 px images to 32 px, which its model refuses
     overrides = ["trainer=debug", "trainer.epochs=1", "model.depth=2", "model.base_filters=4"]
-    result = run_stage("train", tmp_path, *overrides, "tracking.log_model=false", "tracking.num_examples=2,0", "-m")
+    resize = "augment.train=[{name:Resize,height:32,width:32}]"
+    result = run_stage("train", tmp_path, *overrides, "tracking.log_model=false", resize, "data.image_size=32,64", "-m")
     assert result.returncode == 1, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = {r.data.tags["stage"] + r.info.status: r for r in client.search_runs(["1"])}
     assert set(runs) == {"sweepFAILED", "trainFINISHED", "trainFAILED"}
     failed = runs["trainFAILED"]
-    assert failed.data.tags["error"] == "ValueError: Number of rows must be a positive integer, not 0"
+    assert failed.data.tags["error"].startswith("ValueError: Input 0 with name 'image' of layer 'unet' is incompatible")
     assert "Traceback" in mlflow.artifacts.load_text(f"{failed.info.artifact_uri}/error/traceback.txt")
     parent = runs["sweepFAILED"]
     assert parent.data.tags["unfinished_children"] == "1"

@@ -127,7 +127,8 @@ def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = N
 
     data.splits.<split> (when set) keeps the first N images of the split, for every layout (trainer=debug's
     caps); generated sets are generated at exactly that size. data.k_per_class (classification sets) keeps
-    at most k training images of each class; val and test stay whole, so runs with different k are scored on the same images."""
+    at most k training images of each class; val and test stay whole, so runs with different k are scored
+    on the same images."""
     from pipeline.tasks import get_task
 
     layout = data.get("layout", "folders")

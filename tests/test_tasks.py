@@ -127,3 +127,28 @@ def test_a_localizer_is_evaluated_and_its_boxes_drawn(localizer, tmp_path):
             and 0 <= float(row["y_min"]) <= float(row["y_max"]) <= h
         )
         assert Image.open(out / "boxes" / f"{row['file']}.png").size == (w, h)
+
+
+def test_gaussian_tile_weights_favour_a_tiles_centre_and_flat_ones_do_not():
+    from pipeline.tasks.segmentation import tile_weights
+
+    gaussian, flat = tile_weights(64, 64, "gaussian")[..., 0], tile_weights(64, 64, "flat")[..., 0]
+    assert gaussian[31:33, 31:33].min() > 0.99 and gaussian[0, 0] < 0.01 and gaussian.min() > 0
+    np.testing.assert_allclose(gaussian[:, 10], gaussian[10, :])  # square tile: the same along both axes
+    # sigma = tile / 8 (MONAI's sigma_scale 0.125), centre at 31.5, scaled so the four central pixels weigh 1
+    peak = np.exp(-((0.5 / 8) ** 2))
+    assert gaussian[32, 40] == pytest.approx(np.exp(-0.5 * (8.5 / 8) ** 2 - 0.5 * (0.5 / 8) ** 2) / peak, rel=1e-4)
+    assert (flat == 1).all()
+
+
+def test_overlays_leave_only_the_background_class_untinted():
+    from pipeline.tasks.segmentation import overlay
+
+    image = np.full((2, 2, 3), 100, np.uint8)
+    labels = np.array([[0, 1], [2, 0]])
+    default = overlay(image, labels, 3)
+    assert (default[0, 0] == 100).all() and not (default[0, 1] == 100).all()
+    every = overlay(image, labels, 3, background=None)  # class 0 is a real class: tinted too
+    assert not (every[0, 0] == 100).all()
+    other = overlay(image, labels, 3, background=2)
+    assert (other[1, 0] == 100).all() and not (other[0, 0] == 100).all()

@@ -56,6 +56,8 @@ def main(cfg: DictConfig) -> None:
         tta=cfg.tta,
         batch_size=cfg.batch_size,
         num_logged=cfg.num_logged,
+        tile_blend=cfg.tile_blend,
+        background=cfg.background,
     )
     tags = {"stage": "predict", "task": task.name, "source": str(cfg.source), "mode": cfg.mode}
     with tracking.run(

@@ -121,6 +121,8 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "mode": _choice(("resize", "tile")),
     "tile_overlap": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "num_logged": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "tile_blend": _choice(("gaussian", "flat")),
+    "background": _rule(lambda v: v is None or (_integer(v) and v >= 0), "null or a class index >= 0"),
     "num_images": _rule(positive_int, "a positive integer"),
     "max_channels": _rule(positive_int, "a positive integer"),
     "maximization.max_layers": _rule(positive_int, "a positive integer"),

@@ -64,9 +64,33 @@ def predict_resized(model: keras.Model, image: np.ndarray, tta: bool = False) ->
     return keras.ops.convert_to_numpy(resized)[0]
 
 
-def predict_tiled(model: keras.Model, image: np.ndarray, overlap: float = 0.5, tta: bool = False) -> np.ndarray:
-    """Probabilities (H, W, C) from overlapping model-sized tiles over a mirror-padded image, averaged."""
+BLENDS = ("gaussian", "flat")
+
+
+def tile_weights(tile_h: int, tile_w: int, blend: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
+    """How much each pixel of a tile counts where tiles overlap: a Gaussian centred on the tile (σ = 1/8 of
+    its side, as MONAI's sliding-window inference), so a tile's border predictions, made with little
+    context, weigh less than its centre's; or flat (every pixel 1)."""
+    if blend not in BLENDS:
+        raise ConfigError(f"tile_blend={blend!r} is unknown; valid: {', '.join(BLENDS)}")
+    if blend == "flat":
+        return np.ones((tile_h, tile_w, 1), np.float32)
+    y = np.arange(tile_h) - (tile_h - 1) / 2
+    x = np.arange(tile_w) - (tile_w - 1) / 2
+    weights = np.exp(
+        -(y[:, None] ** 2) / (2 * (sigma_scale * tile_h) ** 2) - x[None] ** 2 / (2 * (sigma_scale * tile_w) ** 2)
+    )
+    weights = weights / weights.max()
+    return np.maximum(weights, 1e-3)[..., None].astype(np.float32)  # every pixel keeps a positive weight
+
+
+def predict_tiled(
+    model: keras.Model, image: np.ndarray, overlap: float = 0.5, tta: bool = False, blend: str = "gaussian"
+) -> np.ndarray:
+    """Probabilities (H, W, C) from overlapping model-sized tiles over a mirror-padded image, predicted in one
+    batch and blended with `tile_weights`."""
     tile_h, tile_w = model.inputs[0].shape[1:3]
+    weights = tile_weights(tile_h, tile_w, blend)
     step_h, step_w = max(1, int(tile_h * (1 - overlap))), max(1, int(tile_w * (1 - overlap)))
     height, width = image.shape[:2]
     rows = max(1, math.ceil((height - tile_h) / step_h) + 1)
@@ -86,17 +110,21 @@ def predict_tiled(model: keras.Model, image: np.ndarray, overlap: float = 0.5, t
     counts = np.zeros(padded.shape[:2] + (1,), np.float32)
     for k, tile in enumerate(probabilities):
         r, c = divmod(k, cols)
-        total[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w] += tile
-        counts[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w] += 1
+        total[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w] += tile * weights
+        counts[r * step_h : r * step_h + tile_h, c * step_w : c * step_w + tile_w] += weights
     return (total / counts)[:height, :width]
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
-    """The image (grey or RGB) with each non-background class painted in its colour."""
+def overlay(
+    image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5, background: int | None = 0
+) -> np.ndarray:
+    """The image (grey or RGB) with each class painted in its colour, but `background` (None: paint every
+    class, for sets whose class 0 is a real class)."""
     if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)
     colours = (np.array([viz.class_colormap(num_classes)(i)[:3] for i in range(num_classes)]) * 255).astype(np.float32)
-    painted = np.where(labels[..., None] > 0, (1 - alpha) * image + alpha * colours[labels], image)
+    painted_class = labels[..., None] != background if background is not None else np.ones_like(labels[..., None], bool)
+    painted = np.where(painted_class, (1 - alpha) * image + alpha * colours[labels], image)
     return painted.astype(np.uint8)
 
 
@@ -151,6 +179,8 @@ class Segmentation:
         tile_overlap: float = 0.5,
         tta: bool = False,
         num_logged: int = 8,
+        tile_blend: str = "gaussian",
+        background: int | None = 0,
         **_,
     ) -> Written:
         """masks/<name>.png (class indices) and overlays/<name>.png for every image, at its own size."""
@@ -161,13 +191,13 @@ class Segmentation:
         written = Written()
         for image, name in tqdm(list(zip(images, names)), desc="segmenting", unit="img"):
             if mode == "tile":
-                probabilities = predict_tiled(model, image, tile_overlap, tta)
+                probabilities = predict_tiled(model, image, tile_overlap, tta, tile_blend)
             else:
                 probabilities = predict_resized(model, image, tta)
             labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
             mask, painted = out / "masks" / f"{name}.png", out / "overlays" / f"{name}.png"
             Image.fromarray(labels).save(mask)
-            Image.fromarray(overlay(image, labels, probabilities.shape[-1])).save(painted)
+            Image.fromarray(overlay(image, labels, probabilities.shape[-1], background=background)).save(painted)
             written.files += [mask, painted]
             if len(written.logged) < num_logged:
                 written.logged.append(painted)

@@ -162,10 +162,11 @@ def declared_keys() -> dict[str, frozenset[str]]:
     declared: dict[str, set[str]] = {group: set() for group in CHECKED_GROUPS}
     root = Path(conf_dir())
     for path in root.rglob("*.yaml"):
-        content = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        content = yaml.safe_load(text) or {}
         content.pop("defaults", None)
         relative = path.relative_to(root)
-        is_global = "@package _global_" in path.read_text() or len(relative.parts) == 1
+        is_global = "@package _global_" in text or len(relative.parts) == 1
         if not is_global and relative.parts[0] in declared:  # conf/<group>/<option>.yaml
             declared[relative.parts[0]] |= _leaf_keys(content, "")
         else:

@@ -41,7 +41,6 @@ class Written:
 
     files: list[Path] = field(default_factory=list)
     logged: list[Path] = field(default_factory=list)
-    figures: dict = field(default_factory=dict)
 
 
 class Task(Protocol):

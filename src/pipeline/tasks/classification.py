@@ -21,17 +21,9 @@ def probabilities_of(model: keras.Model, images: np.ndarray, batch_size: int = 3
     return np.asarray(probabilities, np.float32)
 
 
-def evaluate(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray, classes: list[str], batch_size: int = 32, top_k: int = 3
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Scores over the whole split (accuracy, top-k, per-class precision and recall); also the confusion
-    matrix and the predicted labels."""
-    probabilities = probabilities_of(model, images, batch_size)
-    scores, cm, predicted = scores_of(probabilities, labels, classes, top_k)
-    return scores, cm, predicted
-
-
 def scores_of(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], top_k: int = 3):
+    """Scores over the whole split (accuracy, top-k, per-class precision and recall), the confusion matrix
+    and the predicted labels."""
     predicted = np.argmax(probabilities, axis=-1)
     k = min(top_k, len(classes))
     top = np.argsort(probabilities, axis=-1)[:, -k:]

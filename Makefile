@@ -7,6 +7,8 @@
 #   make ui                             MLflow UI on http://127.0.0.1:5000
 #   make bench                          pipeline vs bare Keras, input pipeline, FLOP/s, precision, XLA, memory
 #   make sweep                          a tiny 2x2 grid sweep, 2 jobs at a time; then `make compare`
+#   make wheelhouse                     wheels for an offline Linux x86-64 Python 3.12 host with JAX (./wheelhouse)
+#   make wheelhouse-check               installs from it alone into a fresh JAX venv and trains (no TensorFlow)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,7 +17,7 @@ PORT   ?= 5000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train prepare sweep compare test test-slow test-notebooks test-all quality bench ui lint format check-notebooks strip-notebooks clean clean-all
+.PHONY: wheelhouse wheelhouse-check setup train prepare sweep compare test test-slow test-notebooks test-all quality bench ui lint format check-notebooks strip-notebooks clean clean-all
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +59,15 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline.bench $(ARGS)
+
+# HOST_PACKAGES: what the host already has (pip list --format=freeze there); HOST_PYTHON: its Python version
+HOST_PACKAGES ?= bench/gpu-host-packages.txt
+HOST_PYTHON ?= 3.12
+wheelhouse: $(STAMP)
+	$(BIN)/python scripts/wheelhouse.py --python $(HOST_PYTHON) --host-packages $(HOST_PACKAGES)
+
+wheelhouse-check: wheelhouse
+	PY=python$(HOST_PYTHON) bash scripts/check_wheelhouse.sh
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

@@ -15,6 +15,7 @@ from conftest import run_stage
 from pipeline import train
 from pipeline.data.classification import image_folder, read_idx
 from pipeline.data.folders import BadFiles, load_pairs, load_split
+from pipeline.data.samples import decode_all
 from pipeline.errors import DataError
 
 SPLITS = {"train": 4, "val": 2, "test": 2}
@@ -175,7 +176,7 @@ def test_random_bytes_as_image_files_give_data_errors(tmp_path, content, suffix)
     for name in ("a", "b"):
         for i in range(3):
             (root / "cls" / name / f"{i}{suffix}").write_bytes(content)
-    _caught(lambda: image_folder(root / "cls", None, 8, 0.3, 0.3, 0))
+    _caught(lambda: [decode_all(s) for s in image_folder(root / "cls", None, 8, 0.3, 0.3, 0).values()])
     idx = root / "x-idx3-ubyte"
     idx.write_bytes(content)
     _caught(lambda: read_idx(idx))

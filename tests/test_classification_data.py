@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import run_stage
 from pipeline.data.classification import _glyphs, image_folder, mnist, read_idx
+from pipeline.data.samples import decode_all
 from pipeline.data.sources import load_data, prepare_data
 from pipeline.errors import DataError
 
@@ -59,7 +60,8 @@ def test_image_folder_splits_stratified(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
-    splits = image_folder(tmp_path, None, 16, val_fraction=0.2, test_fraction=0.3, seed=0)
+    indexed = image_folder(tmp_path, None, 16, val_fraction=0.2, test_fraction=0.3, seed=0)
+    splits = {split: decode_all(samples).arrays() for split, samples in indexed.items()}
     assert [len(splits[s][1]) for s in ("train", "val", "test")] == [15, 6, 9]
     assert np.bincount(splits["test"][1]).tolist() == [3, 3, 3]
     assert splits["train"][0].shape[1:] == (16, 16, 3)

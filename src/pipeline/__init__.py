@@ -1,3 +1,30 @@
-"""cnn-pipeline: the CNN lecture as a reproducible Keras + Hydra + MLflow experiment pipeline."""
+"""cnn-pipeline: the CNN lecture as a reproducible Keras + Hydra + MLflow experiment pipeline.
+
+TensorFlow is optional (the `tensorflow` extra): on a host with JAX and no TensorFlow (a GPU cluster's
+image, an install from `make wheelhouse`), Keras is pointed at JAX unless KERAS_BACKEND or
+~/.keras/keras.json says otherwise, before anything imports Keras.
+"""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
 
 __version__ = "0.1.0"
+
+
+def _default_backend() -> None:
+    """KERAS_BACKEND=jax when Keras would otherwise pick TensorFlow (its default, or a keras.json written by
+    an earlier import) and TensorFlow is not installed but JAX is."""
+    if "KERAS_BACKEND" in os.environ or importlib.util.find_spec("tensorflow") is not None:
+        return
+    settings = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    try:
+        chosen = json.loads(settings.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        chosen = "tensorflow"
+    if chosen == "tensorflow" and importlib.util.find_spec("jax") is not None:
+        os.environ["KERAS_BACKEND"] = "jax"
+
+
+_default_backend()

@@ -25,8 +25,8 @@ from pipeline.config import project_root
 RESULT = "BENCH-RESULT "
 
 
-def _setup(precision: str = "float32"):
-    """The default train config, its data (train and val splits, decoded) and the decode speed."""
+def _setup(precision: str = "float32", overrides: tuple[str, ...] = ()):
+    """The default train config (with overrides), its data (train and val splits, decoded) and the decode speed."""
     import keras
     from hydra import compose, initialize_config_dir
 
@@ -34,7 +34,7 @@ def _setup(precision: str = "float32"):
     from pipeline.data.sources import load_data, prepare_data
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose("config")
+        cfg = compose("config", overrides=list(overrides))
     keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy(precision)
     root = prepare_data(cfg.data)
@@ -44,7 +44,7 @@ def _setup(precision: str = "float32"):
     return cfg, train, load_data(cfg.data, root, "val"), decode
 
 
-def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None) -> dict:
+def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None, overrides=()) -> dict:
     """The floor: the same U-Net on the same in-memory arrays (the first `images` of them), trained by a
     plain `model.fit`."""
     import keras
@@ -55,7 +55,7 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None) 
     from pipeline.training.fit import model_options
     from pipeline.training.runtime import Throughput
 
-    cfg, (x, y), (x_val, y_val), _ = _setup(precision)
+    cfg, (x, y), (x_val, y_val), _ = _setup(precision, tuple(overrides))
     x, y = x[:images], y[:images]
     classes = len(cfg.data.classes)
     model = build_model(cfg.model.name, x.shape[1:], classes, **model_options(cfg.model))
@@ -114,7 +114,38 @@ def matmul_ceiling(size: int = 2048, repeats: int = 20) -> dict:
     return {"flops_per_sec": found}
 
 
-MEASURES = {"bare_fit": bare_fit, "input_pipeline": input_pipeline, "matmul_ceiling": matmul_ceiling}
+def streaming_pipeline(epochs: int, workers: int, overrides=()) -> dict:
+    """The training split streamed from its PNG files (data.cache=none): decoding, the default augmentation
+    and batching in `workers` threads, with no model."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config import conf_dir
+    from pipeline.data.augment import build_augmentation
+    from pipeline.data.sequence import ImageBatches
+    from pipeline.data.sources import split_samples
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    train = split_samples(cfg.data, Path(cfg.data.root))["train"]
+    augment = build_augmentation(cfg.augment.train, cfg.seed)
+    batches = ImageBatches(train, None, cfg.trainer.batch_size, augment, True, cfg.seed, workers=workers)
+    rates = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for index in range(len(batches)):
+            batches[index]
+        batches.on_epoch_end()
+        rates.append(len(train) / (time.perf_counter() - start))
+    batches.close()
+    return {"images_per_sec": rates}
+
+
+MEASURES = {
+    "bare_fit": bare_fit,
+    "input_pipeline": input_pipeline,
+    "streaming_pipeline": streaming_pipeline,
+    "matmul_ceiling": matmul_ceiling,
+}
 
 
 def _child(measure: str, **kwargs) -> tuple[dict, float]:
@@ -136,18 +167,55 @@ def _run(command: list[str], env) -> tuple[dict, float]:
     return (results[-1] if results else {}), usage.ru_maxrss / 1024
 
 
-def train_stage(epochs: int, workdir: Path) -> tuple[dict, float]:
+def train_stage(epochs: int, workdir: Path, overrides: tuple[str, ...] = ()) -> tuple[dict, float]:
     """`python -m pipeline.train` itself (augmentation, callbacks, tracking), into a scratch MLflow store."""
     from pipeline import tracking
 
     store = f"sqlite:///{workdir}/mlflow.db"
     run_dir = workdir / f"stage-{time.monotonic_ns()}"
-    command = [sys.executable, "-m", "pipeline.train", f"trainer.epochs={epochs}", "trainer.verbose=0"]
+    command = [sys.executable, "-m", "pipeline.train", f"trainer.epochs={epochs}", "trainer.verbose=0", *overrides]
     command += ["trainer.precision=float32"]  # as the bare fit it is compared with
     command += ["tracking.log_model=false", f"hydra.run.dir={run_dir}", f"tracking.artifact_root={workdir}/artifacts"]
     _, peak = _run(command, {**os.environ, "MLFLOW_TRACKING_URI": store})
-    rates = tracking.last_run_metric(store, "shapes", "images_per_sec")
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.experiment=")), "shapes")
+    rates = tracking.last_run_metric(store, experiment, "images_per_sec")
     return {"images_per_sec": rates[1:]}, peak
+
+
+def linked_set(root: Path, size: int, distinct: int, train: int, held_out: int = 16) -> Path:
+    """A segmentation folder set of `train` training images at size x size, made of `distinct` generated shapes
+    images hard-linked under new names (every file is read and decoded on its own; only the disk is spared),
+    plus `held_out` val and test images. Built once per (size, distinct, train) under root."""
+    import os as _os
+
+    from pipeline.data.shapes import ShapesSpec, generate
+
+    out = root / f"linked{size}-{distinct}-{train}"
+    if (out / "train" / "images").is_dir() and len(list((out / "train" / "images").iterdir())) == train:
+        return out
+    source = root / f"shapes{size}-{distinct}"
+    counts = (("train", distinct), ("val", held_out), ("test", held_out))
+    spec = ShapesSpec(image_size=size, counts=counts, min_size=size // 10, max_size=size // 4)
+    generate(source, spec, progress=False)
+    for split in ("train", "val", "test"):
+        for kind in ("images", "masks"):
+            (out / split / kind).mkdir(parents=True, exist_ok=True)
+            files = sorted((source / split / kind).iterdir())
+            count = train if split == "train" else held_out
+            for i in range(count):
+                target = out / split / kind / f"{i:06d}.png"
+                if not target.exists():
+                    _os.link(files[i % len(files)], target)
+    return out
+
+
+def folder_overrides(root: Path, size: int, *extra: str, cache: str = "none") -> tuple[str, ...]:
+    """A generated linked set read as a user's folder (data=folder), streamed by default (data.cache=none)."""
+    return ("data=folder", f"data.root={root}", "data.classes=[background,circle,square,triangle]",
+            f"data.image_size={size}", f"data.cache={cache}", "tracking.experiment=bench", *extra)  # fmt: skip
+
+
+TINY_UNET = ("model.base_filters=4", "model.depth=2")  # the RSS rows measure the data, not the model
 
 
 def median(values) -> float:
@@ -184,7 +252,53 @@ def measure(repeats: int, epochs: int) -> dict:
             rates[name] += result["images_per_sec"]
         print("matmul ceiling", flush=True)
         found["ceiling"] = _child("matmul_ceiling")[0]["flops_per_sec"]
+        found.update(measure_streaming(Path(scratch), repeats, epochs))
     return {"rates": rates, "peaks": peaks, **found}
+
+
+def measure_streaming(scratch: Path, repeats: int, epochs: int) -> dict:
+    """The streaming rows: the input pipeline at 256 px per worker count, the train stage's peak memory on
+    1,000 vs 4,000 streamed images, and the streamed train stage vs bare fit on in-memory arrays at 128 px."""
+    from pipeline.data.samples import usable_cores
+
+    cores = usable_cores()
+    set256 = linked_set(scratch, 256, 64, 256)
+    workers = {}
+    for count in range(1, cores + 1):
+        print(f"input pipeline at 256 px, streamed, {count} worker(s)", flush=True)
+        result, _ = _child("streaming_pipeline", epochs=epochs, workers=count, overrides=folder_overrides(set256, 256))
+        workers[count] = result["images_per_sec"]
+    rss = {}
+    for images in (1000, 4000):
+        print(f"train stage on {images} streamed 256-px images (peak memory)", flush=True)
+        overrides = folder_overrides(linked_set(scratch, 256, 64, images), 256, *TINY_UNET, "trainer.precision=float32")
+        rss[images] = train_stage(1, scratch, overrides)[1]
+    set128 = linked_set(scratch, 128, 512, 512)
+    stream, bare = [], []
+    for repeat in range(repeats):
+        print(f"[{repeat + 1}/{repeats}] streamed train stage vs bare fit at 128 px", flush=True)
+        stream += train_stage(epochs, scratch, folder_overrides(set128, 128))[0]["images_per_sec"]
+        overrides = folder_overrides(set128, 128, cache="memory")
+        bare += _child("bare_fit", precision="float32", jit=False, epochs=epochs, overrides=overrides)[0][
+            "images_per_sec"
+        ]
+    return {"workers": workers, "rss": rss, "stream128": stream, "bare128": bare}
+
+
+def streaming_rows(m: dict) -> list[tuple[str, str, float, str]]:
+    one = median(m["workers"][1] if 1 in m["workers"] else m["workers"]["1"])
+    rows = []
+    for count, rates in sorted((int(k), v) for k, v in m["workers"].items()):
+        rate = median(rates)
+        rows.append((f"input pipeline, streamed 256 px, {count} worker(s): scaling efficiency",
+                     f"{rate:.0f} img/s ({rate / one:.2f}x one worker)", rate / one / count, "report"))  # fmt: skip
+    small, large = (m["rss"].get(n, m["rss"].get(str(n))) for n in (1000, 4000))
+    rows.append(("peak memory: train stage, 4,000 vs 1,000 streamed 256-px images", f"{large:.0f} vs {small:.0f} MiB",
+                 large / small, "≤ 1.15"))  # fmt: skip
+    stream, bare = median(m["stream128"]), median(m["bare128"])
+    rows.append(("train stage (streamed from PNGs) vs bare `model.fit` (arrays in memory), 128 px",
+                 f"{stream:.0f} vs {bare:.0f} img/s", stream / bare, "≥ 0.95"))  # fmt: skip
+    return rows
 
 
 def table(m: dict, repeats: int, epochs: int) -> str:
@@ -225,6 +339,7 @@ def table(m: dict, repeats: int, epochs: int) -> str:
             "report",
         ),
     ]
+    rows += streaming_rows(m)
     lines = [
         f"Medians over {repeats} repeats x {epochs - 1} steady-state epochs (variants: one run); "
         "default U-Net (conf/model/unet.yaml), "
@@ -236,7 +351,8 @@ def table(m: dict, repeats: int, epochs: int) -> str:
         "|---|---|---|---|",
     ]
     for name, values, ratio, target in rows:
-        met = "" if target == "report" else (" ✓" if ratio >= float(target.split()[-1]) else " ✗")
+        bound = None if target == "report" else float(target.split()[-1])
+        met = "" if bound is None else (" ✓" if (ratio <= bound if target.startswith("≤") else ratio >= bound) else " ✗")
         lines.append(f"| {name} | {values} | {ratio:.2f}{met} | {target} |")
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import conf_dir, positive_int, positive_number
+from pipeline.data.samples import CACHE_MODES, FITS, parse_bytes
 from pipeline.data.sources import READERS
 from pipeline.errors import ConfigError
 from pipeline.models import MODELS, build_model, task_of_model
@@ -46,6 +47,14 @@ def _integer(value) -> bool:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _byte_size(value) -> bool:
+    try:
+        parse_bytes(value)
+    except ConfigError:
+        return False
+    return True
 
 
 def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
@@ -81,6 +90,10 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.splits.test": _rule(_optional(positive_int), "a positive integer"),
     "data.on_bad_file": _choice(BAD_FILE_POLICIES),
     "data.grayscale": _choice(GRAYSCALE_POLICIES),
+    "data.workers": _rule(lambda v: v == "auto" or positive_int(v), "auto or a positive integer"),
+    "data.cache": _choice(CACHE_MODES),
+    "data.cache_budget": _rule(_byte_size, "a size such as 2GiB, 512MiB or a number of bytes"),
+    "data.fit": _choice(FITS),
     "model.name": _choice(tuple(sorted(MODELS))),
     "trainer.epochs": _rule(positive_int, "a positive integer"),
     "trainer.batch_size": _rule(positive_int, "a positive integer"),

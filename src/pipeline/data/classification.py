@@ -1,8 +1,8 @@
 """Classification sets: the handwritten digits bundled with scikit-learn (real data, offline).
 
 Returned as images (N, H, W, C) uint8 and labels (N,) int, split reproducibly (stratified).
-The loaders are cached: the train stage asks for train, val and test in turn, and each would
-otherwise read, resize and split the whole set again. Callers must not modify the arrays.
+Each loader returns all three splits from one call (the generated glyphs are cached: callers must not
+modify their arrays). A user's image folder is an index of files, decoded when read (pipeline.data.samples).
 """
 
 import functools
@@ -52,7 +52,6 @@ def stratified_splits(
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
-@functools.lru_cache(maxsize=2)
 def digits(image_size: int = 32, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0):
     """scikit-learn's 1,797 8x8 digits (UCI, 16 grey levels), scaled to 0..255 and upsampled to image_size."""
     from sklearn.datasets import load_digits  # imported when used: the config schema reads this module
@@ -71,61 +70,39 @@ def image_folder(
     seed: int,
     bad=None,
     grayscale: str = "error",
+    fit: str = "stretch",
 ):
-    """See _image_folder; classes may be any sequence (made hashable for the cache). Files skipped under
-    `bad` (a folders.BadFiles with policy skip) are recorded in it."""
-    policy = bad.policy if bad is not None else "error"
-    key = (str(root), tuple(classes) if classes else None, image_size, val_fraction, test_fraction, seed)
-    splits, skipped = _image_folder(*key, policy, grayscale)
-    for path, reason in skipped:
-        bad.skipped.setdefault(path, reason)
-    return splits
-
-
-@functools.lru_cache(maxsize=2)
-def _image_folder(
-    root,
-    classes: tuple[str, ...] | None,
-    image_size: int,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    on_bad_file: str = "error",
-    grayscale: str = "error",
-):
-    """The ImageNet/Keras convention root/<class name>/*.png|jpg, split reproducibly (stratified).
-
-    classes=None takes the sub-folder names in sorted order; otherwise exactly those folders.
-    Returns the splits and the (path, reason) of each file skipped as bad.
-    """
+    """The ImageNet/Keras convention root/<class name>/*.png|jpg as three splits (stratified, fixed by seed)
+    of file indexes: each image is decoded when read. classes=None takes the sub-folder names in sorted
+    order; otherwise exactly those folders. Non-image files are bad files (raised, or skipped into `bad`)."""
     from pathlib import Path
 
-    from pipeline.data.folders import BadFiles, image_files, open_image
+    from pipeline.data.folders import BadFiles, ImageDecoder, image_files
+    from pipeline.data.samples import FileSamples
     from pipeline.errors import DataError
 
-    root, bad = Path(root), BadFiles(on_bad_file)
+    root, bad = Path(root), bad if bad is not None else BadFiles()
     if not root.is_dir():
         raise DataError(f"{root}: data.root folder not found (expected <root>/<class name>/*.png|jpg)")
     names = list(classes) if classes else sorted(p.name for p in root.iterdir() if p.is_dir())
-    images, labels = [], []
+    items = []
     for label, name in enumerate(names):
         folder = root / str(name)
         if not folder.is_dir():
             raise DataError(f"{folder}: no images for class '{name}': folder not found (data.classes lists it)")
-        count = 0
-        for path in image_files(folder, bad):
-            try:
-                image = open_image(path, "RGB", grayscale)
-            except DataError as err:
-                bad.handle(err, path)
-                continue
-            images.append(np.asarray(image.resize((image_size, image_size), Image.BILINEAR)))
-            labels.append(label)
-            count += 1
-        if count == 0:
+        files = image_files(folder, bad)
+        if not files:
             raise DataError(f"{folder}: no images for class '{name}' (bad files skipped: {len(bad.skipped)})")
-    splits = stratified_splits(np.stack(images), np.array(labels), val_fraction, test_fraction, seed)
-    return splits, tuple(bad.skipped.items())
+        items += [(path, label) for path in files]
+    labels = np.array([label for _, label in items])
+    splits = stratified_splits(np.arange(len(items)), labels, val_fraction, test_fraction, seed)
+    shape = (image_size, image_size, 3)
+    out = {}
+    for split, (indices, _) in splits.items():
+        decode = ImageDecoder(image_size, "RGB", grayscale, fit, centre=split != "train")
+        crop = image_size if fit == "crop" and split == "train" else None
+        out[split] = FileSamples([items[i] for i in indices], decode, shape, "label", crop)
+    return out
 
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -153,7 +130,6 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
-@functools.lru_cache(maxsize=2)
 def mnist(root, image_size: int = 32, val_fraction: float = 0.1, seed: int = 0):
     """MNIST from its four standard IDX files under root (as downloaded, .gz or not); test = the t10k files.
 
@@ -198,12 +174,13 @@ def select_classes(images: np.ndarray, labels: np.ndarray, keep: list[int]) -> t
     return images[chosen], np.array([relabel[label] for label in labels[chosen]], dtype=labels.dtype)
 
 
-def per_class_subsample(images: np.ndarray, labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most k images of each class, drawn reproducibly by `seed` (the small target set of transfer learning)."""
+def per_class_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Indices of at most k images of each class, drawn reproducibly by `seed` (the small target set of
+    transfer learning), in the split's order: only its size changes."""
     rng = np.random.default_rng(seed)
     picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)])
-    picked.sort()  # keep the split's order; only its size changes
-    return images[picked], labels[picked]
+    picked.sort()
+    return picked
 
 
 def shapes_labels(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -81,50 +81,83 @@ def load_pairs(
     bad: BadFiles | None = None,
     grayscale: str = "error",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 from (image, mask) file pairs.
+    """Images (N, H, W, 3) uint8 and masks (N, H, W) uint8 from (image, mask) file pairs, decoded now.
 
     Mask values minus `label_offset` are the class labels (the Oxford pets trimaps count from 1).
     With `image_size` set, images are resized (bilinear) and masks (nearest) to that square size.
     Every mask is checked: it must exist, match its image's size, and hold labels 0..num_classes-1.
     A pair that fails a check raises its DataError, or is skipped when `bad` says so.
     """
-    bad = bad or BadFiles()
-    images, masks = [], []
-    for path, mask_path in pairs:
-        try:
-            image, labels = _read_pair(path, mask_path, num_classes, image_size, label_offset, grayscale)
-        except DataError as err:
-            bad.handle(err, path)
-            continue
-        images.append(image)
-        masks.append(labels)
-    if not images:
-        folder = pairs[0][0].parent if pairs else "(no files)"
-        raise DataError(f"{folder}: no usable image/mask pairs ({len(pairs)} skipped as bad files)")
-    if len({im.shape for im in images}) > 1:
-        raise DataError(f"{pairs[0][0].parent}: images differ in size; set data.image_size to resize them to one size")
-    return np.stack(images), np.stack(masks)
+    from pipeline.data.samples import decode_all
+
+    shape = (image_size or 0, image_size or 0, 3)
+    decode = PairDecoder(num_classes, image_size, label_offset, grayscale)
+    return decode_all(pair_samples(pairs, decode, shape), bad).arrays()
 
 
-def _read_pair(path: Path, mask_path: Path, num_classes: int, image_size, label_offset: int, grayscale: str):
-    if not mask_path.is_file():
-        raise DataError(f"{mask_path}: mask missing for image {path}")
-    image, mask = open_image(path, "RGB", grayscale), open_image(mask_path, "L")
-    if image.size != mask.size:
-        raise DataError(
-            f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
-        )
-    if image_size is not None and image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.BILINEAR)
-        mask = mask.resize((image_size, image_size), Image.NEAREST)
-    labels = np.asarray(mask, dtype=np.int16) - label_offset
-    if labels.min() < 0 or labels.max() >= num_classes:
-        wrong = labels.min() if labels.min() < 0 else labels.max()
-        raise DataError(
-            f"{mask_path}: label {wrong + label_offset} out of range, valid labels are "
-            f"{label_offset}..{num_classes - 1 + label_offset}"
-        )
-    return np.asarray(image, dtype=np.uint8), labels.astype(np.uint8)
+def pair_samples(pairs, decode, image_shape, random_crop: int | None = None):
+    """(image, mask) file pairs as a split that decodes each pair when read."""
+    from pipeline.data.samples import FileSamples
+
+    return FileSamples(list(pairs), decode, image_shape, "mask", random_crop)
+
+
+def fit_image(image: Image.Image, size: int | None, fit: str = "stretch", centre: bool = True, mask=None):
+    """An image (and its mask, nearest-neighbour) brought to size x size: `stretch` resizes to the square;
+    `crop` scales the shorter side to size, then takes the centre square (or, with centre=False, leaves the
+    longer side for a random crop per batch)."""
+    if size is None or image.size == (size, size):
+        return image, mask
+    if fit == "stretch":
+        new = (size, size)
+    else:
+        scale = size / min(image.size)
+        new = tuple(max(size, round(side * scale)) for side in image.size)
+    image = image.resize(new, Image.BILINEAR)
+    mask = None if mask is None else mask.resize(new, Image.NEAREST)
+    if fit == "crop" and centre:
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        box = (left, top, left + size, top + size)
+        image, mask = image.crop(box), None if mask is None else mask.crop(box)
+    return image, mask
+
+
+class PairDecoder:
+    """Decodes one (image, mask) pair: checked, labels shifted by label_offset, brought to image_size."""
+
+    def __init__(self, num_classes, image_size, label_offset=0, grayscale="error", fit="stretch", centre=True):
+        self.num_classes, self.image_size, self.label_offset = num_classes, image_size, label_offset
+        self.grayscale, self.fit, self.centre = grayscale, fit, centre
+
+    def __call__(self, path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+        if not Path(mask_path).is_file():
+            raise DataError(f"{mask_path}: mask missing for image {path}")
+        image, mask = open_image(path, "RGB", self.grayscale), open_image(mask_path, "L")
+        if image.size != mask.size:
+            raise DataError(
+                f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
+            )
+        image, mask = fit_image(image, self.image_size, self.fit, self.centre, mask)
+        labels = np.asarray(mask, dtype=np.int16) - self.label_offset
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            wrong = labels.min() if labels.min() < 0 else labels.max()
+            raise DataError(
+                f"{mask_path}: label {wrong + self.label_offset} out of range, valid labels are "
+                f"{self.label_offset}..{self.num_classes - 1 + self.label_offset}"
+            )
+        return np.asarray(image, dtype=np.uint8), labels.astype(np.uint8)
+
+
+class ImageDecoder:
+    """Decodes one image file of a classification set into (image, its label), brought to image_size."""
+
+    def __init__(self, image_size, mode="RGB", grayscale="error", fit="stretch", centre=True):
+        self.image_size, self.mode, self.grayscale, self.fit, self.centre = image_size, mode, grayscale, fit, centre
+
+    def __call__(self, path: Path, label) -> tuple[np.ndarray, np.ndarray]:
+        image, _ = fit_image(open_image(path, self.mode, self.grayscale), self.image_size, self.fit, self.centre)
+        array = np.asarray(image, dtype=np.uint8)
+        return array.reshape(*array.shape[:2], -1), np.asarray(label)
 
 
 def load_split(

@@ -1,87 +1,189 @@
-"""The training input pipeline: in-memory arrays -> shuffled, augmented batches.
+"""The training input pipeline: a split's samples -> shuffled, decoded, augmented batches, in parallel.
 
-A keras.utils.PyDataset rather than tf.data, so the same pipeline feeds TensorFlow, JAX and PyTorch
-backends, and albumentations (NumPy/OpenCV code) runs without tf.py_function round trips.
+A keras.utils.PyDataset rather than tf.data, so the same pipeline feeds the TensorFlow, JAX and PyTorch
+backends, and albumentations (NumPy/OpenCV code) runs without tf.py_function round trips. Keras's own
+PyDataset workers are not used: they run whole batches on a pool and call on_epoch_end from their own
+thread, so which epoch a prefetched batch belongs to depends on timing. Here each batch is a pure
+function of (seed, epoch, batch index): `data.workers` threads decode and augment the samples of a batch
+(PIL decoding and albumentations' OpenCV kernels release the GIL), one thread prepares the next batches
+ahead (`prefetch`), and every sample draws its randomness from its own seed. Whatever the number of
+workers, and after a resume, the batches are the same.
 """
 
+from __future__ import annotations
+
+import copy
 import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import albumentations as A
 import keras
 import numpy as np
 
+from pipeline.data.folders import BadFiles
+from pipeline.data.samples import ArraySamples, Samples
+from pipeline.errors import DataError
+
 
 class ImageBatches(keras.utils.PyDataset):
-    """Batches of (images float32 (B, H, W, C) in [0, 255], targets int32): masks (B, H, W) or labels (B,).
+    """Batches of (images float32 (B, H, W, C) in [0, 255], targets): masks (B, H, W) int32, labels (B,)
+    int32 or boxes (B, 4) float32.
 
-    `target` says what the targets are (the task's: "mask", "label" or "boxes"; by default told from their
-    shape). Masks and boxes go through the augmentation's geometric transforms with their images; class
-    labels are passed through unchanged.
-    Each epoch's order and augmentation are drawn from (seed, epoch) alone, so a training resumed at
-    `first_epoch` sees the same batches as an uninterrupted one (fit it with shuffle=False: the order is ours).
+    `samples` is a split (pipeline.data.samples.Samples), or an images array with its `targets`. `target`
+    says what the targets are (the task's: "mask", "label" or "boxes"; by default told from the samples).
+    Masks and boxes go through the augmentation's geometric transforms with their images; class labels
+    are passed through unchanged. A sample whose file turns out unreadable when its batch is decoded
+    raises a DataError naming it, or, when `bad` says skip, is left out of its batch and recorded.
+    Fit it with shuffle=False: the order is ours, drawn from (seed, epoch), so a training resumed at
+    `first_epoch` sees the same batches as an uninterrupted one.
     """
 
     def __init__(
         self,
-        images: np.ndarray,
-        targets: np.ndarray,
-        batch_size: int,
+        samples: Samples | np.ndarray,
+        targets: np.ndarray | None = None,
+        batch_size: int = 32,
         augment: A.Compose | None = None,
         shuffle: bool = False,
         seed: int = 0,
         outputs: int = 1,
         first_epoch: int = 0,
         target: str | None = None,
-        **kwargs,
+        workers: int = 1,
+        prefetch: int = 2,
+        bad: BadFiles | None = None,
     ):
-        super().__init__(**kwargs)
-        self.images, self.targets = images, targets
-        self.batch_size, self.augment, self.shuffle, self.outputs = batch_size, augment, shuffle, outputs
-        self.seed, self.epoch = seed, first_epoch
-        self.target = target or {3: "mask", 2: "boxes"}.get(np.ndim(targets), "label")
-        self.order = np.arange(len(images))
-        self.on_epoch_begin()
+        super().__init__()  # workers=1 for Keras: the parallelism is ours (see the module docstring)
+        if not isinstance(samples, Samples):
+            samples = ArraySamples(samples, targets, target)
+        self.samples, self.batch_size, self.augment = samples, batch_size, augment
+        self.shuffle, self.seed, self.outputs, self.epoch = shuffle, seed, outputs, first_epoch
+        self.target = target or samples.target_kind
+        self.workers, self.prefetch, self.bad = max(1, int(workers)), max(0, int(prefetch)), bad or BadFiles()
+        self._local = threading.local()  # one copy of the (stateful) augmentation per thread
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: ThreadPoolExecutor | None = None
+        self._pending: dict[tuple[int, int], Future] = {}
+        self._lock = threading.Lock()
+        self.failure: DataError | None = None  # the bad file that stopped a batch (backends may wrap the error)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
+        return math.ceil(len(self.samples) / self.batch_size)
+
+    @property
+    def order(self) -> np.ndarray:
+        return self.order_of(self.epoch)
+
+    def order_of(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.samples))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
 
     def __getitem__(self, index: int):
-        picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images, targets = self.images[picked], self.targets[picked]
-        if self.augment is not None and self.target == "mask":
-            pairs = [self.augment(image=image, mask=mask) for image, mask in zip(images, targets)]
-            images = np.stack([p["image"] for p in pairs])
-            targets = np.stack([p["mask"] for p in pairs])
-        elif self.augment is not None and self.target == "boxes":
-            images, targets = _augment_boxes(self.augment, images, targets)
-        elif self.augment is not None:
-            images = np.stack([self.augment(image=image)["image"] for image in images])
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        key = (self.epoch, index)
+        with self._lock:
+            pending = self._pending.pop(key, None)
+            if self.prefetch:
+                ahead = self._ahead or ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+                self._ahead = ahead
+                for later in range(index + 1, min(index + 1 + self.prefetch, len(self))):
+                    if (self.epoch, later) not in self._pending:
+                        self._pending[(self.epoch, later)] = ahead.submit(self.batch, self.epoch, later)
+        try:
+            return pending.result() if pending is not None else self.batch(*key)
+        except DataError as err:
+            self.failure = err
+            raise
+
+    def batch(self, epoch: int, index: int):
+        """Batch `index` of epoch `epoch`: a function of (seed, epoch, index) alone."""
+        slots = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.samples)))
+        picked = self.order_of(epoch)[slots.start : slots.stop]
+        jobs = [(epoch, slot, int(i)) for slot, i in zip(slots, picked)]
+        if self.workers > 1 and len(jobs) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="batches")
+            pairs = list(self._pool.map(self._sample, jobs))
+        else:
+            pairs = [self._sample(job) for job in jobs]
+        pairs = [pair for pair in pairs if pair is not None]
+        if not pairs:
+            raise DataError(f"batch {index} of epoch {epoch}: every image in it is a bad file (data.on_bad_file=skip)")
+        images = np.stack([image for image, _ in pairs])
+        targets = np.stack([np.asarray(t) for _, t in pairs])
         if images.ndim == 3:  # albumentations drops a single channel axis
             images = images[..., None]
         targets = targets.astype(np.int32 if np.issubdtype(targets.dtype, np.integer) else np.float32)
         # a model with auxiliary heads gets the same targets for every output
         return images.astype(np.float32), targets if self.outputs == 1 else (targets,) * self.outputs
 
+    def _sample(self, job: tuple[int, int, int]):
+        epoch, slot, i = job
+        try:
+            image, target = self.samples.read(i)
+        except DataError as err:
+            self.bad.handle(err, Path(self.samples.name(i)))  # raises unless data.on_bad_file=skip
+            return None
+        state = np.random.SeedSequence([self.seed, epoch, slot]).generate_state(2)
+        crop = self.samples.random_crop
+        if crop is not None:
+            image, target = _random_crop(image, target, crop, self.target, np.random.default_rng(state[0]))
+        if self.augment is None:
+            return image, target
+        augment = getattr(self._local, "augment", None)
+        if augment is None:
+            augment = self._local.augment = copy.deepcopy(self.augment)
+        augment.set_random_seed(int(state[1]))
+        if self.target == "mask":
+            out = augment(image=image, mask=target)
+            return out["image"], out["mask"]
+        if self.target == "boxes":
+            return _augment_box(augment, image, target)
+        return augment(image=image)["image"], target
+
     def on_epoch_begin(self):
-        if self.shuffle:
-            self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
-        if self.augment is not None:
-            self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        pass  # the order and the augmentation are drawn per batch from (seed, epoch, index)
 
     def on_epoch_end(self):
+        with self._lock:
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
         self.epoch += 1
 
+    def close(self) -> None:
+        """Stop the worker threads (also done when the object is collected)."""
+        for pool in (getattr(self, "_pool", None), getattr(self, "_ahead", None)):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._ahead = None
 
-def _augment_boxes(augment: A.Compose, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each image with its one box moved by the same geometric transforms; a sample whose box the
+    def __del__(self):
+        self.close()
+
+
+def _random_crop(image: np.ndarray, target, size: int, kind: str, rng: np.random.Generator):
+    """A size x size window at a random place (the train split under data.fit=crop); a mask follows it,
+    a box is re-expressed in the window and clipped to it."""
+    height, width = image.shape[:2]
+    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    image = image[top : top + size, left : left + size]
+    if kind == "mask":
+        target = target[top : top + size, left : left + size]
+    elif kind == "boxes":
+        box = np.asarray(target, np.float32) * [width, height, width, height] - [left, top, left, top]
+        target = (np.clip(box, 0, size) / size).astype(np.float32)
+    return image, target
+
+
+def _augment_box(augment: A.Compose, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """The image with its one box moved by the same geometric transforms; a sample whose box the
     transforms pushed out of the frame is kept as it was."""
-    moved_images, moved_boxes = [], []
-    for image, box in zip(images, boxes):
-        out = augment(image=image, bboxes=np.asarray(box, np.float32)[None])
-        if len(out["bboxes"]) == 1:
-            moved_images.append(out["image"])
-            moved_boxes.append(np.asarray(out["bboxes"][0][:4], np.float32))
-        else:
-            moved_images.append(image)
-            moved_boxes.append(np.asarray(box, np.float32))
-    return np.stack(moved_images), np.stack(moved_boxes)
+    out = augment(image=image, bboxes=np.asarray(box, np.float32)[None])
+    if len(out["bboxes"]) == 1:
+        return out["image"], np.asarray(out["bboxes"][0][:4], np.float32)
+    return image, np.asarray(box, np.float32)

@@ -1,8 +1,9 @@
 """Data sources: make a data config's set exist on disk, then read its splits, by `data.layout`.
 
 One registry (READERS) maps each layout to its reader; a reader takes the data config, the set's root
-and a split and returns (images (N, H, W, C) uint8, targets) with targets of the kind the data's task
-learns (masks, labels or boxes). Library functions for the stages and notebooks alike.
+and gives its three splits as Samples (pipeline.data.samples): indexes of files decoded when read, or
+arrays for the bundled and generated sets, with targets of the kind the data's task learns (masks, labels
+or boxes). Library functions for the stages and notebooks alike.
 """
 
 import logging
@@ -18,17 +19,24 @@ from pipeline.data.classification import (
     glyphs,
     image_folder,
     mnist,
-    per_class_subsample,
+    per_class_indices,
     select_classes,
     shapes_labels,
 )
-from pipeline.data.folders import BadFiles, load_pairs, load_split
+from pipeline.data.folders import BadFiles, PairDecoder, folder_pairs, load_split, pair_samples
 from pipeline.data.oxford_pets import pet_pairs
+from pipeline.data.samples import FITS, ArraySamples, Samples, cache_splits, decode_all
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 Split = tuple[np.ndarray, np.ndarray]
+SPLITS = ("train", "val", "test")
+Reader = Callable[[DictConfig, Path, BadFiles], dict[str, Samples]]
+
+
+def _arrays(splits: dict[str, Split]) -> dict[str, Samples]:
+    return {split: ArraySamples(*splits[split]) for split in SPLITS}
 
 
 def _digit_subset(images: np.ndarray, labels: np.ndarray, data: DictConfig) -> Split:
@@ -37,53 +45,77 @@ def _digit_subset(images: np.ndarray, labels: np.ndarray, data: DictConfig) -> S
     return (images, labels) if keep == list(range(10)) else select_classes(images, labels, keep)
 
 
-def _digits(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
-    return _digit_subset(*digits(data.image_size, data.val_fraction, data.test_fraction, data.split_seed)[split], data)
+def _digits(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+    splits = digits(data.image_size, data.val_fraction, data.test_fraction, data.split_seed)
+    return _arrays({split: _digit_subset(*pair, data) for split, pair in splits.items()})
 
 
-def _mnist(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
-    return _digit_subset(*mnist(str(root), data.image_size, data.val_fraction, data.split_seed)[split], data)
+def _mnist(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+    splits = mnist(str(root), data.image_size, data.val_fraction, data.split_seed)
+    return _arrays({split: _digit_subset(*pair, data) for split, pair in splits.items()})
 
 
-def _glyphs(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
+def _glyphs(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
     classes = list(data.classes)
-    return glyphs(classes, data.image_size, data.per_class, data.split_seed, data.val_fraction, data.test_fraction)[
-        split
-    ]
+    return _arrays(glyphs(classes, data.image_size, data.per_class, data.split_seed, data.val_fraction,
+                          data.test_fraction))  # fmt: skip
 
 
-def _image_folder(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
+def _image_folder(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
     classes = [str(c) for c in data.classes] if data.classes else None
-    grayscale = data.get("grayscale", "error")
+    grayscale, fit = data.get("grayscale", "error"), _fit(data)
     return image_folder(
-        root, classes, data.image_size, data.val_fraction, data.test_fraction, data.split_seed, bad, grayscale
-    )[split]
+        root, classes, data.image_size, data.val_fraction, data.test_fraction, data.split_seed, bad, grayscale, fit
+    )
 
 
-def _shapes_cls(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
+def _shapes_cls(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
     """The one object of each generated image: its class (circle, square, triangle), or its box
     (x_min, y_min, x_max, y_max as fractions of the image size) when the task learns boxes."""
     from pipeline.tasks import get_task
 
-    size = data.image_size
-    images, masks = load_split(root, split, len(CLASSES), size, bad, data.get("grayscale", "error"))
-    labels, boxes = shapes_labels(masks)
-    if get_task(data.task).target == "boxes":
-        return images, ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32)
-    return images, labels
+    size, out = data.image_size, {}
+    for split in SPLITS:
+        images, masks = load_split(root, split, len(CLASSES), size, bad, data.get("grayscale", "error"))
+        labels, boxes = shapes_labels(masks)
+        if get_task(data.task).target == "boxes":
+            out[split] = ArraySamples(images, ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32), "boxes")
+        else:
+            out[split] = ArraySamples(images, labels, "label")
+    return out
 
 
-def _folders(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
-    return load_split(root, split, len(data.classes or []), data.image_size, bad, data.get("grayscale", "error"))
+def _pairs(data: DictConfig, pairs_of: Callable[[str], list], label_offset: int = 0) -> dict[str, Samples]:
+    """Segmentation (image, mask) file pairs per split, decoded when read."""
+    size, fit, num_classes = data.image_size, _fit(data), len(data.classes or [])
+    out = {}
+    for split in SPLITS:
+        centre = split != "train"
+        decode = PairDecoder(num_classes, size, label_offset, data.get("grayscale", "error"), fit, centre)
+        crop = size if fit == "crop" and not centre else None
+        out[split] = pair_samples(pairs_of(split), decode, (size or 0, size or 0, 3), crop)
+    return out
 
 
-def _oxford_pets(data: DictConfig, root: Path, split: str, bad: BadFiles | None) -> Split:
-    pairs = pet_pairs(root, split, data.val_fraction, data.split_seed)
-    num_classes, grayscale = len(data.classes or []), data.get("grayscale", "error")
-    return load_pairs(pairs, num_classes, data.image_size, oxford_pets.LABEL_OFFSET, bad, grayscale)
+def _folders(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+    return _pairs(data, lambda split: folder_pairs(root, split, bad))
 
 
-READERS: dict[str, Callable[[DictConfig, Path, str, BadFiles | None], Split]] = {
+def _oxford_pets(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+    pairs_of = lambda split: pet_pairs(root, split, data.val_fraction, data.split_seed)  # noqa: E731
+    return _pairs(data, pairs_of, oxford_pets.LABEL_OFFSET)
+
+
+def _fit(data: DictConfig) -> str:
+    fit = data.get("fit", "stretch")
+    if fit not in FITS:
+        raise ConfigError(f"data.fit={fit!r} is invalid; valid: {', '.join(FITS)}")
+    if fit == "crop" and not data.get("image_size"):
+        raise ConfigError("data.fit=crop needs data.image_size (the side of the square crops)")
+    return fit
+
+
+READERS: dict[str, Reader] = {
     "folders": _folders,
     "oxford_pets": _oxford_pets,
     "digits": _digits,
@@ -120,35 +152,49 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     return root
 
 
-def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = None) -> Split:
-    """Images (N, H, W, C) uint8 and targets of one split, read by the layout's reader: masks (N, H, W)
-    uint8, class labels (N,) or boxes (N, 4). Unusable files raise a DataError naming them, or are
-    skipped and recorded in `bad` (data.on_bad_file=skip).
+def split_samples(data: DictConfig, root: Path, bad: BadFiles | None = None, workers: int = 1) -> dict[str, Samples]:
+    """All three splits of a data config, from one call: {"train": Samples, "val": ..., "test": ...}.
 
-    data.splits.<split> (when set) keeps the first N images of the split, for every layout (trainer=debug's
+    A split is an index of its samples (pipeline.data.samples): a user's files are decoded into memory
+    once when data.cache says so (auto: when the decoded split fits data.cache_budget), else streamed.
+    data.splits.<split> (when set) keeps the first N samples of the split, for every layout (trainer=debug's
     caps); generated sets are generated at exactly that size. data.k_per_class (classification sets) keeps
     at most k training images of each class; val and test stay whole, so runs with different k are scored
-    on the same images."""
+    on the same images. Unusable files raise a DataError naming them, or are skipped and recorded in `bad`
+    (data.on_bad_file=skip)."""
     from pipeline.tasks import get_task
 
     layout = data.get("layout", "folders")
     if layout not in READERS:
         raise ConfigError(f"data.layout={layout!r} is unknown; valid: {', '.join(READERS)}")
-    images, targets = READERS[layout](data, root, split, bad)
-    cap = (data.get("splits") or {}).get(split)
-    if cap is not None and len(images) > cap:  # trainer=debug's 16/8/8: every source, not only generated ones
-        images, targets = images[:cap], targets[:cap]
-    k = data.get("k_per_class")
-    if k is not None and split == "train":
-        if not (isinstance(k, int) and k >= 1) or get_task(data.get("task", "segmentation")).target != "label":
-            raise ConfigError(f"data.k_per_class={k!r} is invalid: must be null or a positive integer (classification)")
-        images, targets = per_class_subsample(images, targets, k, data.get("k_seed", 0))
-    return images, targets
+    bad = bad if bad is not None else BadFiles(data.get("on_bad_file", "error"))
+    splits = READERS[layout](data, root, bad)
+    for split, samples in splits.items():
+        cap = (data.get("splits") or {}).get(split)
+        if cap is not None and len(samples) > cap:  # trainer=debug's 16/8/8: every source, not only generated ones
+            splits[split] = samples = samples.subset(range(cap))
+        k = data.get("k_per_class")
+        if k is not None and split == "train":
+            if not (isinstance(k, int) and k >= 1) or get_task(data.get("task", "segmentation")).target != "label":
+                raise ConfigError(
+                    f"data.k_per_class={k!r} is invalid: must be null or a positive integer (classification)"
+                )
+            splits[split] = samples.subset(per_class_indices(samples.targets, k, data.get("k_seed", 0)))
+    return cache_splits(splits, data.get("cache", "auto"), data.get("cache_budget", "2GiB"), bad, workers)
 
 
-def load_splits(data: DictConfig, root: Path, bad: BadFiles | None = None) -> dict[str, Split]:
-    """All three splits: {"train": (images, targets), "val": ..., "test": ...}."""
-    return {split: load_data(data, root, split, bad) for split in ("train", "val", "test")}
+def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = None) -> Split:
+    """Images (N, H, W, C) uint8 and targets of one split, decoded into memory: masks (N, H, W) uint8,
+    class labels (N,) or boxes (N, 4). See split_samples."""
+    return load_splits(data, root, bad, (split,))[split]
+
+
+def load_splits(
+    data: DictConfig, root: Path, bad: BadFiles | None = None, splits: tuple[str, ...] = SPLITS
+) -> dict[str, Split]:
+    """The splits decoded into memory as arrays: {"train": (images, targets), "val": ..., "test": ...}."""
+    indexed = split_samples(data, root, bad)
+    return {split: decode_all(indexed[split], bad).arrays() for split in splits}
 
 
 def class_names(data: DictConfig, root: Path) -> list[str]:

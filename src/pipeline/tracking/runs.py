@@ -144,18 +144,29 @@ def log_figure(figure, artifact_file: str) -> None:
 
 
 @retry_locked
-def log_dataset(name: str, source: str, split: str, features, targets, checksum: str | None) -> None:
-    """Dataset lineage: one split as an MLflow dataset input (schema, shapes, source, digest).
+def log_dataset(name: str, source: str, split: str, samples, checksum: str | None) -> None:
+    """Dataset lineage: one split (a pipeline.data.samples.Samples) as an MLflow dataset input.
 
-    With a manifest checksum (sha256 of every file of the set) the digest is its start and the tag
-    data.checksum holds it whole; without one MLflow hashes the arrays.
+    A split in memory is logged as its arrays (schema, shapes); a streamed one as its index (file, target),
+    so lineage never decodes a set that does not fit in memory. With a manifest checksum (sha256 of every
+    file of the set) the digest is its start and the tag data.checksum holds it whole; without one MLflow
+    hashes the arrays or the index.
     """
+    import numpy as np
+    import pandas as pd
+
     digest = checksum.removeprefix("sha256:")[:DIGEST_LENGTH] if checksum else None
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both are the local folder
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_numpy(
-            features, source=source, targets=targets, name=f"{name}-{split}", digest=digest
-        )
+        if hasattr(samples, "items"):  # streamed from its files
+            index = pd.DataFrame({"file": [str(path) for path, _ in samples.items],
+                                  "target": [str(target) for _, target in samples.items]})  # fmt: skip
+            dataset = mlflow.data.from_pandas(index, source=source, name=f"{name}-{split}", digest=digest)
+        else:
+            images, targets = samples.arrays()
+            dataset = mlflow.data.from_numpy(
+                np.asarray(images), source=source, targets=targets, name=f"{name}-{split}", digest=digest
+            )
     mlflow.log_input(dataset, context=split)
     if checksum:
         mlflow.set_tag("data.checksum", checksum)

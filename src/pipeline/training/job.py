@@ -15,9 +15,10 @@ from pipeline import tracking, viz
 from pipeline.arithmetic import layer_flops
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
+from pipeline.data.samples import decode_all, worker_count
 from pipeline.data.sequence import ImageBatches
 from pipeline.data.shapes import read_manifest
-from pipeline.data.sources import class_names, load_splits, prepare_data
+from pipeline.data.sources import class_names, prepare_data, split_samples
 from pipeline.models import build_model
 from pipeline.tasks import get_task
 from pipeline.training.callbacks import StopOnNonFiniteLoss
@@ -37,20 +38,22 @@ class Job:
         self.root = prepare_data(cfg.data)
         self.classes = class_names(cfg.data, self.root)
         self.bad_files = BadFiles(cfg.data.get("on_bad_file", "error"))
-        self.splits = load_splits(cfg.data, self.root, self.bad_files)
-        for split, (_, targets) in self.splits.items():
-            self.task.check_targets(targets, self.classes, split, cfg.data.name)
-        x_train, y_train = self.splits["train"]
+        self.workers = worker_count(cfg.data.get("workers", "auto"))
+        self.splits = split_samples(cfg.data, self.root, self.bad_files, self.workers)  # indexes, or decoded
+        for split, samples in self.splits.items():
+            if samples.targets is not None:  # labels and boxes are known from the index; masks checked when read
+                self.task.check_targets(samples.targets, self.classes, split, cfg.data.name)
+        shape = self.splits["train"].image_shape
         with dist.scope():  # variables mirrored on every replica
-            self.model = build_model(cfg.model.name, x_train.shape[1:], len(self.classes), **model_options(cfg.model))
+            self.model = build_model(cfg.model.name, shape, len(self.classes), **model_options(cfg.model))
         self.checkpoints = Checkpoints(resume_dir(cfg, dist.worker), cfg.trainer.resume)
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
         first = self.checkpoints.done_epochs
-        self.train_batches = ImageBatches(
-            x_train, y_train, batch, augment, True, cfg.seed, outputs, first, target=self.task.target
-        )
-        self.val_batches = ImageBatches(*self.splits["val"], batch, outputs=outputs, target=self.task.target)
+        loader = {"target": self.task.target, "workers": self.workers, "bad": self.bad_files}
+        self.train_batches = ImageBatches(self.splits["train"], None, batch, augment, True, cfg.seed, outputs, first,
+                                          **loader)  # fmt: skip
+        self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
         with dist.scope():
             optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
             optimizer_cfg["lr"] = dist.scaled_lr(optimizer_cfg["lr"], cfg.trainer.lr_scaling)
@@ -79,13 +82,17 @@ class Job:
         """Datasets (lineage), the config files, model size, and the files data.on_bad_file=skip left out."""
         cfg = self.cfg
         checksum = (read_manifest(self.root) or {}).get("checksum")  # generated sets carry a sha256 manifest
-        for split, (x, y) in self.splits.items():
-            tracking.log_dataset(cfg.data.name, str(self.root.resolve()), split, x, y, checksum)
+        for split, samples in self.splits.items():
+            tracking.log_dataset(cfg.data.name, str(self.root.resolve()), split, samples, checksum)
         tracking.log_dir(self.output_dir / ".hydra", "config")
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         flops = sum(layer_flops(layer) for layer in self.model.layers) / 1e9
-        skipped = len(self.bad_files.skipped)
-        tracking.log_metrics({"num_params": self.model.count_params(), "gflops": flops, "skipped_files": skipped})
+        tracking.log_metrics({"num_params": self.model.count_params(), "gflops": flops})
+        self.log_skipped()
+
+    def log_skipped(self) -> None:
+        """How many files data.on_bad_file=skip left out so far, and which (streamed splits find theirs mid-fit)."""
+        tracking.log_metrics({"skipped_files": len(self.bad_files.skipped)})
         if self.bad_files.skipped:
             listing = "".join(f"{path}: {reason}\n" for path, reason in self.bad_files.skipped.items())
             tracking.log_text(listing, "data/skipped_files.txt")
@@ -95,27 +102,40 @@ class Job:
         epoch's metrics; then the best epoch's model is loaded (evaluated, not the last one)."""
         cfg, checkpoints = self.cfg, self.checkpoints
         checkpoints.start(run_id)
-        self.model.fit(
-            self.train_batches,
-            validation_data=self.val_batches,
-            epochs=cfg.trainer.epochs,
-            verbose=cfg.trainer.verbose,
-            shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
-            callbacks=[
-                StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
-                Throughput(len(self.splits["train"][0])),  # before the callbacks that record each epoch's logs
-                *checkpoints.callbacks(self.monitor, self.mode),
-                tracking.MetricsCallback(),
-            ],
-        )
+        try:
+            self.model.fit(
+                self.train_batches,
+                validation_data=self.val_batches,
+                epochs=cfg.trainer.epochs,
+                verbose=cfg.trainer.verbose,
+                shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
+                callbacks=[
+                    StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
+                    Throughput(len(self.splits["train"])),  # before the callbacks that record each epoch's logs
+                    *checkpoints.callbacks(self.monitor, self.mode),
+                    tracking.MetricsCallback(),
+                ],
+            )
+        except Exception:
+            # a file found unreadable when its batch was decoded: the backend may have wrapped the DataError
+            # (TensorFlow's generator dataset does); raise it as it was, naming the file
+            failure = self.train_batches.failure or self.val_batches.failure
+            if failure is not None:
+                raise failure from None
+            raise
+        finally:
+            self.train_batches.close()
+            self.val_batches.close()
         best_path = self.output_dir / "checkpoints" / "best.keras"
+        self.log_skipped()
         checkpoints.keep_best(best_path)
         self.model = keras.models.load_model(best_path)
 
     def test(self, model_choice: str) -> float:
         """Scores and pictures of the test split, the training curves, and the model; returns the headline."""
         cfg = self.cfg
-        x_test, y_test = self.splits["test"]
+        # the test split is scored in memory (figures need its images); data.splits.test caps it
+        x_test, y_test = decode_all(self.splits["test"], self.bad_files, self.workers, "decoding test").arrays()
         batch, examples = cfg.trainer.batch_size, cfg.tracking.num_examples
         ignore = cfg.loss.get("ignore_label")
         headline = test_and_log(self.model, self.task, x_test, y_test, self.classes, batch, examples, ignore)

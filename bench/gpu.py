@@ -53,7 +53,11 @@ def plan(scratch: Path, smoke: bool):
         return lambda: _child("bare_fit", precision=precision, jit=jit, epochs=epochs, overrides=overrides)[0]
 
     def stage(overrides, precision="mixed_bfloat16", jit=True):
-        extra = (f"trainer.precision={precision}", f"trainer.jit_compile={str(jit).lower()}", "tracking.log_model=false")
+        extra = (
+            f"trainer.precision={precision}",
+            f"trainer.jit_compile={str(jit).lower()}",
+            "tracking.log_model=false",
+        )
         return lambda: train_stage(epochs, scratch, (*overrides, *extra))[0]
 
     def stream(workers):

@@ -73,7 +73,9 @@ def main() -> None:
     wanted, left_out = [], []
     for item in resolved:
         name, version = item["metadata"]["name"], item["metadata"]["version"]
-        if normalize(name) == "cnn-pipeline" or any(normalize(name) == normalize(b.split("==")[0]) for b in SOURCE_ONLY):
+        if normalize(name) == "cnn-pipeline" or any(
+            normalize(name) == normalize(b.split("==")[0]) for b in SOURCE_ONLY
+        ):
             continue  # built above
         (left_out if NEVER.match(normalize(name)) or normalize(name) in have else wanted).append(f"{name}=={version}")
     # what the host must already have, as resolved: the wheelhouse check installs these from PyPI to play the host
@@ -88,7 +90,8 @@ def main() -> None:
         if normalize(wheel.name.split("-")[0]) not in keep and not (args.out / wheel.name).samefile(own):
             wheel.unlink()
     total = sum(w.stat().st_size for w in args.out.glob("*.whl")) / 2**20
-    print(f"{args.out}: {len(wanted) + 1 + len(SOURCE_ONLY)} wheels, {total:.1f} MiB (target <= {LIMIT_MIB} MiB) for CPython "
+    count = len(wanted) + 1 + len(SOURCE_ONLY)
+    print(f"{args.out}: {count} wheels, {total:.1f} MiB (target <= {LIMIT_MIB} MiB) for CPython "
           f"{args.python} on Linux x86-64; left out as the host's or never carried: {len(left_out)} "
           f"({', '.join(sorted(spec.split('==')[0] for spec in left_out))})")  # fmt: skip
     if total > LIMIT_MIB:

@@ -75,7 +75,9 @@ def test_cache_follows_the_budget_and_gives_the_same_batches(tmp_path, compose_c
     large = folder_config(compose_config, root, "data.image_size=32", f"data.cache_budget={per_split}")
     streamed, cached = split_samples(small, root)["train"], split_samples(large, root)["train"]
     assert isinstance(streamed, FileSamples) and isinstance(cached, ArraySamples)
-    assert isinstance(split_samples(folder_config(compose_config, root, "data.cache=memory"), root)["val"], ArraySamples)
+    assert isinstance(
+        split_samples(folder_config(compose_config, root, "data.cache=memory"), root)["val"], ArraySamples
+    )
     a = ImageBatches(streamed, None, 4, build_augmentation(DEFAULT_AUGMENT), True, seed=3, workers=2)
     b = ImageBatches(cached, None, 4, build_augmentation(DEFAULT_AUGMENT), True, seed=3)
     for i in range(len(a)):

@@ -352,7 +352,9 @@ def table(m: dict, repeats: int, epochs: int) -> str:
     ]
     for name, values, ratio, target in rows:
         bound = None if target == "report" else float(target.split()[-1])
-        met = "" if bound is None else (" ✓" if (ratio <= bound if target.startswith("≤") else ratio >= bound) else " ✗")
+        met = (
+            "" if bound is None else (" ✓" if (ratio <= bound if target.startswith("≤") else ratio >= bound) else " ✗")
+        )
         lines.append(f"| {name} | {values} | {ratio:.2f}{met} | {target} |")
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,10 @@
 TensorFlow is optional (the `tensorflow` extra): on a host with JAX and no TensorFlow (a GPU cluster's
 image, an install from `make wheelhouse`), Keras is pointed at JAX unless KERAS_BACKEND or
 ~/.keras/keras.json says otherwise, before anything imports Keras.
+
+TensorFlow's C++ info and warning log is off unless TF_CPP_MIN_LOG_LEVEL is set (0 shows it): it repeats
+its CPU-feature banner in every process, and it would print, as a warning with a Python traceback, a data
+error that the train stage reports in one line (a file found unreadable when its batch is decoded).
 """
 
 import importlib.util
@@ -28,3 +32,4 @@ def _default_backend() -> None:
 
 
 _default_backend()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -54,6 +54,7 @@ class ImageBatches(keras.utils.PyDataset):
         workers: int = 1,
         prefetch: int = 2,
         bad: BadFiles | None = None,
+        defer_errors: bool = False,
     ):
         super().__init__()  # workers=1 for Keras: the parallelism is ours (see the module docstring)
         if not isinstance(samples, Samples):
@@ -67,7 +68,10 @@ class ImageBatches(keras.utils.PyDataset):
         self._ahead: ThreadPoolExecutor | None = None
         self._pending: dict[tuple[int, int], Future] = {}
         self._lock = threading.Lock()
-        self.failure: DataError | None = None  # the bad file that stopped a batch (backends may wrap the error)
+        # defer_errors: a bad file is not raised inside the backend's input pipeline (TensorFlow logs any
+        # exception there as a warning with a traceback) but kept in `failure`, the last good batch is served
+        # instead, and StopOnDataError raises it from the training loop after that step
+        self.defer_errors, self.failure, self._last = defer_errors, None, None
 
     def __len__(self) -> int:
         return math.ceil(len(self.samples) / self.batch_size)
@@ -94,10 +98,20 @@ class ImageBatches(keras.utils.PyDataset):
                     if (self.epoch, later) not in self._pending:
                         self._pending[(self.epoch, later)] = ahead.submit(self.batch, self.epoch, later)
         try:
-            return pending.result() if pending is not None else self.batch(*key)
+            self._last = pending.result() if pending is not None else self.batch(*key)
+            return self._last
         except DataError as err:
-            self.failure = err
-            raise
+            self.failure = self.failure or err
+            if not self.defer_errors:
+                raise
+            return self._last if self._last is not None else self._placeholder()
+
+    def _placeholder(self):
+        """One blank sample: what a deferred failure serves when no good batch came before it."""
+        image = np.zeros((1, *self.samples.image_shape), np.float32)
+        shape = {"mask": (1, *self.samples.image_shape[:2]), "boxes": (1, 4)}.get(self.target, (1,))
+        targets = np.zeros(shape, np.float32 if self.target == "boxes" else np.int32)
+        return image, targets if self.outputs == 1 else (targets,) * self.outputs
 
     def batch(self, epoch: int, index: int):
         """Batch `index` of epoch `epoch`: a function of (seed, epoch, index) alone."""
@@ -164,6 +178,22 @@ class ImageBatches(keras.utils.PyDataset):
 
     def __del__(self):
         self.close()
+
+
+class StopOnDataError(keras.callbacks.Callback):
+    """Raises, from the training loop, the bad file an ImageBatches(defer_errors=True) met: before the epoch
+    ends, so the interrupted epoch is neither checkpointed nor recorded."""
+
+    def __init__(self, *batches: ImageBatches):
+        super().__init__()
+        self.batches = batches
+
+    def _check(self, batch=None, logs=None):
+        for batches in self.batches:
+            if batches.failure is not None:
+                raise batches.failure
+
+    on_train_batch_end = on_test_batch_end = _check
 
 
 def _random_crop(image: np.ndarray, target, size: int, kind: str, rng: np.random.Generator):

@@ -16,7 +16,7 @@ from pipeline.arithmetic import layer_flops
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
 from pipeline.data.samples import decode_all, worker_count
-from pipeline.data.sequence import ImageBatches
+from pipeline.data.sequence import ImageBatches, StopOnDataError
 from pipeline.data.shapes import read_manifest
 from pipeline.data.sources import class_names, prepare_data, split_samples
 from pipeline.models import build_model
@@ -50,7 +50,7 @@ class Job:
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
         first = self.checkpoints.done_epochs
-        loader = {"target": self.task.target, "workers": self.workers, "bad": self.bad_files}
+        loader = {"target": self.task.target, "workers": self.workers, "bad": self.bad_files, "defer_errors": True}
         self.train_batches = ImageBatches(self.splits["train"], None, batch, augment, True, cfg.seed, outputs, first,
                                           **loader)  # fmt: skip
         self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
@@ -110,19 +110,13 @@ class Job:
                 verbose=cfg.trainer.verbose,
                 shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
                 callbacks=[
+                    StopOnDataError(self.train_batches, self.val_batches),  # first: before anything records
                     StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
                     Throughput(len(self.splits["train"])),  # before the callbacks that record each epoch's logs
                     *checkpoints.callbacks(self.monitor, self.mode),
                     tracking.MetricsCallback(),
                 ],
             )
-        except Exception:
-            # a file found unreadable when its batch was decoded: the backend may have wrapped the DataError
-            # (TensorFlow's generator dataset does); raise it as it was, naming the file
-            failure = self.train_batches.failure or self.val_batches.failure
-            if failure is not None:
-                raise failure from None
-            raise
         finally:
             self.train_batches.close()
             self.val_batches.close()

@@ -85,14 +85,20 @@ def input_pipeline(epochs: int) -> dict:
 
     cfg, (x, y), _, decode = _setup()
     batches = ImageBatches(x, y, cfg.trainer.batch_size, build_augmentation(cfg.augment.train, cfg.seed), True)
+    return {"images_per_sec": _epoch_rates(batches, epochs), "decode_images_per_sec": decode}
+
+
+def _epoch_rates(batches, epochs: int) -> list[float]:
+    """Images/s of each pass over every batch (no model), then the batches' threads stopped."""
     rates = []
     for _ in range(epochs):
         start = time.perf_counter()
         for index in range(len(batches)):
             batches[index]
         batches.on_epoch_end()
-        rates.append(len(x) / (time.perf_counter() - start))
-    return {"images_per_sec": rates, "decode_images_per_sec": decode}
+        rates.append(len(batches.samples) / (time.perf_counter() - start))
+    batches.close()
+    return rates
 
 
 def matmul_ceiling(size: int = 2048, repeats: int = 20) -> dict:
@@ -129,18 +135,50 @@ def streaming_pipeline(epochs: int, workers: int, overrides=()) -> dict:
     train = split_samples(cfg.data, Path(cfg.data.root))["train"]
     augment = build_augmentation(cfg.augment.train, cfg.seed)
     batches = ImageBatches(train, None, cfg.trainer.batch_size, augment, True, cfg.seed, workers=workers)
-    rates = []
+    return {"images_per_sec": _epoch_rates(batches, epochs)}
+
+
+def keras_workers_pipeline(epochs: int, workers: int, overrides=()) -> dict:
+    """The engine this package did not choose, for comparison: Keras' own PyDataset workers (a thread pool
+    running whole batches) over the same streamed split and augmentation, iterated as `fit` iterates it."""
+    import keras
+    from hydra import compose, initialize_config_dir
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    from pipeline.config import conf_dir
+    from pipeline.data.augment import build_augmentation
+    from pipeline.data.sequence import ImageBatches
+    from pipeline.data.sources import split_samples
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    train = split_samples(cfg.data, Path(cfg.data.root))["train"]
+    inner = ImageBatches(train, None, cfg.trainer.batch_size, build_augmentation(cfg.augment.train, cfg.seed), True,
+                         cfg.seed, prefetch=0)  # fmt: skip
+
+    class KerasWorkers(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False)
+
+        def __len__(self):
+            return len(inner)
+
+        def __getitem__(self, index):
+            return inner.batch(0, index)
+
+    adapter, rates = PyDatasetAdapter(KerasWorkers(), shuffle=False), []
     for _ in range(epochs):
         start = time.perf_counter()
-        for index in range(len(batches)):
-            batches[index]
-        batches.on_epoch_end()
+        adapter.on_epoch_begin()
+        for _batch in adapter.get_numpy_iterator():
+            pass
+        adapter.on_epoch_end()
         rates.append(len(train) / (time.perf_counter() - start))
-    batches.close()
     return {"images_per_sec": rates}
 
 
 MEASURES = {
+    "keras_workers_pipeline": keras_workers_pipeline,
     "bare_fit": bare_fit,
     "input_pipeline": input_pipeline,
     "streaming_pipeline": streaming_pipeline,
@@ -290,6 +328,9 @@ def measure_streaming(scratch: Path, repeats: int, epochs: int) -> dict:
         print(f"input pipeline at 256 px, streamed, {count} worker(s)", flush=True)
         result, _ = _child("streaming_pipeline", epochs=epochs, workers=count, overrides=folder_overrides(set256, 256))
         workers[count] = result["images_per_sec"]
+    print(f"input pipeline at 256 px, streamed, Keras PyDataset workers={cores}", flush=True)
+    overrides = folder_overrides(set256, 256)
+    keras_workers = _child("keras_workers_pipeline", epochs=epochs, workers=cores, overrides=overrides)[0]
     rss, tree = {}, linked_tree(scratch, 256, 64, 4100)
     for images in (1000, 4000):
         print(f"train stage on {images} streamed 256-px images (peak memory)", flush=True)
@@ -304,7 +345,8 @@ def measure_streaming(scratch: Path, repeats: int, epochs: int) -> dict:
         bare += _child("bare_fit", precision="float32", jit=False, epochs=epochs, overrides=overrides)[0][
             "images_per_sec"
         ]
-    return {"workers": workers, "rss": rss, "stream128": stream, "bare128": bare}
+    return {"workers": workers, "keras_workers": keras_workers["images_per_sec"], "rss": rss, "stream128": stream,
+            "bare128": bare}  # fmt: skip
 
 
 def streaming_rows(m: dict) -> list[tuple[str, str, float, str]]:
@@ -314,6 +356,9 @@ def streaming_rows(m: dict) -> list[tuple[str, str, float, str]]:
         rate = median(rates)
         rows.append((f"input pipeline, streamed 256 px, {count} worker(s): scaling efficiency",
                      f"{rate:.0f} img/s ({rate / one:.2f}x one worker)", rate / one / count, "report"))  # fmt: skip
+    ours, theirs, cores = median(m["workers"][max(m["workers"])]), median(m["keras_workers"]), max(m["workers"])
+    rows.append((f"input pipeline, streamed 256 px, {cores} workers: ours vs Keras PyDataset workers",
+                 f"{ours:.0f} vs {theirs:.0f} img/s", ours / theirs, "report"))  # fmt: skip
     small, large = (m["rss"].get(n, m["rss"].get(str(n))) for n in (1000, 4000))
     name = "peak memory: train stage, 4,000 vs 1,000 streamed 256-px images (image folder)"
     rows.append((name, f"{large:.0f} vs {small:.0f} MiB", large / small, "≤ 1.15"))

@@ -30,6 +30,11 @@ def test_table_reports_median_ratios_and_marks_the_targets():
         "train_flops_per_image": 1e9,
         "ceiling": {"float32": 1e12, "bfloat16": 2e12},
         "decode_images_per_sec": 5000,
+        "workers": {1: [100, 110, 90], 2: [150]},  # 1.5x one worker on 2: efficiency 0.75
+        "keras_workers": [120],
+        "rss": {1000: 1600, 4000: 1900},  # 1.19x: over the 1.15 bound
+        "stream128": [48],
+        "bare128": [50],
     }
     text = table(measured, repeats=3, epochs=3)
     assert "| train stage vs bare `model.fit` | 96 vs 100 img/s | 0.96 ✓ | ≥ 0.95 |" in text
@@ -37,3 +42,7 @@ def test_table_reports_median_ratios_and_marks_the_targets():
     assert "100.0 vs 1000.0 GFLOP/s | 0.10 |" in text
     assert "| mixed_bfloat16 vs float32 (256 images) | 120 vs 100 img/s | 1.20 | report |" in text
     assert "1500 vs 1000 MiB | 1.50 |" in text
+    assert "streamed 256 px, 2 worker(s): scaling efficiency | 150 img/s (1.50x one worker) | 0.75 | report |" in text
+    assert "2 workers: ours vs Keras PyDataset workers | 150 vs 120 img/s | 1.25 | report |" in text
+    assert "| 1900 vs 1600 MiB | 1.19 ✗ | ≤ 1.15 |" in text  # a bound from above
+    assert "| 48 vs 50 img/s | 0.96 ✓ | ≥ 0.95 |" in text

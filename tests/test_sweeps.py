@@ -34,7 +34,7 @@ SWEEP = [
     "trainer.epochs=1",
     "model.depth=2",
     "tracking.num_examples=2",
-    "tracking.log_model=false",
+    "sweep.register=shapes-best",  # the best child's model -> models:/shapes-best@champion
     "--multirun",  # after the overrides: run_stage puts paths.root first
 ]
 SCREENSHOT = project_root() / "outputs" / "test-artifacts" / "mlflow-ui-compare.png"
@@ -98,6 +98,21 @@ def test_parent_holds_the_summary_and_the_best_child(sweep):
     assert parent.data.metrics["best_test_mean_iou"] == pytest.approx(max(scores.values()))
     assert Path(folder, "metric_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(folder, "summary.md").read_text().count("| FINISHED |") == 4
+
+
+def test_the_best_child_is_registered_as_champion_and_evaluates_to_its_metric(sweep):
+    [parent] = sweep.parents
+    best = parent.data.tags["best_run_id"]
+    version = sweep.client.get_model_version_by_alias("shapes-best", "champion")
+    assert version.run_id == best and parent.data.tags["registered_model"] == f"models:/shapes-best/{version.version}"
+    result = run_stage("evaluate", sweep.project, "source=models:/shapes-best@champion")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [evaluation] = sweep.client.search_runs(
+        [sweep.client.get_experiment_by_name("shapes").experiment_id], "tags.stage = 'evaluate'"
+    )
+    expected = sweep.client.get_run(best).data.metrics["test_mean_iou"]
+    assert abs(evaluation.data.metrics["test_mean_iou"] - expected) < 1e-6
+    assert evaluation.data.tags["mlflow.parentRunId"] == best
 
 
 def test_compare_prints_the_leaderboard_best_first(sweep):

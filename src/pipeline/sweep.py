@@ -78,6 +78,7 @@ class MlflowSweep(Callback):
 
     def __init__(self) -> None:
         self.parent: tuple[str, str, Path] | None = None  # (tracking uri, run id, sweep folder)
+        self.register: str | None = None  # sweep.register: the registered model the best child becomes
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from pipeline import tracking  # imports Keras and MLflow: only when a multirun starts
@@ -105,6 +106,7 @@ class MlflowSweep(Callback):
         run_id = tracking.start_parent_run(uri, experiment_id, f"sweep {folder.parent.name} {folder.name}", tags)
         (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}) + "\n")
         self.parent = (uri, run_id, folder)
+        self.register = OmegaConf.select(config, "sweep.register")
         # a failing job stops the multirun before on_multirun_end: end the parent (FAILED) at exit anyway
         atexit.register(self._finish, "FAILED")
         log.info("sweep parent run %s in %s", run_id, uri)
@@ -128,3 +130,21 @@ class MlflowSweep(Callback):
         log.info("sweep %s %s: %d runs, best %s %.4f (run %s)", run_id, status, len(runs), metric, value, best)
         if files:
             log.info("summary: %s", files[1])
+        if self.register and best and status == "FINISHED":
+            register_best(uri, run_id, best, self.register)
+
+
+def register_best(uri: str, parent_id: str, best_run: str, name: str, alias: str = "champion") -> None:
+    """The sweep's best child's model as a new version of `name`, under `alias`; recorded on the parent run."""
+    import mlflow
+
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        version = tracking.register_model(best_run, name, alias, tags={"source_run": best_run, "sweep": parent_id})
+    except (PipelineError, mlflow.exceptions.MlflowException) as err:
+        log.error("sweep.register=%s: the best run %s was not registered: %s", name, best_run, err)
+        return
+    tracking.client(uri).set_tag(parent_id, "registered_model", f"models:/{name}/{version.version}")
+    log.info("registered the best run %s as models:/%s@%s (version %s)", best_run, name, alias, version.version)

@@ -35,7 +35,8 @@ CHECKED_GROUPS = ("data", "trainer", "optimizer", "loss", "tracking", "paths", "
 EXAMPLES = {  # shown when a mandatory (???) value is missing
     "data.root": "data.root=/path/to/your/set",
     "data.classes": "'data.classes=[background,cat,dog]'",
-    "source": "source=<run id | runs:/<run id>/model | models:/<model id> | path/to/model.keras>",
+    "source": "source=<run id | runs:/<run id>/model | models:/<name>@<alias> | models:/<model id> | file.keras>",
+    "name": "name=shapes-unet",
     "input_dir": "input_dir=/path/to/images",
     "transfer.source": "transfer.source=<run id | latest:<experiment> | MobileNetV2>",
 }
@@ -128,6 +129,8 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "transfer.head_dropout": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     # the evaluate, predict and visualize stages' own keys (conf/<stage>.yaml)
     "split": _choice(SPLITS),
+    "name": _rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty model name"),
+    "alias": _rule(lambda v: v is None or isinstance(v, str), "null or an alias such as champion"),
     "tta": _rule(lambda v: isinstance(v, bool), "true or false"),
     "batch_size": _rule(positive_int, "a positive integer"),
     "num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),

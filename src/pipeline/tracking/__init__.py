@@ -5,7 +5,15 @@ The default store is a SQLite file at an absolute path in the project root (set 
 so every Hydra job, single or multirun, writes to the same place; MLFLOW_TRACKING_URI overrides it.
 """
 
-from pipeline.tracking.models import load_model, load_run_config, log_keras_model
+from pipeline.tracking.models import (
+    inference_model,
+    load_model,
+    load_run_config,
+    log_keras_model,
+    register_model,
+    registered_version,
+    run_model_uri,
+)
 from pipeline.tracking.queries import (
     child_runs,
     download_artifact,
@@ -61,6 +69,10 @@ __all__ = [
     "log_dir",
     "log_figure",
     "log_keras_model",
+    "inference_model",
+    "register_model",
+    "registered_version",
+    "run_model_uri",
     "log_metrics",
     "log_params",
     "log_text",

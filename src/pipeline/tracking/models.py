@@ -1,35 +1,71 @@
 """Models in the store: logging a Keras model, and loading one back from a file, a run or a model URI."""
 
+import re
 import types
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model
 
 
-def _save_keras_model(path: str, **kwargs) -> None:
-    Path(path).mkdir(parents=True, exist_ok=True)
-    mlflow.keras.save_model(path=path, **kwargs)
+def _save_keras_model(path: str, mlflow_model: Model, **kwargs) -> None:
+    """mlflow.keras.save_model, then this package's code into code/ and pipeline.serving as the
+    python_function loader, so the model loads where `pipeline` was never imported (see pipeline.serving)."""
+    import shutil
+
+    from mlflow.pyfunc import add_to_model
+
+    import pipeline
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    source = Path(pipeline.__file__).parent
+    shutil.copytree(source, folder / "code" / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    keras_pyfunc = mlflow_model.flavors["python_function"]
+    mlflow_model.flavors.pop("python_function")
+    add_to_model(mlflow_model, loader_module="pipeline.serving", data=keras_pyfunc.get("data"), code="code",
+                 env=keras_pyfunc.get("env"), python_version=keras_pyfunc.get("python_version"))  # fmt: skip
+    mlflow_model.save(str(folder / "MLmodel"))
 
 
-# mlflow.keras with one fix: mlflow.keras.save_model writes the input example into the model folder
+# mlflow.keras with two changes: mlflow.keras.save_model writes the input example into the model folder
 # before creating it, so mlflow.keras.log_model(..., input_example=...) fails with FileNotFoundError
-# (mlflow/mlflow#16183, still so in 3.17.2). Model.log takes any object with save_model as the flavor.
+# (mlflow/mlflow#16183, still so in 3.17.2); and the python_function flavor is pipeline.serving's, with the
+# package's code carried. Model.log takes any object with save_model as the flavor.
 _KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
 
 
-def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model") -> str:
-    """Log the model with its input example and a signature inferred from it; returns the model URI.
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model as served: its main output only (no auxiliary heads), no loss, optimizer or metrics."""
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+
+
+def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model", output: str = "probabilities") -> str:
+    """Log the inference model with its input example and a signature: `images` in, `output` out
+    (probabilities per pixel or per image, or boxes); returns the model URI. It loads anywhere: see
+    pipeline.serving.
 
     Requirements are given explicitly: inferring them would re-import the model in a subprocess.
     """
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import pipeline.serving
+
+    model = inference_model(model)
     example = np.asarray(example, dtype=np.float32)
-    signature = infer_signature(example, model.predict(example, verbose=0))
+    predicted = pipeline.serving.Predictor(model).predict(example)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), "images")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *predicted.shape[1:]), output)]),
+    )
     backend = keras.config.backend()
     backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
     requirements = [f"keras=={keras.__version__}", f"{backend_module}=={__import__(backend_module).__version__}"]
+    requirements += [f"numpy=={np.__version__}", f"omegaconf=={__import__('omegaconf').__version__}"]
     info = Model.log(
         artifact_path=None,
         name=name,
@@ -70,29 +106,95 @@ def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
     try:
         if source.startswith("m-"):
             source = f"models:/{source}"
-        if source.startswith(("runs:/", "models:/")):
+        if source.startswith("models:/") and not source.startswith("models:/m-"):
+            model_uri, run_id = source, registered_version(source).run_id  # the registry: name@alias, name/version
+        elif source.startswith(("runs:/", "models:/")):
             model_uri, run_id = source, None
             if source.startswith("runs:/"):
                 run_id = source.split("/")[1]
             else:
                 run_id = mlflow.get_logged_model(source.split("/")[1]).source_run_id
         else:
-            run = mlflow.get_run(source)
-            logged = mlflow.search_logged_models(
-                experiment_ids=[run.info.experiment_id],
-                filter_string=f"source_run_id = '{source}'",
-                output_format="list",
-            )
-            if not logged:
-                raise DataError(f"run {source} logged no model (was it trained with tracking.log_model=false?)")
-            model_uri, run_id = logged[0].model_uri, source
+            model_uri, run_id = run_model_uri(source), source
         return mlflow.keras.load_model(model_uri), run_id
     except mlflow.exceptions.MlflowException as err:
         message = str(err).splitlines()[0]
         raise DataError(
             f"source={source!r}: not found in the MLflow store at {uri} ({message}); valid: a run id, "
-            "runs:/<run id>/model, models:/<model id>, m-<model id>, or a path to a .keras file"
+            "runs:/<run id>/model, models:/<model id>, m-<model id>, models:/<name>@<alias>, models:/<name>/<version>, "
+            "or a path to a .keras file"
         ) from None
+
+
+def run_model_uri(run_id: str) -> str:
+    """The URI of the model a run of this pipeline logged (models:/m-...)."""
+    from pipeline.errors import DataError
+
+    run = mlflow.get_run(run_id)
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    )
+    if not logged:
+        raise DataError(f"run {run_id} logged no model (was it trained with tracking.log_model=false?)")
+    return logged[0].model_uri
+
+
+def registered_version(source: str):
+    """The registry's model version that models:/<name>@<alias> or models:/<name>/<version> names; a name, alias or
+    version that does not exist is one line saying which and what exists."""
+    from pipeline.errors import DataError
+
+    client = mlflow.MlflowClient()
+    reference = source.removeprefix("models:/")
+    name, alias, version = reference, None, None
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+    elif "/" in reference:
+        name, version = reference.split("/", 1)
+    try:
+        registered = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        names = [m.name for m in client.search_registered_models()]
+        raise DataError(
+            f"source={source!r}: no registered model named {name!r}; registered: {', '.join(names) or 'none'}"
+        ) from None
+    if alias is not None:
+        if alias not in registered.aliases:
+            have = ", ".join(f"{a} (version {v})" for a, v in registered.aliases.items()) or "none"
+            raise DataError(f"source={source!r}: model {name!r} has no alias {alias!r}; its aliases: {have}")
+        return client.get_model_version_by_alias(name, alias)
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if version is None or not version.isdigit() or int(version) not in versions:
+        raise DataError(
+            f"source={source!r}: model {name!r} has no version {version!r}; its versions: "
+            f"{', '.join(map(str, versions)) or 'none'} (or models:/{name}@<alias>)"
+        )
+    return client.get_model_version(name, version)
+
+
+ALIAS_RULE = re.compile(r"^(?!v\d+$)(?!latest$)[A-Za-z0-9_-]{1,255}$")
+
+
+def register_model(run_id: str, name: str, alias: str | None = None, tags: dict | None = None):
+    """Register the model a run logged as a new version of `name` (created if new), optionally pointing
+    `alias` at it; returns the ModelVersion. The alias is checked before anything is written, and a version
+    whose alias cannot be set is deleted again, so a failure leaves the registry as it was."""
+    from pipeline.errors import ConfigError
+
+    if alias is not None and not ALIAS_RULE.match(alias):
+        raise ConfigError(
+            f"alias={alias!r} is invalid: letters, digits, _ and - only, not 'latest' or v<number> (MLflow's rule)"
+        )
+    model_uri = run_model_uri(run_id)
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if alias is not None:
+        try:
+            client.set_registered_model_alias(name, alias, version.version)
+        except BaseException:
+            client.delete_model_version(name, version.version)
+            raise
+    return version
 
 
 def load_run_config(run_id: str) -> dict | None:

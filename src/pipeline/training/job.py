@@ -138,5 +138,6 @@ class Job:
             shift_curve(self.model, self.task, x_test, y_test, self.classes, batch, shifts, model_choice)
         tracking.log_figure(viz.training_curves(self.checkpoints.history()), "plots/training_curves.png")
         if cfg.tracking.log_model:
-            tracking.log_keras_model(self.model, x_test[:2].astype(np.float32))
+            output = "boxes" if self.task.target == "boxes" else "probabilities"
+            tracking.log_keras_model(self.model, x_test[:2].astype(np.float32), output=output)
         return headline

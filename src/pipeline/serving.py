@@ -1,0 +1,57 @@
+"""The logged model as an MLflow python_function that loads in any process: `mlflow.pyfunc.load_model`,
+`mlflow models serve`, a batch job, with or without this package installed.
+
+Keras rebuilds a saved model's classes only from Keras' own packages (or from classes registered in the
+process), so a model holding this package's layers (SegNet's MaxUnpooling2D, the paper U-Net's
+MirrorPadding2D, AlexNet's LRN, a fixed-kernel stem) cannot be loaded where `pipeline` was never imported.
+So each logged model carries the package's code in its `code/` folder (MLflow puts it on sys.path) and names
+this module as its python_function loader: `_load_pyfunc` registers the layers, then loads the model.
+
+What it predicts: class probabilities per pixel, (batch, height, width, classes) for a segmentation
+model; per image, (batch, classes), for a classifier; boxes (x_min, y_min, x_max, y_max as fractions of
+the image) for a localizer. Input: images (batch, height, width, channels) float32 in 0..255, as in
+training (the models normalise inside). The logged signature names both.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+MODEL_FILE = "model.keras"
+
+
+def register_layers() -> None:
+    """Import the modules that register this package's Keras classes (nothing else: no Hydra, no MLflow)."""
+    import pipeline.models.classic  # noqa: F401  LocalResponseNormalization
+    import pipeline.models.layers  # noqa: F401  unpooling, mirror padding, fixed kernels, ImageNet preprocessing
+    import pipeline.models.localization  # noqa: F401  BoxIoU
+
+
+class Predictor:
+    """The python_function model: predict(images) -> probabilities (or boxes), as NumPy float32."""
+
+    def __init__(self, model, batch_size: int = 32):
+        self.model, self.batch_size = model, batch_size
+
+    def predict(self, data, params: dict | None = None) -> np.ndarray:
+        import keras
+
+        if isinstance(data, dict):  # a named tensor signature hands {"images": array}
+            data = data["images"] if "images" in data else next(iter(data.values()))
+        images = np.asarray(data, dtype=np.float32)
+        if images.ndim == 3:  # one image
+            images = images[None]
+        inputs = self.model.inputs[0]
+        batches = range(0, len(images), self.batch_size)
+        outputs = [self.model({inputs.name: images[i : i + self.batch_size]}, training=False) for i in batches]
+        return np.concatenate([keras.ops.convert_to_numpy(out).astype(np.float32) for out in outputs])
+
+
+def _load_pyfunc(path: str) -> Predictor:
+    """MLflow's python_function entry point: `path` is the model's data folder."""
+    import keras
+
+    register_layers()
+    folder = Path(path)
+    model_file = folder / MODEL_FILE if (folder / MODEL_FILE).is_file() else next(folder.rglob("*.keras"))
+    return Predictor(keras.saving.load_model(model_file, compile=False, safe_mode=True))

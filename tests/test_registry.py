@@ -1,0 +1,67 @@
+"""The model registry: a run's model registered by the register stage, then used by alias or version."""
+
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_stage
+
+
+@pytest.fixture(scope="module")
+def registered(lenet5_digits):
+    project, client, run = lenet5_digits
+    result = run_stage("register", project, f"source={run.info.run_id}", "name=digits-lenet5", "alias=champion")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project, client, run, result.stdout
+
+
+def test_register_makes_a_version_under_the_alias(registered):
+    project, client, run, printed = registered
+    version = client.get_model_version_by_alias("digits-lenet5", "champion")
+    assert version.run_id == run.info.run_id and str(version.version) == "1"
+    assert "models:/digits-lenet5/1" in printed and "models:/digits-lenet5@champion" in printed
+
+
+@pytest.mark.parametrize("source", ["models:/digits-lenet5@champion", "models:/digits-lenet5/1"])
+def test_evaluate_by_alias_or_version_reproduces_the_runs_test_metric(registered, source):
+    project, client, run, _ = registered
+    result = run_stage("evaluate", project, f"source={source}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = client.search_runs([run.info.experiment_id], f"tags.stage = 'evaluate' and tags.source = '{source}'")
+    assert abs(runs[0].data.metrics["test_accuracy"] - run.data.metrics["test_accuracy"]) < 1e-9
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("models:/digits-lenet5@nope", "model 'digits-lenet5' has no alias 'nope'; its aliases: champion (version 1)"),
+        ("models:/digits-lenet5/7", "model 'digits-lenet5' has no version '7'; its versions: 1"),
+        ("models:/no-such-model@champion", "no registered model named 'no-such-model'; registered: digits-lenet5"),
+    ],
+)
+def test_a_source_that_names_nothing_says_what_exists(registered, source, message):
+    from pipeline.errors import DataError
+    from pipeline.tracking import load_model
+
+    project = registered[0]
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_model(source, f"sqlite:///{project}/mlflow.db")
+
+
+def test_a_missing_alias_is_one_line_from_the_command_line(registered):
+    result = run_stage("evaluate", registered[0], "source=models:/digits-lenet5@nope")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("error: source='models:/digits-lenet5@nope'"), last
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_alias_leaves_the_registry_as_it_was(registered):
+    project, client, run, _ = registered
+    result = run_stage("register", project, f"source={run.info.run_id}", "name=digits-lenet5", "alias=v2")
+    assert result.returncode == 2 and "alias='v2' is invalid" in result.stderr.strip().splitlines()[-1]
+    assert [str(v.version) for v in client.search_model_versions("name = 'digits-lenet5'")] == ["1"]
+    result = run_stage("register", project, "source=0123456789abcdef", "name=digits-lenet5")
+    assert result.returncode == 2 and "source='0123456789abcdef'" in result.stderr.strip().splitlines()[-1]
+    versions = MlflowClient(client.tracking_uri).search_model_versions("name = 'digits-lenet5'")
+    assert [str(v.version) for v in versions] == ["1"]

@@ -38,6 +38,20 @@ print("RESULT " + json.dumps(out))
 """
 
 
+FRESH_KERAS = r"""
+import json, sys
+sys.path = [p for p in sys.path if not p.rstrip("/").endswith("/src")]
+import mlflow, numpy as np
+mlflow.set_tracking_uri(sys.argv[1])
+out = {}
+for name, uri in json.loads(sys.argv[2]).items():
+    model = mlflow.keras.load_model(uri)
+    out[name] = model.predict(np.load(sys.argv[3] + f"/{name}.npy"), verbose=0).tolist()
+    out[name + "_compiled"] = model.compiled
+print("RESULT " + json.dumps(out))
+"""
+
+
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """Each model built with random weights, logged to a fresh store; with its test images and its Keras
@@ -71,6 +85,20 @@ def test_every_model_loads_as_pyfunc_in_a_process_that_never_imported_pipeline(l
         np.testing.assert_allclose(predicted, expected, atol=1e-5, err_msg=name)
         if name != "lenet5":  # probabilities per pixel: they sum to one over the classes
             np.testing.assert_allclose(predicted.sum(-1), 1.0, atol=1e-4)
+
+
+def test_models_of_keras_layers_load_with_the_keras_flavor_in_a_fresh_process(logged):
+    """mlflow.keras.load_model needs no pipeline for models made of Keras' own layers (the default U-Net,
+    LeNet-5): the logged model is an inference model, without the training loss that named a custom class."""
+    folder, uri, found = logged
+    uris = {name: found[name][0] for name in ("unet", "lenet5")}
+    done = subprocess.run([sys.executable, "-c", FRESH_KERAS, uri, json.dumps(uris), str(folder)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("RESULT ")][0][7:])
+    for name in uris:
+        np.testing.assert_allclose(np.asarray(result[name]), found[name][2], atol=1e-5, err_msg=name)
+        assert result[name + "_compiled"] is False  # no loss, no optimizer
 
 
 def test_the_logged_signature_names_images_in_and_probabilities_out(logged):

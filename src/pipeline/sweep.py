@@ -104,6 +104,7 @@ class MlflowSweep(Callback):
         if params:
             tags["search_space"] = json.dumps(OmegaConf.to_container(params))
         run_id = tracking.start_parent_run(uri, experiment_id, f"sweep {folder.parent.name} {folder.name}", tags)
+        log_base_datasets(config, uri, run_id)
         (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}) + "\n")
         self.parent = (uri, run_id, folder)
         self.register = OmegaConf.select(config, "sweep.register")
@@ -132,6 +133,23 @@ class MlflowSweep(Callback):
             log.info("summary: %s", files[1])
         if self.register and best and status == "FINISHED":
             register_best(uri, run_id, best, self.register)
+
+
+def log_base_datasets(config: DictConfig, uri: str, run_id: str) -> None:
+    """The base config's data splits as the parent run's dataset inputs, before any job starts. Besides the
+    lineage, this inserts each dataset row once: parallel jobs of the same data then find it instead of all
+    inserting it at once (which made one of them fail on the store's unique constraint)."""
+    from pipeline import tracking
+    from pipeline.data.shapes import read_manifest
+    from pipeline.data.sources import prepare_data, split_samples
+
+    try:
+        root = prepare_data(config.data, progress=False)
+        checksum = (read_manifest(root) or {}).get("checksum")
+        for split, samples in split_samples(config.data, root).items():
+            tracking.log_dataset(config.data.name, str(root.resolve()), split, samples, checksum, run_id, uri)
+    except PipelineError as err:  # the jobs report it, each in its own run
+        log.warning("sweep datasets not logged up front: %s", err)
 
 
 def register_best(uri: str, parent_id: str, best_run: str, name: str, alias: str = "champion") -> None:

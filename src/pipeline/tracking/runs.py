@@ -144,13 +144,15 @@ def log_figure(figure, artifact_file: str) -> None:
 
 
 @retry_locked
-def log_dataset(name: str, source: str, split: str, samples, checksum: str | None) -> None:
+def log_dataset(
+    name: str, source: str, split: str, samples, checksum: str | None, run_id: str | None = None, uri: str | None = None
+) -> None:
     """Dataset lineage: one split (a pipeline.data.samples.Samples) as an MLflow dataset input.
 
     A split in memory is logged as its arrays (schema, shapes); a streamed one as its index (file, target),
     so lineage never decodes a set that does not fit in memory. With a manifest checksum (sha256 of every
     file of the set) the digest is its start and the tag data.checksum holds it whole; without one MLflow
-    hashes the arrays or the index.
+    hashes the arrays or the index. With run_id (and uri), it is logged to that run rather than the active one.
     """
     import numpy as np
     import pandas as pd
@@ -167,6 +169,14 @@ def log_dataset(name: str, source: str, split: str, samples, checksum: str | Non
             dataset = mlflow.data.from_numpy(
                 np.asarray(images), source=source, targets=targets, name=f"{name}-{split}", digest=digest
             )
+    if run_id is not None:
+        from mlflow.entities import DatasetInput, InputTag
+
+        context = InputTag(key="mlflow.data.context", value=split)
+        client(uri).log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+        if checksum:
+            client(uri).set_tag(run_id, "data.checksum", checksum)
+        return
     mlflow.log_input(dataset, context=split)
     if checksum:
         mlflow.set_tag("data.checksum", checksum)

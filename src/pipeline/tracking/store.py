@@ -20,8 +20,14 @@ def client(uri: str) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(uri)
 
 
+# what parallel writers of one store can meet, and a second try resolves: SQLite's single writer, and two
+# jobs inserting the same dataset row at once (SQLite's and PostgreSQL's unique-constraint messages): the
+# loser's transaction rolled back, and on its second try it finds the row the winner inserted
+RACES = ("database is locked", "UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
 def retry_locked(fn: Callable) -> Callable:
-    """Retry a store call that failed with SQLite's "database is locked" (parallel jobs writing one file).
+    """Retry a store call that lost a race with a parallel writer (RACES).
 
     MLflow already waits 20 s per statement (busy_timeout); this covers what is left, e.g. two
     writers upgrading their locks at once. A failed call rolled back, so calling it again is safe.
@@ -34,9 +40,10 @@ def retry_locked(fn: Callable) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except Exception as err:  # MlflowException or SQLAlchemy's OperationalError, by message
-                if "database is locked" not in str(err) or attempt == 7:
+                race = next((race for race in RACES if race in str(err)), None)
+                if race is None or attempt == 7:
                     raise
-                log.warning("%s: database is locked, retrying in %.1f s", fn.__name__, delay)
+                log.warning("%s: %s (a parallel writer), retrying in %.1f s", fn.__name__, race, delay)
                 time.sleep(delay * (1 + random.random()))
                 delay *= 2
 

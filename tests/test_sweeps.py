@@ -71,6 +71,17 @@ def test_joblib_sweep_is_one_parent_run_with_a_finished_child_per_job(sweep):
     assert grid == {("0.003", "4"), ("0.003", "8"), ("0.01", "4"), ("0.01", "8")}
 
 
+def test_the_parent_inserts_the_datasets_once_before_the_jobs(sweep):
+    """The root of the parallel-insert race: the sweep's parent logs the base data's splits before any job
+    starts, so the jobs find those dataset rows instead of all inserting them at once."""
+    [parent] = sweep.parents
+    contexts = sorted(d.tags[0].value for d in sweep.client.get_run(parent.info.run_id).inputs.dataset_inputs)
+    assert contexts == ["test", "train", "val"]
+    digests = {d.dataset.digest for d in sweep.client.get_run(parent.info.run_id).inputs.dataset_inputs}
+    for child in sweep.children:
+        assert {d.dataset.digest for d in child.inputs.dataset_inputs} == digests
+
+
 def test_children_record_provenance_and_dataset_lineage(sweep):
     child = sweep.children[0]
     tags = child.data.tags

@@ -67,7 +67,7 @@ wheelhouse: $(STAMP)
 	$(BIN)/python scripts/wheelhouse.py --python $(HOST_PYTHON) --host-packages $(HOST_PACKAGES)
 
 wheelhouse-check: wheelhouse
-	PY=python$(HOST_PYTHON) bash scripts/check_wheelhouse.sh
+	PY=$${HOST_PY:-python$(HOST_PYTHON)} bash scripts/check_wheelhouse.sh
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

@@ -82,6 +82,14 @@ def test_the_parent_inserts_the_datasets_once_before_the_jobs(sweep):
         assert {d.dataset.digest for d in child.inputs.dataset_inputs} == digests
 
 
+def test_runs_are_named_by_what_they_vary(sweep):
+    [parent] = sweep.parents
+    assert parent.info.run_name.startswith("basic: lr x base_filters ("), parent.info.run_name
+    for child in sweep.children:
+        overrides = dict(o.split("=", 1) for o in json.loads(child.data.tags["overrides"]))
+        assert child.info.run_name == f"lr={overrides['optimizer.lr']} base_filters={overrides['model.base_filters']}"
+
+
 def test_children_record_provenance_and_dataset_lineage(sweep):
     child = sweep.children[0]
     tags = child.data.tags

@@ -35,6 +35,34 @@ def parent_run_id() -> str | None:
     return json.loads(path.read_text())["run_id"] if path.is_file() else None
 
 
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun varies: its sweeper's search space and the command-line overrides with several
+    values (a,b), a range or a distribution."""
+    keys = list(OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or {}))
+    for override in config.hydra.overrides.task:
+        key, _, value = override.partition("=")
+        if any(mark in value for mark in (",", "range(", "choice(", "interval(", "glob(")) and "[" not in value:
+            keys.append(key.lstrip("+~"))
+    return list(dict.fromkeys(keys))
+
+
+def short(key: str) -> str:
+    """optimizer.lr -> lr, model.base_filters -> base_filters: the last part names it well enough in a row."""
+    return key.rsplit(".", 1)[-1]
+
+
+def job_name() -> str | None:
+    """In a multirun job, the run's name: what it varies, `lr=0.003 base_filters=8`; None otherwise."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hydra.sweep.dir) / PARENT_FILE
+    swept = json.loads(path.read_text()).get("swept", []) if path.is_file() else []
+    values = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o)
+    named = [f"{short(key)}={values[key]}" for key in swept if key in values]
+    return " ".join(named) or None
+
+
 def job_tags() -> dict[str, str]:
     """The job's command-line overrides (a JSON list), which the summary and pipeline.compare tabulate."""
     return {"overrides": json.dumps(list(HydraConfig.get().overrides.task))}
@@ -103,9 +131,11 @@ class MlflowSweep(Callback):
         params = OmegaConf.select(config, "hydra.sweeper.params")
         if params:
             tags["search_space"] = json.dumps(OmegaConf.to_container(params))
-        run_id = tracking.start_parent_run(uri, experiment_id, f"sweep {folder.parent.name} {folder.name}", tags)
+        swept = swept_keys(config)
+        name = f"{tags['sweeper'].removesuffix('Sweeper').lower()}: {' x '.join(map(short, swept)) or 'sweep'}"
+        run_id = tracking.start_parent_run(uri, experiment_id, f"{name} ({folder.parent.name} {folder.name})", tags)
         log_base_datasets(config, uri, run_id)
-        (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}) + "\n")
+        (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "swept": swept}) + "\n")
         self.parent = (uri, run_id, folder)
         self.register = OmegaConf.select(config, "sweep.register")
         # a failing job stops the multirun before on_multirun_end: end the parent (FAILED) at exit anyway

@@ -40,9 +40,8 @@ def main(cfg: DictConfig) -> float:
     tags.update({"data": cfg.data.name, "precision": precision, **sweep.job_tags()})  # precision: what auto chose
     uri, artifacts = job.store()  # only the chief records into the shared store
     parent = sweep.parent_run_id() if dist.is_chief else None  # a multirun job nests under its sweep
-    with tracking.run(
-        uri, cfg.tracking.experiment, cfg.tracking.run_name, artifacts, tags, parent, job.checkpoints.run_id
-    ) as active:
+    name = sweep.job_name() or cfg.tracking.run_name  # a sweep's child is named by what it varies
+    with tracking.run(uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id) as active:
         if not job.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
             tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
             job.log_inputs()

@@ -38,7 +38,7 @@ def test_model_is_logged_with_signature_and_input_example(uri, tmp_path):
         model_uri = tracking.log_keras_model(model, example)
     info = mlflow.models.Model.load(model_uri)
     assert info.saved_input_example_info["type"] == "ndarray"
-    saved = info.load_input_example(mlflow.artifacts.download_artifacts(model_uri))
+    saved = info.load_input_example(mlflow.artifacts.download_artifacts(model_uri))["images"]  # the named tensor
     assert saved.dtype == np.float32 and saved.shape == (2, 8, 8, 3)
     np.testing.assert_array_equal(saved, example.astype(np.float32))
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 8, 8, 3)

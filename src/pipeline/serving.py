@@ -13,6 +13,7 @@ the image) for a localizer. Input: images (batch, height, width, channels) float
 training (the models normalise inside). The logged signature names both.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,10 @@ class Predictor:
         images = np.asarray(data, dtype=np.float32)
         if images.ndim == 3:  # one image
             images = images[None]
-        inputs = self.model.inputs[0]
         batches = range(0, len(images), self.batch_size)
-        outputs = [self.model({inputs.name: images[i : i + self.batch_size]}, training=False) for i in batches]
+        with warnings.catch_warnings():  # a named Input called with a plain array: Keras warns, then uses it
+            warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+            outputs = [self.model(images[i : i + self.batch_size], training=False) for i in batches]
         return np.concatenate([keras.ops.convert_to_numpy(out).astype(np.float32) for out in outputs])
 
 

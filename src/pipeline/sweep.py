@@ -38,7 +38,8 @@ def parent_run_id() -> str | None:
 def swept_keys(config: DictConfig) -> list[str]:
     """The keys a multirun varies: its sweeper's search space and the command-line overrides with several
     values (a,b), a range or a distribution."""
-    keys = list(OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or {}))
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    keys = list(OmegaConf.to_container(params)) if params else []
     for override in config.hydra.overrides.task:
         key, _, value = override.partition("=")
         if any(mark in value for mark in (",", "range(", "choice(", "interval(", "glob(")) and "[" not in value:

@@ -33,12 +33,13 @@ def test_segmentation_model_on_a_classification_set_is_refused(project):
 
 @pytest.mark.slow  # the full 100-epoch recipe, yet about a minute: CI keeps it
 def test_digits_lenet5_stays_near_985_percent(project):
-    # measured 0.986-0.994 over seeds 42, 1, 2, 3 (README); one test image is 0.28 points and CPU
-    # kernels are not bit-reproducible run to run, so the regression line sits one error-pair lower
+    # measured 0.972-0.989 over seeds 42, 1, 2, 3 since each sample draws its own augmentation (README;
+    # 0.986-0.994 before); one test image is 0.28 points and CPU kernels are not bit-reproducible run to
+    # run, so the regression line sits one error-pair below the lowest (seed 42, the default)
     result = run_stage("train", project, "experiment=digits_lenet5", "trainer.verbose=0", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     _, run = read_run(project, "digits")
-    assert run.data.metrics["test_accuracy"] >= 0.98, run.data.metrics["test_accuracy"]
+    assert run.data.metrics["test_accuracy"] >= 0.966, run.data.metrics["test_accuracy"]
 
 
 def test_shift_curve_is_logged_with_the_shift_as_step(project):

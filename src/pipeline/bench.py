@@ -120,20 +120,26 @@ def matmul_ceiling(size: int = 2048, repeats: int = 20) -> dict:
     return {"flops_per_sec": found}
 
 
-def streaming_pipeline(epochs: int, workers: int, overrides=()) -> dict:
-    """The training split streamed from its PNG files (data.cache=none): decoding, the default augmentation
-    and batching in `workers` threads, with no model."""
+def _streamed_train(overrides):
+    """The config with overrides, its training split as an index (data.cache from the overrides) and its
+    training augmentation: what both streaming measurements iterate."""
     from hydra import compose, initialize_config_dir
 
     from pipeline.config import conf_dir
     from pipeline.data.augment import build_augmentation
-    from pipeline.data.sequence import ImageBatches
     from pipeline.data.sources import split_samples
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-    train = split_samples(cfg.data, Path(cfg.data.root))["train"]
-    augment = build_augmentation(cfg.augment.train, cfg.seed)
+    return cfg, split_samples(cfg.data, Path(cfg.data.root))["train"], build_augmentation(cfg.augment.train, cfg.seed)
+
+
+def streaming_pipeline(epochs: int, workers: int, overrides=()) -> dict:
+    """The training split streamed from its PNG files (data.cache=none): decoding, the default augmentation
+    and batching in `workers` threads, with no model."""
+    from pipeline.data.sequence import ImageBatches
+
+    cfg, train, augment = _streamed_train(overrides)
     batches = ImageBatches(train, None, cfg.trainer.batch_size, augment, True, cfg.seed, workers=workers)
     return {"images_per_sec": _epoch_rates(batches, epochs)}
 
@@ -142,19 +148,12 @@ def keras_workers_pipeline(epochs: int, workers: int, overrides=()) -> dict:
     """The engine this package did not choose, for comparison: Keras' own PyDataset workers (a thread pool
     running whole batches) over the same streamed split and augmentation, iterated as `fit` iterates it."""
     import keras
-    from hydra import compose, initialize_config_dir
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    from pipeline.config import conf_dir
-    from pipeline.data.augment import build_augmentation
     from pipeline.data.sequence import ImageBatches
-    from pipeline.data.sources import split_samples
 
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    train = split_samples(cfg.data, Path(cfg.data.root))["train"]
-    inner = ImageBatches(train, None, cfg.trainer.batch_size, build_augmentation(cfg.augment.train, cfg.seed), True,
-                         cfg.seed, prefetch=0)  # fmt: skip
+    cfg, train, augment = _streamed_train(overrides)
+    inner = ImageBatches(train, None, cfg.trainer.batch_size, augment, True, cfg.seed, prefetch=0)
 
     class KerasWorkers(keras.utils.PyDataset):
         def __init__(self):

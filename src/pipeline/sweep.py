@@ -116,8 +116,9 @@ class MlflowSweep(Callback):
         folder = Path(config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)
         try:  # the base config's data set once, so parallel jobs do not all generate it at the same time
-            prepare_data(config.data, progress=False)
+            root = prepare_data(config.data, progress=False)
         except PipelineError as err:  # the jobs report it, each in its own run
+            root = None
             log.warning("data not prepared up front: %s", err)
         uri = str(config.tracking.uri)
         experiment_id = tracking.prepare_store(uri, config.tracking.experiment, config.tracking.artifact_root)
@@ -135,7 +136,8 @@ class MlflowSweep(Callback):
         swept = swept_keys(config)
         name = f"{tags['sweeper'].removesuffix('Sweeper').lower()}: {' x '.join(map(short, swept)) or 'sweep'}"
         run_id = tracking.start_parent_run(uri, experiment_id, f"{name} ({folder.parent.name} {folder.name})", tags)
-        log_base_datasets(config, uri, run_id)
+        if root is not None:
+            log_base_datasets(config, root, uri, run_id)
         (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "swept": swept}) + "\n")
         self.parent = (uri, run_id, folder)
         self.register = OmegaConf.select(config, "sweep.register")
@@ -166,16 +168,15 @@ class MlflowSweep(Callback):
             register_best(uri, run_id, best, self.register)
 
 
-def log_base_datasets(config: DictConfig, uri: str, run_id: str) -> None:
+def log_base_datasets(config: DictConfig, root: Path, uri: str, run_id: str) -> None:
     """The base config's data splits as the parent run's dataset inputs, before any job starts. Besides the
     lineage, this inserts each dataset row once: parallel jobs of the same data then find it instead of all
     inserting it at once (which made one of them fail on the store's unique constraint)."""
     from pipeline import tracking
     from pipeline.data.shapes import read_manifest
-    from pipeline.data.sources import prepare_data, split_samples
+    from pipeline.data.sources import split_samples
 
     try:
-        root = prepare_data(config.data, progress=False)
         checksum = (read_manifest(root) or {}).get("checksum")
         for split, samples in split_samples(config.data, root).items():
             tracking.log_dataset(config.data.name, str(root.resolve()), split, samples, checksum, run_id, uri)

@@ -76,10 +76,6 @@ class ImageBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.samples) / self.batch_size)
 
-    @property
-    def order(self) -> np.ndarray:
-        return self.order_of(self.epoch)
-
     def order_of(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.samples))

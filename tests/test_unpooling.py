@@ -32,6 +32,15 @@ def test_unpool_of_pool_keeps_each_max_at_its_argmax_and_zeros_elsewhere(pool):
     np.testing.assert_array_equal(restored, reference_unpool_of_pool(x, pool))
 
 
+def test_ties_switch_to_the_first_maximum_as_argmax_does():
+    """After a ReLU most windows tie at 0: the switch is the first position in the window, as NumPy's argmax."""
+    x = np.maximum(np.random.default_rng(3).normal(size=(2, 8, 8, 3)), 0).round(0).astype("float32")
+    _, switches = MaxPoolingWithSwitches2D(2)(x)
+    windows = x.reshape(2, 4, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 4, 3, 4)
+    assert (windows == windows.max(-1, keepdims=True)).sum(-1).max() > 1  # ties are there
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(switches), windows.argmax(-1))
+
+
 def test_gradients_reach_exactly_the_argmax_positions():
     x = tf.Variable(np.random.default_rng(0).normal(size=(1, 4, 4, 2)).astype("float32"))
     weights = np.random.default_rng(1).normal(size=(1, 4, 4, 2)).astype("float32")

@@ -95,7 +95,13 @@ class MaxPoolingWithSwitches2D(_PoolSizeLayer):
                 f"layer {self.name}: input {height}x{width} is not divisible by pool_size {self.pool_size}"
             )
         windows = _windows(inputs, self.pool_size)
-        return ops.max(windows, axis=-1), ops.cast(ops.argmax(windows, axis=-1), "int32")
+        pooled = ops.max(windows, axis=-1)
+        # the first position holding the max (argmax's answer), written without argmax: TensorFlow's float
+        # argmax lowers to a Bitcast, which neither ONNX nor LiteRT's builtin ops have (pipeline.export)
+        size = self.pool_size * self.pool_size
+        at_max = ops.equal(windows, ops.expand_dims(pooled, -1))
+        first = ops.min(ops.where(at_max, ops.arange(size, dtype="int32"), size), axis=-1)
+        return pooled, ops.minimum(first, size - 1)
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

@@ -19,6 +19,7 @@ COMMANDS = {  # command -> (entry module, what it does)
     "analyze": ("pipeline.analyze", "a model's conv arithmetic: shapes, parameters, receptive fields, FLOPs"),
     "transfer": ("pipeline.transfer", "reuse a trained network on a small set"),
     "transfer-study": ("pipeline.transfer_study", "summarise a transfer multirun"),
+    "export": ("pipeline.export", "a run's model as saved_model, onnx or litert, checked against Keras"),
     "register": ("pipeline.register", "register a run's model as a version in the MLflow registry (+ alias)"),
     "compare": ("pipeline.compare", "leaderboard of a sweep or an experiment"),
     "bench": ("pipeline.bench", "the benchmark table"),

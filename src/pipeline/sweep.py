@@ -6,12 +6,18 @@ writes the parent's id into the sweep folder, where every job finds it: jobs of 
 (same process), of the joblib launcher (loky worker processes) or of a cluster launcher alike.
 At the end it logs the summary to the parent: summary.csv / summary.md (each child's swept overrides
 and headline metric, best first), metric_vs_params.png, and the tag best_run_id.
+
+A sweep is its folder, so it resumes: the same command with `hydra.sweep.dir=<that folder>` reopens the
+same parent run (a changed override is refused, naming the keys); a job whose child run FINISHED returns
+its recorded metric without training; a job that was killed continues its own run from its last backed-up
+epoch (trainer.resume) or starts afresh; children left RUNNING by a killed launcher are marked KILLED.
 """
 
 import atexit
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +39,53 @@ def parent_run_id() -> str | None:
         return None
     path = Path(hydra.sweep.dir) / PARENT_FILE
     return json.loads(path.read_text())["run_id"] if path.is_file() else None
+
+
+def _sweep_record() -> dict | None:
+    """In a multirun job, what MlflowSweep wrote in the sweep folder; None otherwise."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hydra.sweep.dir) / PARENT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def resuming() -> bool:
+    """True in a job of a resumed sweep (started again on its folder)."""
+    return bool((_sweep_record() or {}).get("resumes"))
+
+
+def finished_job() -> float | None:
+    """In a resumed sweep, the headline metric of this job's FINISHED child run (same overrides), or None."""
+    from pipeline import tracking
+
+    record = _sweep_record()
+    if not record or not record.get("resumes"):
+        return None
+    mine = job_tags()["overrides"]
+    for run in tracking.child_runs(record["tracking_uri"], record["run_id"]):
+        if run["status"] == "FINISHED" and run["tags"].get("overrides") == mine:
+            metric = run["tags"].get("headline_metric")
+            log.info("already FINISHED in run %s (%s): not run again", run["run_id"], run["run_name"])
+            return float(run["metrics"].get(metric, math.nan)) if metric else math.nan
+    return None
+
+
+def changed_overrides(before: list[str], now: list[str]) -> list[str]:
+    """The keys whose command-line value differs between two override lists (added, removed or changed)."""
+    old, new = (dict(o.split("=", 1) if "=" in o else (o, "") for o in given) for given in (before, now))
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def latest_per_job(runs: list[dict]) -> list[dict]:
+    """One child run per job (same overrides): the FINISHED one, else the newest; a resumed sweep's killed
+    attempt stays in the store but not in the summary."""
+    chosen: dict[str, dict] = {}
+    for run in sorted(runs, key=lambda r: r["start_time"] or 0):
+        key = run["tags"].get("overrides", run["run_id"])
+        if key not in chosen or chosen[key]["status"] != "FINISHED":
+            chosen[key] = run
+    return list(chosen.values())
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -114,6 +167,9 @@ class MlflowSweep(Callback):
         from pipeline.data.sources import prepare_data
 
         folder = Path(config.hydra.sweep.dir)
+        if (folder / PARENT_FILE).is_file():
+            self._resume(config, folder)
+            return
         folder.mkdir(parents=True, exist_ok=True)
         try:  # the base config's data set once, so parallel jobs do not all generate it at the same time
             root = prepare_data(config.data, progress=False)
@@ -138,12 +194,41 @@ class MlflowSweep(Callback):
         run_id = tracking.start_parent_run(uri, experiment_id, f"{name} ({folder.parent.name} {folder.name})", tags)
         if root is not None:
             log_base_datasets(config, root, uri, run_id)
-        (folder / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri, "swept": swept}) + "\n")
+        overrides = list(hydra.overrides.task)
+        record = {"run_id": run_id, "tracking_uri": uri, "swept": swept, "overrides": overrides, "resumes": 0}
+        (folder / PARENT_FILE).write_text(json.dumps(record) + "\n")
+        self._started(config, uri, run_id, folder)
+
+    def _started(self, config: DictConfig, uri: str, run_id: str, folder: Path) -> None:
         self.parent = (uri, run_id, folder)
         self.register = OmegaConf.select(config, "sweep.register")
         # a failing job stops the multirun before on_multirun_end: end the parent (FAILED) at exit anyway
         atexit.register(self._finish, "FAILED")
         log.info("sweep parent run %s in %s", run_id, uri)
+
+    def _resume(self, config: DictConfig, folder: Path) -> None:
+        """The sweep in `folder` again: same parent run, same overrides (else refused in one line)."""
+        from pipeline import tracking
+
+        record = json.loads((folder / PARENT_FILE).read_text())
+        uri, run_id = str(config.tracking.uri), record["run_id"]
+        changed = changed_overrides(record.get("overrides", []), list(config.hydra.overrides.task))
+        if record["tracking_uri"] != uri:
+            changed.append(f"tracking.uri (was {record['tracking_uri']})")
+        if changed:
+            print(f"error: hydra.sweep.dir={folder} holds a sweep with other settings: {', '.join(changed)} "
+                  "differ; resume with the same overrides, or give a new hydra.sweep.dir", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+        store = tracking.client(uri)
+        for child in tracking.child_runs(uri, run_id):
+            if child["status"] == "RUNNING":  # its launcher was killed: its job runs again below
+                store.set_terminated(child["run_id"], "KILLED")
+        store.update_run(run_id, status="RUNNING")
+        record["resumes"] = record.get("resumes", 0) + 1
+        (folder / PARENT_FILE).write_text(json.dumps(record) + "\n")
+        store.set_tag(run_id, "resumes", str(record["resumes"]))
+        log.info("resuming sweep %s (parent run %s): FINISHED jobs are not run again", folder, run_id)
+        self._started(config, uri, run_id, folder)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self._finish("FINISHED")
@@ -155,7 +240,7 @@ class MlflowSweep(Callback):
 
         uri, run_id, folder = self.parent
         self.parent = None
-        runs = tracking.child_runs(uri, run_id)
+        runs = latest_per_job(tracking.child_runs(uri, run_id))
         summary, files = write_summary(runs, folder) if runs else ({"tags": {}, "metrics": {}}, [])
         tracking.finish_parent_run(uri, run_id, status, summary["tags"], summary["metrics"], files)
         best = summary["tags"].get("best_run_id")

@@ -24,6 +24,11 @@ def main(cfg: DictConfig) -> float:
 
     check_schema(cfg)  # before TensorFlow loads: a bad override answers at once
     from pipeline import sweep, tracking
+
+    if (recorded := sweep.finished_job()) is not None:  # a resumed sweep: this job FINISHED before
+        return recorded
+    if sweep.resuming():  # a job killed part-way continues its own run from its last backed-up epoch
+        cfg.trainer.resume = True
     from pipeline.training.job import Job
     from pipeline.training.runtime import configure_distribution, configure_runtime
 

@@ -22,6 +22,7 @@ from pipeline.config import conf_dir, positive_int, positive_number
 from pipeline.data.samples import CACHE_MODES, FITS, parse_bytes
 from pipeline.data.sources import READERS
 from pipeline.errors import ConfigError
+from pipeline.exporting import FORMATS
 from pipeline.models import MODELS, build_model, task_of_model
 from pipeline.tasks import TASKS
 from pipeline.training.options import LR_SCALING, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, TRANSFER_STRATEGIES
@@ -140,6 +141,8 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "tile_blend": _choice(("gaussian", "flat")),
     "background": _rule(lambda v: v is None or (_integer(v) and v >= 0), "null or a class index >= 0"),
     "num_images": _rule(positive_int, "a positive integer"),
+    "format": _choice(tuple(FORMATS)),
+    "tolerance": _rule(positive_number, "a number > 0"),
     "max_channels": _rule(positive_int, "a positive integer"),
     "maximization.max_layers": _rule(positive_int, "a positive integer"),
     "maximization.filters": _rule(positive_int, "a positive integer"),

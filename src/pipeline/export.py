@@ -1,0 +1,92 @@
+"""Export stage: a trained model as a SavedModel, an ONNX file or a LiteRT flatbuffer, run by that format's own
+runtime on the source run's test images and compared with Keras.
+
+    python -m pipeline.export source=<run id | models:/shapes-unet@champion | file.keras> format=onnx
+Logs to a run nested under the source: the artefact (export/<format>/), the metric parity_max_abs_diff
+(max |exported - Keras| over every output value) and the runtime's name. Exports compute in float32: a model
+trained in mixed precision is exported with its float32 weights, compared with Keras in float32, and the
+metric float32_vs_trained_max_abs_diff says how far that moves its outputs. A gap above `tolerance` (1e-4)
+ends the run FAILED with the figure; a model the format cannot take is refused in one line naming the
+layer and why. Formats go through TensorFlow (pipeline.exporting): under another backend the stage
+re-runs itself with KERAS_BACKEND=tensorflow when TensorFlow is installed.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import conf_dir, stage
+
+log = logging.getLogger(__name__)
+
+
+def _rerun_on_tensorflow() -> None:
+    """The formats' converters are TensorFlow's; Keras' backend is fixed once imported: a fresh process."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    log.info("Keras runs on %s here: exporting in a TensorFlow-backend process", env.get("KERAS_BACKEND"))
+    raise SystemExit(subprocess.call([sys.executable, "-m", "pipeline.export", *sys.argv[1:]], env=env))
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
+@stage
+def main(cfg: DictConfig) -> float:
+    import importlib.util
+
+    import keras
+
+    from pipeline.validation import check_schema
+
+    check_schema(cfg)
+    if keras.config.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
+        _rerun_on_tensorflow()
+    from pipeline import exporting, tracking
+    from pipeline.data.sources import load_data, prepare_data
+    from pipeline.errors import ConfigError, DataError
+
+    name = str(cfg.format)
+    exporting.check_requirements(name)
+    model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
+    data = cfg.data
+    if cfg.use_source_data and source_run and (source := tracking.load_run_config(source_run)):
+        data = OmegaConf.create(source["data"])
+    images, _ = load_data(data, prepare_data(data, progress=False), cfg.split)
+    images = images[: cfg.num_images]
+    expected = tuple(model.inputs[0].shape[1:])
+    if images.shape[1:] != expected:
+        raise ConfigError(f"data.image_size gives {images.shape[1:]} images but the model expects {expected}")
+    folder = Path(cfg.output_dir) / name
+    log.info("exporting %s as %s to %s", model.name, name, folder)
+    path = exporting.export(model, name, folder)
+    gap = exporting.parity(model, name, path, images, cfg.batch_size)
+    runtime = exporting.FORMATS[name].runtime
+    print(f"parity_max_abs_diff={gap:.3g} ({runtime} vs Keras, {len(images)} {cfg.split} images of {data.name})")
+    tags = {"stage": "export", "format": name, "source": str(cfg.source), "runtime": runtime}
+    with tracking.run(
+        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags, source_run
+    ):
+        tracking.log_params({"source": cfg.source, "format": name, "split": cfg.split, "num_images": len(images)})
+        tracking.log_metrics({"parity_max_abs_diff": gap})
+        if (mixed := exporting.precision_gap(model, images, cfg.batch_size)) is not None:  # trained in bf16/fp16
+            tracking.log_metrics({"float32_vs_trained_max_abs_diff": mixed})
+            policy = next(layer.dtype_policy.name for layer in model.layers if layer.dtype_policy.name != "float32")
+            log.info("exported in float32; the model was trained in %s: outputs move by up to %.3g", policy, mixed)
+        if path.is_dir():
+            tracking.log_dir(path, f"export/{name}/{path.name}")
+        else:
+            tracking.log_artifact(path, f"export/{name}")
+        if gap > cfg.tolerance:
+            raise DataError(
+                f"format={name}: the export differs from the Keras model by {gap:.3g} > tolerance={cfg.tolerance} "
+                f"on {len(images)} {cfg.split} images (artefact logged for inspection)"
+            )
+    log.info("%s written to %s and logged (max |diff| %.3g)", name, path, gap)
+    return gap
+
+
+if __name__ == "__main__":
+    main()

@@ -23,29 +23,37 @@ def children(client, experiment, parent=None):
     return [r for r in runs if parent is None or r.data.tags.get("mlflow.parentRunId") == parent]
 
 
-def test_a_killed_grid_sweep_resumes_on_its_folder(tmp_path):
+def launch_and_kill(command: list[str], env: dict, client: MlflowClient, enough: int) -> list:
+    """Start a multirun, SIGKILL its whole process group once `enough` child runs FINISHED (as a node that
+    vanished: no atexit, no callback); the FINISHED runs at that moment."""
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+    deadline, finished = time.monotonic() + 600, []
+    while len(finished) < enough and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if experiment := client.get_experiment_by_name("shapes"):
+            finished = [r for r in children(client, experiment.experiment_id) if r.info.status == "FINISHED"]
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    return finished
+
+
+def test_a_killed_grid_sweep_on_submitit_resumes_on_its_folder(tmp_path):
+    """hydra/launcher=submitit_local: every job its own process (as on SLURM), the launcher killed, resumed."""
     project, folder = tmp_path, tmp_path / "outputs" / "multirun" / "grid"
     uri = f"sqlite:///{project}/mlflow.db"
-    args = ["sweep=grid", *TINY, f"hydra.sweep.dir={folder}", "--multirun"]  # 4 jobs, one after another
+    args = ["sweep=grid", "hydra/launcher=submitit_local", *TINY, f"hydra.sweep.dir={folder}", "--multirun"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "0"}
     command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *args]
-    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client, deadline = MlflowClient(uri), time.monotonic() + 600
-    finished = []
-    while len(finished) < 2 and launcher.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.3)
-        experiment = client.get_experiment_by_name("shapes")
-        if experiment:
-            finished = [r for r in children(client, experiment.experiment_id) if r.info.status == "FINISHED"]
-    launcher.send_signal(signal.SIGKILL)  # no atexit, no callback: as a node that vanished
-    launcher.wait()
+    client = MlflowClient(uri)
+    finished = launch_and_kill(command, env, client, enough=1)
     experiment = client.get_experiment_by_name("shapes").experiment_id
     before = {r.info.run_id: r for r in children(client, experiment) if r.info.status == "FINISHED"}
-    assert 2 <= len(before) < 4, "the kill came too late to leave unfinished jobs"
+    assert 1 <= len(before) < 4, "the kill came too late to leave unfinished jobs"
     [parent] = client.search_runs([experiment], "tags.stage = 'sweep'")
     assert parent.info.status == "RUNNING"  # the SIGKILL left it so
 
-    changed = run_stage("train", project, "sweep=grid", *TINY, "model.depth=3", f"hydra.sweep.dir={folder}", "-m")
+    changed = run_stage("train", project, *args[:-1], "model.depth=3", "-m")
     assert changed.returncode == 2
     assert (
         changed.stderr.strip()
@@ -55,17 +63,74 @@ def test_a_killed_grid_sweep_resumes_on_its_folder(tmp_path):
 
     resumed = run_stage("train", project, *args, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert (resumed.stdout + resumed.stderr).count("already FINISHED in run") == len(before)
     [again] = client.search_runs([experiment], "tags.stage = 'sweep'")
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     assert again.data.tags["resumes"] == "1"
     done = [r for r in children(client, experiment, parent.info.run_id) if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["overrides"] for r in done) == sorted({r.data.tags["overrides"] for r in done})
-    assert len(done) == 4  # one FINISHED child per job, the earlier ones untouched:
-    for run_id, run in before.items():
+    assert len(done) == 4 == len({r.data.tags["overrides"] for r in done})  # one FINISHED child per job
+    for run_id, run in before.items():  # and the earlier ones were not run again
         assert client.get_run(run_id).info.end_time == run.info.end_time
     for run in done:
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 1  # its epoch, once
+    pids = {r.data.tags["system.pid"] for r in done}
+    assert len(pids) == 4 and str(os.getpid()) not in pids  # each job in a process of its own
     summary = client.download_artifacts(parent.info.run_id, "summary/summary.csv", str(tmp_path))
     assert len(open(summary).read().strip().splitlines()) == 1 + 4
     assert not [r for r in children(client, experiment) if r.info.status == "RUNNING"]
+    assert finished
+
+
+OPTUNA = ["sweep=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "trainer.epochs=2"]
+
+
+def test_a_killed_optuna_sweep_resumes_its_study_to_exactly_n_trials(tmp_path):
+    import optuna
+
+    project, folder = tmp_path, tmp_path / "outputs" / "multirun" / "tpe"
+    uri = f"sqlite:///{project}/mlflow.db"
+    args = [*TINY, *OPTUNA, f"hydra.sweep.dir={folder}", "--multirun"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *args]
+    client = MlflowClient(uri)
+    finished = launch_and_kill(command, env, client, enough=1)  # mid-batch: done in MLflow, not told to the study
+    storage = f"sqlite:///{project}/optuna.db"  # beside mlflow.db: the default
+    [summary] = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 2 and summary.study_name == "multirun/tpe"
+
+    resumed = run_stage("train", project, *args, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    study = optuna.load_study(study_name="multirun/tpe", storage=storage)
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert (resumed.stdout + resumed.stderr).count("already FINISHED in run") == len(finished)
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    [parent] = client.search_runs([experiment], "tags.stage = 'sweep'")
+    assert parent.info.status == "FINISHED" and study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    done = [r for r in children(client, experiment, parent.info.run_id) if r.info.status == "FINISHED"]
+    assert len(done) == 4 == len({r.data.tags["overrides"] for r in done})
+    assert {r.info.run_id for r in finished} <= {r.info.run_id for r in done}  # not trained twice
+    values = sorted(r.data.metrics["test_mean_iou"] for r in done)
+    assert values == pytest.approx(sorted(t.value for t in study.trials))  # the study holds what MLflow holds
+
+
+def test_a_pruned_trial_stops_and_is_recorded_as_pruned(tmp_path):
+    """ThresholdPruner(lower=1.1): no IoU reaches it, so every trial is cut once its warm-up epoch is over."""
+    import optuna
+
+    pruner = "+hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.1,n_warmup_steps:1}"
+    args = [*TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=4", pruner, "--multirun"]
+    result = run_stage("train", tmp_path, *args, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    runs = children(client, experiment)
+    assert len(runs) == 2
+    for run in runs:
+        assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+        assert run.data.tags["pruned_at_epoch"] == "2"
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2  # its epochs so far, then stop
+        assert "test_mean_iou" not in run.data.metrics
+    [summary] = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    [parent] = client.search_runs([experiment], "tags.stage = 'sweep'")
+    assert parent.data.tags["pruned_children"] == "2" and "unfinished_children" not in parent.data.tags

@@ -43,6 +43,8 @@ def leaderboard(runs: list[dict], metric: str | None = None, extra_metrics: tupl
     for run in runs:
         given = overrides(run)
         row = {column: run[column] for column in FIXED_COLUMNS}
+        if run["tags"].get("pruned") == "true":  # ended KILLED by its Optuna study's pruner
+            row["status"] = "PRUNED"
         # the resolved value where the override names a param (lr=1e-3 -> 0.001), else the override (model=vgg11)
         row.update({key: run["params"].get(key, given.get(key, "")) for key in keys})
         for name in (metric, *extra_metrics):

@@ -1,7 +1,9 @@
 """Where a run came from: the code's git state and the software and devices it ran on (tags of every run)."""
 
 import functools
+import os
 import platform
+import socket
 import subprocess
 from pathlib import Path
 
@@ -51,5 +53,13 @@ def system_info() -> dict[str, str]:
     return info
 
 
+def process_info() -> dict[str, str]:
+    """Which machine and process ran it, and its cluster job (SLURM), so a sweep's jobs can be told apart."""
+    info = {"system.host": socket.gethostname(), "system.pid": str(os.getpid())}
+    if "SLURM_JOB_ID" in os.environ:
+        info["system.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return info
+
+
 def run_tags(root: Path) -> dict[str, str]:
-    return {**git_state(root), **system_info()}
+    return {**git_state(root), **system_info(), **process_info()}

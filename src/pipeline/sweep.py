@@ -14,6 +14,7 @@ epoch (trainer.resume) or starts afresh; children left RUNNING by a killed launc
 """
 
 import atexit
+import contextlib
 import json
 import logging
 import math
@@ -41,13 +42,16 @@ def parent_run_id() -> str | None:
     return json.loads(path.read_text())["run_id"] if path.is_file() else None
 
 
-def _sweep_record() -> dict | None:
-    """In a multirun job, what MlflowSweep wrote in the sweep folder; None otherwise."""
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
-        return None
-    path = Path(hydra.sweep.dir) / PARENT_FILE
+def read_record(folder: Path) -> dict | None:
+    """What MlflowSweep wrote in a sweep folder (parent run id, store, swept keys, overrides); None if nothing."""
+    path = Path(folder) / PARENT_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _sweep_record() -> dict | None:
+    """In a multirun job, its sweep's record; None otherwise."""
+    hydra = HydraConfig.get()
+    return read_record(Path(hydra.sweep.dir)) if hydra.mode == RunMode.MULTIRUN else None
 
 
 def resuming() -> bool:
@@ -100,6 +104,16 @@ def swept_keys(config: DictConfig) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+@contextlib.contextmanager
+def one_line_errors():
+    """Outside a stage (Hydra's callbacks, the sweeper) the project's errors are one line and exit 2 too."""
+    try:
+        yield
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def short(key: str) -> str:
     """optimizer.lr -> lr, model.base_filters -> base_filters: the last part names it well enough in a row."""
     return key.rsplit(".", 1)[-1]
@@ -113,7 +127,7 @@ def job_name() -> str | None:
     path = Path(hydra.sweep.dir) / PARENT_FILE
     swept = json.loads(path.read_text()).get("swept", []) if path.is_file() else []
     values = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o)
-    named = [f"{short(key)}={values[key]}" for key in swept if key in values]
+    named = [f"{short(key)}={leaderboard.short(values[key])}" for key in swept if key in values]
     return " ".join(named) or None
 
 
@@ -145,9 +159,11 @@ def write_summary(runs: list[dict], folder: Path) -> tuple[dict, list[Path]]:
             files.append(folder / "metric_vs_params.png")
             figure.savefig(files[-1], dpi=100)
             viz.plt.close(figure)
-    failed = int((table["status"] != "FINISHED").sum())
+    failed = int((~table["status"].isin(["FINISHED", "PRUNED"])).sum())
     if failed:
         summary["tags"]["unfinished_children"] = failed
+    if pruned := int((table["status"] == "PRUNED").sum()):
+        summary["tags"]["pruned_children"] = pruned
     return summary, files
 
 
@@ -163,6 +179,10 @@ class MlflowSweep(Callback):
         self.register: str | None = None  # sweep.register: the registered model the best child becomes
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        with one_line_errors():
+            self._start(config)
+
+    def _start(self, config: DictConfig) -> None:
         from pipeline import tracking  # imports Keras and MLflow: only when a multirun starts
         from pipeline.data.sources import prepare_data
 

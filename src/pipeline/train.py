@@ -46,12 +46,16 @@ def main(cfg: DictConfig) -> float:
     uri, artifacts = job.store()  # only the chief records into the shared store
     parent = sweep.parent_run_id() if dist.is_chief else None  # a multirun job nests under its sweep
     name = sweep.job_name() or cfg.tracking.run_name  # a sweep's child is named by what it varies
-    with tracking.run(uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id) as active:
-        if not job.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
-            tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
-            job.log_inputs()
-        job.fit(active.info.run_id)
-        headline = job.test(model_choice)
+    try:
+        with tracking.run(uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id) as run:
+            if not job.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
+                tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
+                job.log_inputs()
+            job.fit(run.info.run_id)
+            headline = job.test(model_choice)
+    except tracking.Stopped:  # an Optuna sweep's trial, pruned: KILLED with its epochs so far
+        job.checkpoints.discard()
+        return job.pruned
     job.checkpoints.discard()  # the run is complete: nothing left to resume
     return headline
 

@@ -32,6 +32,7 @@ from pipeline.tracking.queries import (
 )
 from pipeline.tracking.runs import (
     MetricsCallback,
+    Stopped,
     epoch_logs,
     flatten,
     log_artifact,
@@ -50,6 +51,7 @@ from pipeline.tracking.store import client, prepare_store, retry_locked
 
 __all__ = [
     "MetricsCallback",
+    "Stopped",
     "child_runs",
     "client",
     "download_artifact",

@@ -16,7 +16,7 @@ import mlflow
 from pipeline import provenance
 from pipeline.config import project_root
 from pipeline.safety import redact_params, redact_text
-from pipeline.tracking.store import client, ensure_experiment, retry_locked
+from pipeline.tracking.store import check_reachable, client, ensure_experiment, retry_locked
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def run(
     With parent_run_id (e.g. the training run an evaluation is about) the run is nested under it.
     With run_id an existing run is reopened (a resumed training) instead of a new one started.
     """
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)  # the fluent API below logs into the active run of this store
     if parent_run_id is not None or run_id is not None:  # nested or reopened: the run's own experiment
         experiment_id = client(uri).get_run(parent_run_id or run_id).info.experiment_id
@@ -69,6 +70,10 @@ def run(
     end_run = retry_locked(mlflow.end_run)
     try:
         yield active
+    except Stopped as stop:
+        set_tags({"stopped": stop.reason})
+        end_run(stop.status)
+        raise
     except KeyboardInterrupt:
         end_run("KILLED")
         raise
@@ -78,6 +83,14 @@ def run(
         raise
     else:
         end_run("FINISHED")
+
+
+class Stopped(Exception):  # noqa: N818 - not an error: a run ended on purpose before its end
+    """Raised inside `run` to end it with `status` (KILLED for a pruned trial), not FAILED, and say why."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 def _log_failure(err: BaseException) -> None:

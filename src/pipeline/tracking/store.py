@@ -50,9 +50,31 @@ def retry_locked(fn: Callable) -> Callable:
     return wrapper
 
 
+@functools.cache
+def check_reachable(uri: str) -> None:
+    """A tracking server that does not answer is one line now, not minutes of MLflow's HTTP retries later."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from pipeline.errors import ConfigError
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as answer:
+            answer.read()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one "
+            "(mlflow server --backend-store-uri ...) or unset MLFLOW_TRACKING_URI for the local SQLite store"
+        ) from None
+
+
 def prepare_store(uri: str, experiment: str, artifact_root: str | None) -> str:
     """Before parallel jobs start: create the store and experiment once, and put a SQLite store in
     WAL mode (persistent in the file) so the UI's reads and the jobs' writes do not block each other."""
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     experiment_id = ensure_experiment(experiment, artifact_root)  # creates the SQLite tables if needed
     if uri.startswith("sqlite:///"):

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking, viz
+from pipeline import tracking, tuning, viz
 from pipeline.arithmetic import layer_flops
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
@@ -102,6 +102,7 @@ class Job:
         epoch's metrics; then the best epoch's model is loaded (evaluated, not the last one)."""
         cfg, checkpoints = self.cfg, self.checkpoints
         checkpoints.start(run_id)
+        pruning = tuning.pruning_callbacks(self.monitor, self.mode)  # in an Optuna sweep's job: its trial
         try:
             self.model.fit(
                 self.train_batches,
@@ -115,11 +116,16 @@ class Job:
                     Throughput(len(self.splits["train"])),  # before the callbacks that record each epoch's logs
                     *checkpoints.callbacks(self.monitor, self.mode),
                     tracking.MetricsCallback(),
+                    *pruning,  # last: the epoch is recorded before the trial may stop here
                 ],
             )
         finally:
             self.train_batches.close()
             self.val_batches.close()
+        self.pruned = pruning[0].pruned if pruning else None
+        if self.pruned is not None:  # its epochs so far are recorded; no test, no model
+            tracking.set_tags({"pruned": "true", "pruned_at_epoch": self.pruned.epoch + 1})
+            raise tracking.Stopped("KILLED", f"pruned by the Optuna study after epoch {self.pruned.epoch + 1}")
         best_path = self.output_dir / "checkpoints" / "best.keras"
         self.log_skipped()
         checkpoints.keep_best(best_path)

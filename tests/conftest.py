@@ -1,8 +1,13 @@
 """Shared helpers: real Hydra composition and real CLI subprocesses against a temporary project root."""
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import keras
@@ -77,7 +82,8 @@ def tiny_unet(tmp_path_factory):
     """(project, client, run) of one tiny shapes U-Net, trained once per test session and shared by the
     tests that read a trained run (train records, evaluate, predict, visualize)."""
     project = tmp_path_factory.mktemp("tiny_unet")
-    return project, *train_run(project, *TINY, "optimizer.lr=0.002", "model.base_filters=6")
+    tiny = [*TINY, "optimizer.lr=0.002", "model.base_filters=6", "tracking.system_metrics=0.5"]
+    return project, *train_run(project, *tiny)
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +91,47 @@ def lenet5_digits(tmp_path_factory):
     """(project, client, run) of LeNet-5 trained one epoch on the bundled digits, once per session."""
     project = tmp_path_factory.mktemp("lenet5_digits")
     return project, *train_run(project, "experiment=digits_lenet5", "trainer.epochs=1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Until `url` answers 200; fails with the server's log if it exits or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
+    """`mlflow server` on a free loopback port over `backend_uri`; its URL; stopped (its process group) after."""
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        *("--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)),
+    ]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{url}/health", process, log)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=5)  # uvicorn may wait on open browser connections
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -2,20 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import mlflow
 import pytest
 
-from conftest import TINY, run_stage
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import TINY, free_port, run_stage
 
 
 def test_multi_worker_needs_tf_config(project):

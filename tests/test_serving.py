@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from conftest import free_port
 from pipeline import tracking
 from pipeline.models import build_model
 
@@ -114,18 +114,12 @@ def test_the_logged_signature_names_images_in_and_probabilities_out(logged):
     assert "compile_config" not in str(info.flavors)  # an inference model: no loss, no optimizer
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_with_the_keras_prediction(logged, tmp_path):
     """`mlflow models serve` on loopback: SegNet's probabilities over HTTP equal the Keras model's."""
     _, uri, found = logged
     model_uri, images, expected = found["segnet"]
-    port = _free_port()
+    port = free_port()
     bin_dir = os.path.dirname(sys.executable)  # mlflow starts uvicorn by name: the venv's bin on PATH, as activated
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_cli = os.path.join(bin_dir, "mlflow")

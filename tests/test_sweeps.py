@@ -1,19 +1,16 @@
 """Sweeps end to end: a real joblib multirun into one SQLite store, a real `mlflow server`, the real UI.
 
 One 2x2 grid sweep (4 parallel jobs, tiny U-Nets) feeds every test here; the server then serves that
-same store, so the UI test compares the sweep's runs and the server test adds one job over HTTP.
+same store, so the UI test compares the sweep's runs through it (a team's server on PostgreSQL:
+tests/test_team_store.py).
 """
 
 import csv
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +18,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from conftest import mlflow_server, run_stage
 from pipeline.config import project_root
 
 pytestmark = pytest.mark.slow
@@ -150,69 +147,11 @@ def test_compare_prints_the_leaderboard_best_first(sweep):
 # --- a team's tracking server ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(sweep):
-    """`mlflow server` on a free loopback port over the sweep's store; stopped (its whole process group) at the end."""
-    port = free_port()
-    command = [
-        *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-        *("--backend-store-uri", sweep.uri, "--artifacts-destination", str(sweep.project / "served-artifacts")),
-    ]
-    log = open(sweep.project / "server.log", "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(sweep.project / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    """`mlflow server` on a free loopback port over the sweep's store (the UI test reads the sweep through it)."""
+    with mlflow_server(sweep.uri, sweep.project / "served-artifacts", sweep.project / "server.log") as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)  # uvicorn may wait on open browser connections
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-
-
-def test_a_job_logs_to_a_tracking_server_over_http(server, sweep):
-    project = sweep.project
-    env_uri = {"MLFLOW_TRACKING_URI": server}
-    result = run_stage(
-        "train",
-        project,
-        "trainer=debug",
-        "trainer.epochs=1",
-        "model.depth=2",
-        "model.base_filters=4",
-        "tracking.num_examples=2",
-        "tracking.experiment=team",
-        env=env_uri,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    client = MlflowClient(server)
-    [run] = client.search_runs([client.get_experiment_by_name("team").experiment_id])
-    assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["test_mean_iou"] <= 1.0
-    assert run.data.params["tracking.uri"] == server
-    # artifacts went through the server (mlflow-artifacts:), not straight into a local folder
-    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-    assert "plots/test_predictions.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert any((project / "served-artifacts").rglob("test_predictions.png"))
 
 
 # --- the MLflow UI in a real browser -------------------------------------------------------------------

@@ -34,6 +34,17 @@ def test_epoch_metrics_are_logged_with_their_steps(trained):
         assert sorted(m.step for m in history) == [0, 1], key
 
 
+def test_the_training_run_records_system_metrics(trained):
+    """MLflow's sampler (tracking.system_metrics=0.5 s here): CPU and memory, as system/* metrics over time."""
+    _, client, run = trained
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert len(history) >= 2, key
+        assert all(m.value >= 0 for m in history), key
+    memory = client.get_metric_history(run.info.run_id, "system/system_memory_usage_megabytes")
+    assert max(m.value for m in memory) > 100  # a Python process with TensorFlow loaded: hundreds of MB at least
+
+
 def test_test_metrics_under_their_documented_keys(trained):
     _, _, run = trained
     metrics = run.data.metrics

@@ -49,7 +49,9 @@ def read_record(folder: Path) -> dict | None:
 
 
 def _sweep_record() -> dict | None:
-    """In a multirun job, its sweep's record; None otherwise."""
+    """In a multirun job, its sweep's record; None otherwise (also outside Hydra: a notebook calling main)."""
+    if not HydraConfig.initialized():
+        return None
     hydra = HydraConfig.get()
     return read_record(Path(hydra.sweep.dir)) if hydra.mode == RunMode.MULTIRUN else None
 

@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> float:
     parent = sweep.parent_run_id() if dist.is_chief else None  # a multirun job nests under its sweep
     name = sweep.job_name() or cfg.tracking.run_name  # a sweep's child is named by what it varies
     try:
-        with tracking.run(uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id) as run:
+        where = (uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id)
+        with tracking.run(*where, system_metrics=cfg.tracking.system_metrics) as run:
             if not job.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
                 tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
                 job.log_inputs()

@@ -81,6 +81,8 @@ def job_trial():
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    if not HydraConfig.initialized():  # called outside Hydra (a notebook, a test)
+        return None
     hydra = HydraConfig.get()
     path = Path(hydra.sweep.dir) / STUDY_FILE
     if hydra.mode != RunMode.MULTIRUN or not path.is_file():

@@ -119,6 +119,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "tracking.experiment": _rule(lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "tracking.num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "tracking.log_model": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "tracking.system_metrics": _rule(_optional(positive_number), "null (off) or a sampling interval in seconds > 0"),
     "transfer.source": _rule(
         lambda v: isinstance(v, str) and v != "",
         "a run id, a model URI or file, latest:<experiment>, or a keras.applications name such as MobileNetV2",

@@ -46,11 +46,13 @@ def run(
     tags: dict | None = None,
     parent_run_id: str | None = None,
     run_id: str | None = None,
+    system_metrics: float | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open one MLflow run; it ends FINISHED, or FAILED (KILLED on Ctrl-C) if the body raises.
 
     With parent_run_id (e.g. the training run an evaluation is about) the run is nested under it.
     With run_id an existing run is reopened (a resumed training) instead of a new one started.
+    With system_metrics (seconds) MLflow samples CPU, memory, disk, network and GPUs into system/* metrics.
     """
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)  # the fluent API below logs into the active run of this store
@@ -59,9 +61,13 @@ def run(
     else:
         experiment_id = ensure_experiment(experiment, artifact_root)
     tags = {**provenance.run_tags(project_root()), **(tags or {})}
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(system_metrics)
+        mlflow.set_system_metrics_samples_before_logging(1)  # each sample logged as taken: a kill loses none
     active = retry_locked(mlflow.start_run)(
-        run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id
-    )
+        run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id,
+        log_system_metrics=bool(system_metrics),
+    )  # fmt: skip
     where = client(uri).get_experiment(experiment_id).name
     nested = f", nested under run {parent_run_id}" if parent_run_id else ""
     log.info("MLflow run %s in experiment '%s'%s at %s", active.info.run_id, where, nested, uri)

@@ -239,12 +239,37 @@ def predict(name: str, path: str | Path, images: np.ndarray, batch_size: int = 3
     return np.concatenate([run(Path(path), images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def parity(model: keras.Model, name: str, path: str | Path, images: np.ndarray, batch_size: int = 32) -> float:
-    """max |exported - Keras| over every output value of images (probabilities or boxes), in float32."""
+@dataclass(frozen=True)
+class Parity:
+    """How an artefact's outputs compare with Keras' on the same images."""
+
+    max_abs_diff: float  # over every output value (probabilities or boxes), float32
+    values_over: int  # output values differing by more than the tolerance asked
+    values: int
+    class_agreement: float | None  # share of pixels (or images) whose most probable class is the same
+
+    def line(self, tolerance: float) -> str:
+        agree = "" if self.class_agreement is None else f", same class at {self.class_agreement:.2%}"
+        return f"max |diff| {self.max_abs_diff:.3g}: {self.values_over} of {self.values} values > {tolerance}{agree}"
+
+
+def compare(
+    model: keras.Model, name: str, path: str | Path, images: np.ndarray, batch_size: int = 32, tolerance: float = 1e-4
+) -> Parity:
+    """The artefact (run by its format's runtime) against the Keras model in float32, on images."""
     from pipeline.serving import Predictor
 
     expected = Predictor(_serving_model(model), batch_size).predict(images)
-    return float(np.max(np.abs(predict(name, path, images, batch_size) - expected)))
+    exported = predict(name, path, images, batch_size)
+    gap = np.abs(exported - expected)
+    classes = model.outputs[0].shape[-1] > 1 and np.allclose(expected.sum(-1), 1, atol=1e-3)  # probabilities
+    agreement = float(np.mean(exported.argmax(-1) == expected.argmax(-1))) if classes else None
+    return Parity(float(gap.max()), int((gap > tolerance).sum()), int(gap.size), agreement)
+
+
+def parity(model: keras.Model, name: str, path: str | Path, images: np.ndarray, batch_size: int = 32) -> float:
+    """max |exported - Keras| over every output value of images (probabilities or boxes), in float32."""
+    return compare(model, name, path, images, batch_size).max_abs_diff
 
 
 def precision_gap(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> float | None:

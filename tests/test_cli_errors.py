@@ -109,3 +109,23 @@ def test_every_stage_refuses_its_bad_values_before_any_work(project, stage, over
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert expected in line, line
     assert not (project / "data").exists() and not (project / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [  # a server nobody runs, in a single run and a sweep; a study database nobody runs
+        ([], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "tracking.uri=http://127.0.0.1:9: no MLflow server answers"),
+        (["sweep=grid", "-m"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "no MLflow server answers there"),
+        (
+            ["sweep=optuna", "hydra.sweeper.storage=postgresql+psycopg://nobody@127.0.0.1:9/optuna", "-m"],
+            {},
+            "hydra.sweeper.storage=postgresql+psycopg://nobody@127.0.0.1:9/optuna: cannot open the Optuna study",
+        ),
+    ],
+)
+def test_an_unreachable_store_fails_before_any_training_in_one_line(project, args, env, expected):
+    result = run_stage("train", project, *TINY, *args, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "epoch" not in result.stdout.lower()

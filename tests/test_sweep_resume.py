@@ -80,7 +80,7 @@ def test_a_killed_grid_sweep_on_submitit_resumes_on_its_folder(tmp_path):
     assert finished
 
 
-OPTUNA = ["sweep=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "trainer.epochs=2"]
+OPTUNA = ["sweep=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
 
 
 def test_a_killed_optuna_sweep_resumes_its_study_to_exactly_n_trials(tmp_path):
@@ -117,7 +117,7 @@ def test_a_pruned_trial_stops_and_is_recorded_as_pruned(tmp_path):
     import optuna
 
     pruner = "+hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.1,n_warmup_steps:1}"
-    args = [*TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=4", pruner, "--multirun"]
+    args = [*TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=3", pruner, "--multirun"]
     result = run_stage("train", tmp_path, *args, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -241,6 +241,50 @@ def test_mlflow_ui_compares_the_sweep_runs(server, sweep, browser, tmp_path):
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+PICK_COLUMN = """
+const titles = [...document.querySelectorAll('.du-bois-light-tree-title')];
+const title = titles.find(t => t.textContent.trim() === arguments[0]);
+if (!title) return false;
+title.closest('.du-bois-light-tree-treenode').querySelector('.du-bois-light-tree-checkbox').click();
+return true;
+"""
+COLUMN = SCREENSHOT.with_name("mlflow-ui-metric-column.png")
+
+
+def test_the_runs_table_shows_the_headline_metric_as_a_column(server, sweep, browser, tmp_path):
+    """What README's "In the UI" says to do: Columns, search the metric, tick it, expand the sweep's row."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    parent = sweep.parents[0].info.run_id
+    browser.implicitly_wait(120)
+    browser.get(f"{server}/#/experiments/{sweep.parents[0].info.experiment_id}/runs?workflowType=machine_learning")
+    try:
+        row = browser.find_element(By.CSS_SELECTOR, f"[role=row][row-id='{parent}']")
+        browser.implicitly_wait(2)
+        for close in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):  # the assistant panel
+            close.click()
+        [columns] = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Columns"]
+        columns.click()
+        browser.implicitly_wait(20)
+        browser.find_element(By.CSS_SELECTOR, "input[placeholder='Search columns']").send_keys("test_mean_iou")
+        assert browser.execute_script(PICK_COLUMN, "test_mean_iou")
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        row.find_element(By.CSS_SELECTOR, "button.du-bois-light-btn-link").click()  # the sweep's children
+        browser.find_element(By.CSS_SELECTOR, f"[role=row][row-id='{sweep.children[0].info.run_id}']")
+        shown = {}
+        for child in sweep.children:
+            cell = browser.find_element(
+                By.CSS_SELECTOR, f"[role=row][row-id='{child.info.run_id}'] [col-id*='test_mean_iou']"
+            )
+            shown[child.info.run_id] = float(cell.text)
+        assert shown == pytest.approx({c.info.run_id: c.data.metrics["test_mean_iou"] for c in sweep.children})
+    finally:
+        browser.save_screenshot(str(tmp_path / COLUMN.name))
+        COLUMN.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / COLUMN.name, COLUMN)
+
+
 def test_a_failing_job_ends_failed_and_so_does_its_sweep(tmp_path):
     # job 1 fails inside its run: its augmentation resizes the 64 px images to 32 px, which its model refuses
     overrides = ["trainer=debug", "trainer.epochs=1", "model.depth=2", "model.base_filters=4"]

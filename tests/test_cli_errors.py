@@ -114,7 +114,7 @@ def test_every_stage_refuses_its_bad_values_before_any_work(project, stage, over
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [  # a server nobody runs, in a single run and a sweep; a study database nobody runs
-        ([], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "tracking.uri=http://127.0.0.1:9: no MLflow server answers"),
+        ([], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "tracking.uri=http://127.0.0.1:9: no MLflow server"),
         (["sweep=grid", "-m"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "no MLflow server answers there"),
         (
             ["sweep=optuna", "hydra.sweeper.storage=postgresql+psycopg://nobody@127.0.0.1:9/optuna", "-m"],

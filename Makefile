@@ -49,7 +49,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-# the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77): before a release, not in CI
+# the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77) and five fresh parallel sweeps: before a release, not in CI
 quality: $(STAMP)
 	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 

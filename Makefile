@@ -43,18 +43,21 @@ sweep: $(STAMP)
 compare: $(STAMP)
 	$(BIN)/python -m pipeline.compare $(ARGS)
 
+# tests run in parallel worker processes (pytest-xdist), a test file per worker so module fixtures are shared
+XDIST ?= -n auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not notebooks and not quality" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not notebooks and not quality" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(XDIST) $(PYTEST_ARGS)
 
 # the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77) and five fresh parallel sweeps: before a release, not in CI
 quality: $(STAMP)
 	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest -m notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m notebooks -n auto --maxprocesses 4 --dist load $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not quality" $(PYTEST_ARGS)

@@ -12,7 +12,8 @@ from conftest import run_stage
 pytestmark = pytest.mark.quality
 
 SWEEP = ["sweep=grid", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer=debug", "trainer.epochs=1",
-         "model.depth=2", "tracking.num_examples=1", "tracking.log_model=false", "trainer.verbose=0", "--multirun"]  # fmt: skip
+         "model.depth=2", "tracking.num_examples=1", "tracking.log_model=false", "trainer.verbose=0",
+         "--multirun"]  # fmt: skip
 
 
 @pytest.mark.parametrize("attempt", range(5))

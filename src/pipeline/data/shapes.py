@@ -204,8 +204,16 @@ def generate(root: str | Path, spec: ShapesSpec, progress: bool = True) -> dict:
         "checksum": folder_checksum(tmp),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if is_current(root, spec):  # another process (a parallel job or test) finished the same set meanwhile:
+        shutil.rmtree(tmp, ignore_errors=True)  # keep its copy, which it may be reading
+        return read_manifest(root)
     if root.exists():
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(root)
-    return manifest
+    try:
+        tmp.rename(root)
+    except OSError:  # lost the race for the rename itself
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_current(root, spec):
+            raise
+    return read_manifest(root)

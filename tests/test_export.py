@@ -23,6 +23,7 @@ MODELS = {
 @pytest.mark.parametrize("name", MODELS)
 def test_every_format_predicts_what_keras_predicts(name, tmp_path):
     shape, classes, options = MODELS[name]
+    keras.utils.set_random_seed(0)  # fixed weights: SegNet's switches can flip at a near-tie (README), not by chance
     model = build_model(name, shape, classes, **options)
     images = np.random.default_rng(0).uniform(0, 255, (5, *shape)).astype(np.float32)
     expected = np.asarray(model.predict(images, verbose=0))

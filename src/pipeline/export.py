@@ -25,10 +25,10 @@ from pipeline.config import conf_dir, stage
 log = logging.getLogger(__name__)
 
 
-def _rerun_on_tensorflow() -> None:
+def _rerun_on_tensorflow(backend: str) -> None:
     """The formats' converters are TensorFlow's; Keras' backend is fixed once imported: a fresh process."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    log.info("Keras runs on %s here: exporting in a TensorFlow-backend process", env.get("KERAS_BACKEND"))
+    log.info("Keras runs on %s here: exporting in a TensorFlow-backend process", backend)
     raise SystemExit(subprocess.call([sys.executable, "-m", "pipeline.export", *sys.argv[1:]], env=env))
 
 
@@ -43,10 +43,11 @@ def main(cfg: DictConfig) -> float:
 
     check_schema(cfg)
     if keras.config.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
-        _rerun_on_tensorflow()
+        _rerun_on_tensorflow(keras.config.backend())
     from pipeline import exporting, tracking
     from pipeline.data.sources import load_data, prepare_data
     from pipeline.errors import ConfigError, DataError
+    from pipeline.serving import Predictor
 
     name = str(cfg.format)
     exporting.check_requirements(name)
@@ -61,8 +62,10 @@ def main(cfg: DictConfig) -> float:
         raise ConfigError(f"data.image_size gives {images.shape[1:]} images but the model expects {expected}")
     folder = Path(cfg.output_dir) / name
     log.info("exporting %s as %s to %s", model.name, name, folder)
-    path = exporting.export(model, name, folder)
-    found = exporting.compare(model, name, path, images, cfg.batch_size, cfg.tolerance)
+    served = exporting.serving_model(model)  # float32, main output: built once for the export and its checks
+    path = exporting.export(served, name, folder)
+    keras_outputs = Predictor(served, cfg.batch_size).predict(images)
+    found = exporting.compare(served, name, path, images, cfg.batch_size, cfg.tolerance, keras_outputs)
     gap, runtime = found.max_abs_diff, exporting.FORMATS[name].runtime
     print(f"parity_max_abs_diff={gap:.3g} ({runtime} vs Keras, {len(images)} {cfg.split} images of {data.name}: "
           f"{found.line(cfg.tolerance)})")  # fmt: skip
@@ -74,7 +77,8 @@ def main(cfg: DictConfig) -> float:
         tracking.log_metrics({"parity_max_abs_diff": gap, "parity_values_over_tolerance": found.values_over})
         if found.class_agreement is not None:
             tracking.log_metrics({"parity_class_agreement": found.class_agreement})
-        if (mixed := exporting.precision_gap(model, images, cfg.batch_size)) is not None:  # trained in bf16/fp16
+        mixed = exporting.precision_gap(model, images, cfg.batch_size, keras_outputs)
+        if mixed is not None:  # trained in bfloat16 or float16
             tracking.log_metrics({"float32_vs_trained_max_abs_diff": mixed})
             policy = next(layer.dtype_policy.name for layer in model.layers if layer.dtype_policy.name != "float32")
             log.info("exported in float32; the model was trained in %s: outputs move by up to %.3g", policy, mixed)

@@ -108,18 +108,23 @@ def _as_float32(node):
     return node
 
 
+def is_float32(model: keras.Model) -> bool:
+    return all(layer.dtype_policy.name == "float32" for layer in model.layers)
+
+
 def float32_model(model: keras.Model) -> keras.Model:
     """The model computing in float32 with the same weights: a model trained in mixed precision keeps its
     variables in float32, so only the compute dtype changes. Exports are float32 (ONNX Runtime refuses the
     Mul of a bfloat16 and a float16 that a mixed_bfloat16 graph converts to, LiteRT has no bfloat16 ops)."""
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+    if is_float32(model):
         return model
     clone = model.__class__.from_config(_as_float32(model.get_config()))
     clone.set_weights(model.get_weights())
     return clone
 
 
-def _serving_model(model: keras.Model) -> keras.Model:
+def serving_model(model: keras.Model) -> keras.Model:
+    """What is exported: the inference model (main output, no loss) computing in float32, called once."""
     from pipeline.tracking.models import inference_model
 
     served = inference_model(float32_model(model))
@@ -217,7 +222,7 @@ def export(model: keras.Model, name: str, folder: str | Path) -> Path:
     """The model's inference form written as `name` in folder; a model the format cannot take is refused in
     one line naming the layer and why."""
     check_requirements(name)
-    served = _serving_model(model)
+    served = serving_model(model)
     captured = io.StringIO()
     try:
         with _quiet(captured):
@@ -254,12 +259,20 @@ class Parity:
 
 
 def compare(
-    model: keras.Model, name: str, path: str | Path, images: np.ndarray, batch_size: int = 32, tolerance: float = 1e-4
+    model: keras.Model,
+    name: str,
+    path: str | Path,
+    images: np.ndarray,
+    batch_size: int = 32,
+    tolerance: float = 1e-4,
+    expected: np.ndarray | None = None,
 ) -> Parity:
-    """The artefact (run by its format's runtime) against the Keras model in float32, on images."""
+    """The artefact (run by its format's runtime) against the Keras model in float32, on images (`expected`:
+    the float32 Keras outputs, when already computed)."""
     from pipeline.serving import Predictor
 
-    expected = Predictor(_serving_model(model), batch_size).predict(images)
+    if expected is None:
+        expected = Predictor(serving_model(model), batch_size).predict(images)
     exported = predict(name, path, images, batch_size)
     gap = np.abs(exported - expected)
     classes = model.outputs[0].shape[-1] > 1 and np.allclose(expected.sum(-1), 1, atol=1e-3)  # probabilities
@@ -272,13 +285,17 @@ def parity(model: keras.Model, name: str, path: str | Path, images: np.ndarray, 
     return compare(model, name, path, images, batch_size).max_abs_diff
 
 
-def precision_gap(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> float | None:
+def precision_gap(
+    model: keras.Model, images: np.ndarray, batch_size: int = 32, float32_outputs: np.ndarray | None = None
+) -> float | None:
     """max |float32 - trained policy| of the Keras model's outputs on images; None when it was float32 already
     (the export is float32: this says what leaving mixed precision changes)."""
     from pipeline.serving import Predictor
     from pipeline.tracking.models import inference_model
 
-    if float32_model(model) is model:
+    if is_float32(model):
         return None
+    if float32_outputs is None:
+        float32_outputs = Predictor(serving_model(model), batch_size).predict(images)
     trained = Predictor(inference_model(model), batch_size).predict(images)
-    return float(np.max(np.abs(Predictor(_serving_model(model), batch_size).predict(images) - trained)))
+    return float(np.max(np.abs(float32_outputs - trained)))

@@ -13,10 +13,14 @@ from pipeline.errors import DataError
 FIXED_COLUMNS = ["run_id", "run_name", "status"]
 
 
+def parse_overrides(items) -> dict[str, str]:
+    """Hydra command-line overrides (key=value, +key=value) as {key: value}."""
+    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+
+
 def overrides(run: dict) -> dict[str, str]:
     """The run's command-line overrides as {key: value} (tag `overrides`, a JSON list of key=value)."""
-    items = json.loads(run["tags"].get("overrides", "[]"))
-    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+    return parse_overrides(json.loads(run["tags"].get("overrides", "[]")))
 
 
 def headline_metric(runs: list[dict]) -> str | None:

@@ -35,11 +35,8 @@ PARENT_FILE = "mlflow_parent_run.json"
 
 def parent_run_id() -> str | None:
     """In a multirun job, the sweep's parent run id; None for a single run (or with no MlflowSweep callback)."""
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
-        return None
-    path = Path(hydra.sweep.dir) / PARENT_FILE
-    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+    record = _sweep_record()
+    return record["run_id"] if record else None
 
 
 def read_record(folder: Path) -> dict | None:
@@ -48,12 +45,18 @@ def read_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _sweep_record() -> dict | None:
-    """In a multirun job, its sweep's record; None otherwise (also outside Hydra: a notebook calling main)."""
+def job_folder() -> Path | None:
+    """In a multirun job, its sweep's folder; None otherwise (also outside Hydra: a notebook calling main)."""
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
-    return read_record(Path(hydra.sweep.dir)) if hydra.mode == RunMode.MULTIRUN else None
+    return Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
+
+
+def _sweep_record() -> dict | None:
+    """In a multirun job, its sweep's record; None otherwise."""
+    folder = job_folder()
+    return read_record(folder) if folder else None
 
 
 def resuming() -> bool:
@@ -123,12 +126,10 @@ def short(key: str) -> str:
 
 def job_name() -> str | None:
     """In a multirun job, the run's name: what it varies, `lr=0.003 base_filters=8`; None otherwise."""
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
+    record = _sweep_record()
+    if record is None:
         return None
-    path = Path(hydra.sweep.dir) / PARENT_FILE
-    swept = json.loads(path.read_text()).get("swept", []) if path.is_file() else []
-    values = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o)
+    swept, values = record.get("swept", []), leaderboard.parse_overrides(HydraConfig.get().overrides.task)
     named = [f"{short(key)}={leaderboard.short(values[key])}" for key in swept if key in values]
     return " ".join(named) or None
 

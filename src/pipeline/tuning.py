@@ -79,13 +79,12 @@ def write_study_record(sweep_dir: Path, storage: str, study_name: str, pruner: d
 def job_trial():
     """In a job of an Optuna sweep, its trial (trial number = Hydra job number); None otherwise."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized():  # called outside Hydra (a notebook, a test)
-        return None
-    hydra = HydraConfig.get()
-    path = Path(hydra.sweep.dir) / STUDY_FILE
-    if hydra.mode != RunMode.MULTIRUN or not path.is_file():
+    from pipeline.sweep import job_folder
+
+    folder = job_folder()
+    path = folder / STUDY_FILE if folder else None
+    if path is None or not path.is_file():
         return None
     import optuna
     from hydra.utils import instantiate
@@ -93,7 +92,7 @@ def job_trial():
     record = json.loads(path.read_text())
     pruner = instantiate(record["pruner"]) if record.get("pruner") else optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=record["study_name"], storage=open_storage(record["storage"]), pruner=pruner)
-    number = int(hydra.job.num)
+    number = int(HydraConfig.get().job.num)
     # Optuna has no public lookup by number across processes: its storage's, as Optuna's own integrations use
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     return optuna.trial.Trial(study, trial_id)

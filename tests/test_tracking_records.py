@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import leaderboard, tracking, viz
+from pipeline.errors import DataError
 
 
 @pytest.fixture
@@ -67,31 +68,46 @@ def test_retry_locked_retries_only_database_is_locked():
     assert len(calls) == 1
 
 
-def job(run_id: str, overrides: list[str], params: dict, metric: float | None, status: str = "FINISHED") -> dict:
-    metrics = {} if metric is None else {"test_mean_iou": metric}
+def job(run_id, overrides, params, val, test=None, status="FINISHED", monitor="val_mean_iou", mode="max") -> dict:
+    metrics = {} if val is None else {f"selection_{monitor}": val, "test_mean_iou": test}
     tags = {"overrides": json.dumps(overrides), "headline_metric": "test_mean_iou"}
+    tags.update({"selection_metric": f"selection_{monitor}", "selection_mode": mode})
     return {"run_id": run_id, "run_name": "unet", "status": status, "tags": tags, "params": params, "metrics": metrics}
 
 
+# validation and test disagree: b is chosen (best validation) although a has the better test score
 RUNS = [
-    job("a", ["optimizer.lr=1e-3", "model=unet", "trainer=debug"], {"optimizer.lr": "0.0010000000000000002"}, 0.5),
-    job("b", ["optimizer.lr=1e-2", "model=unet", "trainer=debug"], {"optimizer.lr": "0.01"}, 0.70),
-    job("c", ["optimizer.lr=1e-1", "model=segnet", "trainer=debug"], {"optimizer.lr": "0.1"}, None, "FAILED"),
+    job("a", ["optimizer.lr=1e-3", "model=unet", "trainer=debug"], {"optimizer.lr": "0.0010000000000000002"}, 0.5, 0.9),
+    job("b", ["optimizer.lr=1e-2", "model=unet", "trainer=debug"], {"optimizer.lr": "0.01"}, 0.70, 0.6),
+    job("c", ["optimizer.lr=1e-1", "model=segnet", "trainer=debug"], {"optimizer.lr": "0.1"}, None, None, "FAILED"),
 ]
 
 
-def test_leaderboard_shows_swept_params_best_first_failed_last():
+def test_leaderboard_ranks_by_validation_with_the_test_score_beside_failed_last():
     table = leaderboard.leaderboard(RUNS)
-    assert list(table.columns) == ["run_id", "run_name", "status", "optimizer.lr", "model", "test_mean_iou"]
-    assert list(table["run_id"]) == ["b", "a", "c"]
+    columns = ["run_id", "run_name", "status", "optimizer.lr", "model", "selection_val_mean_iou", "test_mean_iou"]
+    assert list(table.columns) == columns
+    assert list(table["run_id"]) == ["b", "a", "c"]  # by validation: the test ordering (a first) is ignored
     assert list(table["optimizer.lr"]) == ["0.01", "0.0010000000000000002", "0.1"]  # the param, not the override
     assert list(table["model"]) == ["unet", "unet", "segnet"]
     assert math.isnan(table["test_mean_iou"].iloc[2])
     markdown = leaderboard.to_markdown(table).splitlines()
-    assert markdown[0] == "| run_id | run_name | status | optimizer.lr | model | test_mean_iou |"
-    assert markdown[2] == "| b | unet | FINISHED | 0.01 | unet | 0.7000 |"
-    assert markdown[3] == "| a | unet | FINISHED | 0.001 | unet | 0.5000 |"  # shortened for reading
-    assert markdown[4].endswith("| segnet |  |")
+    assert markdown[0] == "| " + " | ".join(columns) + " |"
+    assert markdown[2] == "| b | unet | FINISHED | 0.01 | unet | 0.7000 | 0.6000 |"
+    assert markdown[3] == "| a | unet | FINISHED | 0.001 | unet | 0.5000 | 0.9000 |"  # shortened for reading
+    assert markdown[4].endswith("| segnet |  |  |")
+
+
+def test_a_loss_monitor_ranks_lowest_first_and_runs_without_a_selection_are_refused():
+    runs = [job("x", ["optimizer.lr=1"], {}, 0.30, 0.5, monitor="val_loss", mode="min"),
+            job("y", ["optimizer.lr=2"], {}, 0.20, 0.4, monitor="val_loss", mode="min")]  # fmt: skip
+    table = leaderboard.leaderboard(runs)
+    assert list(table["run_id"]) == ["y", "x"] and table.attrs == {"metric": "selection_val_loss", "mode": "min"}
+    for run in runs:
+        del run["tags"]["selection_metric"]
+    with pytest.raises(DataError, match="records the validation score"):
+        leaderboard.leaderboard(runs)
+    assert list(leaderboard.leaderboard(runs, "test_mean_iou")["run_id"]) == ["x", "y"]  # asked for by name
 
 
 def test_metric_against_params_one_panel_per_param_log_axis_for_wide_ranges():

@@ -1,4 +1,5 @@
-"""Leaderboards of runs: their key params and metrics, best headline metric first (the library behind
+"""Leaderboards of runs: their key params and metrics, best first by the validation score each run was chosen
+by (tag selection_metric), its test headline beside as the held-out estimate (the library behind
 `python -m pipeline.compare` and the sweep summary). The key params are the Hydra overrides that differ
 between the runs (each run tags its overrides)."""
 
@@ -9,6 +10,7 @@ import math
 import pandas as pd
 
 from pipeline.errors import DataError
+from pipeline.tasks.base import direction
 
 FIXED_COLUMNS = ["run_id", "run_name", "status"]
 
@@ -24,9 +26,20 @@ def overrides(run: dict) -> dict[str, str]:
 
 
 def headline_metric(runs: list[dict]) -> str | None:
-    """The metric the runs' stage returned (tag headline_metric), the most common one among the runs."""
+    """The test metric the runs report as their held-out estimate (tag headline_metric), the most common one."""
     names = collections.Counter(r["tags"]["headline_metric"] for r in runs if "headline_metric" in r["tags"])
     return names.most_common(1)[0][0] if names else None
+
+
+def selection_metric(runs: list[dict]) -> tuple[str | None, str]:
+    """(metric, "max" | "min"): the validation score the runs were chosen by (tags selection_metric and
+    selection_mode), the most common among the runs; (None, "max") when none records one."""
+    named = collections.Counter(
+        (r["tags"]["selection_metric"], r["tags"].get("selection_mode", "max"))
+        for r in runs
+        if "selection_metric" in r["tags"]
+    )
+    return named.most_common(1)[0][0] if named else (None, "max")
 
 
 def swept_keys(runs: list[dict]) -> list[str]:
@@ -39,9 +52,18 @@ def swept_keys(runs: list[dict]) -> list[str]:
 
 
 def leaderboard(runs: list[dict], metric: str | None = None, extra_metrics: tuple[str, ...] = ()) -> pd.DataFrame:
-    """One row per run: id, name, status, the swept params, the metric(s); sorted by `metric` (default:
-    the headline metric), best first, runs without it last."""
-    metric = metric or headline_metric(runs) or "test_accuracy"
+    """One row per run: id, name, status, the swept params, the metric ranked by, then the test headline
+    (the held-out estimate) and `extra_metrics`; sorted by `metric` (default: the runs' selection metric, a
+    validation score), best first in its direction, runs without it last."""
+    chosen, mode = selection_metric(runs)
+    if metric is None and chosen is None:
+        raise DataError(
+            f"none of these {len(runs)} runs records the validation score it is chosen by (tag selection_metric, "
+            "set by the train and transfer stages); name a metric to sort by (compare --metric NAME)"
+        )
+    mode = mode if metric in (None, chosen) else direction(metric)
+    metric = metric or chosen
+    extra = tuple(dict.fromkeys(m for m in (headline_metric(runs), *extra_metrics) if m and m != metric))
     keys = swept_keys(runs)
     rows = []
     for run in runs:
@@ -51,11 +73,13 @@ def leaderboard(runs: list[dict], metric: str | None = None, extra_metrics: tupl
             row["status"] = "PRUNED"
         # the resolved value where the override names a param (lr=1e-3 -> 0.001), else the override (model=vgg11)
         row.update({key: run["params"].get(key, given.get(key, "")) for key in keys})
-        for name in (metric, *extra_metrics):
+        for name in (metric, *extra):
             row[name] = run["metrics"].get(name, math.nan)
         rows.append(row)
-    table = pd.DataFrame(rows, columns=[*FIXED_COLUMNS, *keys, metric, *extra_metrics])
-    return table.sort_values(metric, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=[*FIXED_COLUMNS, *keys, metric, *extra])
+    table = table.sort_values(metric, ascending=mode == "min", na_position="last", kind="stable")
+    table.attrs.update(metric=metric, mode=mode)  # what it is ranked by, for the summary and compare's title
+    return table.reset_index(drop=True)
 
 
 def short(value: str) -> str:

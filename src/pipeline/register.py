@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline import tracking
     from pipeline.errors import DataError
 
-    mlflow.set_tracking_uri(cfg.tracking.uri)
+    tracking.use_store(cfg.tracking.uri)
     source = str(cfg.source)
     try:
         run_id = source if "/" not in source else tracking.load_model(source, cfg.tracking.uri)[1]

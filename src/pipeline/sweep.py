@@ -65,7 +65,8 @@ def resuming() -> bool:
 
 
 def finished_job() -> float | None:
-    """In a resumed sweep, the headline metric of this job's FINISHED child run (same overrides), or None."""
+    """In a resumed sweep, the selection metric (validation) of this job's FINISHED child run (same overrides),
+    or None."""
     from pipeline import tracking
 
     record = _sweep_record()
@@ -74,7 +75,7 @@ def finished_job() -> float | None:
     mine = job_tags()["overrides"]
     for run in tracking.child_runs(record["tracking_uri"], record["run_id"]):
         if run["status"] == "FINISHED" and run["tags"].get("overrides") == mine:
-            metric = run["tags"].get("headline_metric")
+            metric = run["tags"].get("selection_metric")
             log.info("already FINISHED in run %s (%s): not run again", run["run_id"], run["run_name"])
             return float(run["metrics"].get(metric, math.nan)) if metric else math.nan
     return None
@@ -109,13 +110,51 @@ def swept_keys(config: DictConfig) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def check_swept_keys(config: DictConfig) -> None:
+    """Every key a multirun varies (the sweeper's search space, the command line's a,b / choice / interval)
+    must be a key of the config the jobs compose, else one ConfigError now, naming the option chosen and its
+    keys, instead of Hydra's `Could not override` in every job after the parent run and study exist."""
+    from pipeline.errors import ConfigError
+
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    space = [(str(k), "hydra.sweeper.params") for k in (OmegaConf.to_container(params) if params else {})]
+    for override in config.hydra.overrides.task:
+        key, _, value = override.partition("=")
+        if any(mark in value for mark in (",", "range(", "choice(", "interval(", "glob(")) and "[" not in value:
+            space.append((key, "the command line"))
+    choices = config.hydra.runtime.choices
+    for key, where in space:
+        if key.startswith(("+", "~")) or key.startswith("hydra.") or key in choices:
+            continue  # an addition, a deletion, Hydra's own, or a config group (model=unet,segnet)
+        if OmegaConf.select(config, key, default=ABSENT) is not ABSENT:
+            continue
+        group, _, rest = key.partition(".")
+        node = OmegaConf.select(config, group, default=None)
+        chosen = f"{group}={choices[group]}" if group in choices else group
+        keys = ", ".join(map(str, node.keys())) if OmegaConf.is_dict(node) else "none"
+        raise ConfigError(
+            f"{where} sweeps {key}, which {chosen} does not have (its keys: {keys}); valid: sweep a key it has, "
+            f"or add one with +{key}=..."
+        )
+
+
+ABSENT = object()
+
+
 @contextlib.contextmanager
-def one_line_errors():
-    """Outside a stage (Hydra's callbacks, the sweeper) the project's errors are one line and exit 2 too."""
+def one_line_errors(doing: str = "the sweep"):
+    """Outside a stage (Hydra's callbacks, the sweeper) the project's errors are one line and exit 2 too. Any
+    other exception stops the multirun as well: Hydra turns an exception in a callback into a warning and
+    goes on launching jobs, which would then run un-nested, or not be recorded at all. SystemExit is not an
+    Exception, so Hydra lets it through."""
     try:
         yield
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:  # noqa: BLE001 - whatever it is, the sweep cannot record itself: stop
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        print(f"error: {doing} stopped: {type(err).__name__}: {first}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -140,22 +179,29 @@ def job_tags() -> dict[str, str]:
 
 
 def write_summary(runs: list[dict], folder: Path) -> tuple[dict, list[Path]]:
-    """summary.csv, summary.md and metric_vs_params.png of the child runs in `folder`;
-    returns the parent's tags and metrics (best child and its metric) and the files written."""
+    """summary.csv, summary.md and metric_vs_params.png of the child runs in `folder`, ranked by their
+    selection metric (validation); returns the parent's tags and metrics (the best child, its validation
+    score, and its test score as the held-out estimate) and the files written."""
     from pipeline import viz
 
-    table = leaderboard.leaderboard(runs)
-    metric = table.columns[-1]
+    chosen, _ = leaderboard.selection_metric(runs)  # none when every child failed before choosing an epoch
+    table = leaderboard.leaderboard(runs, chosen or "selection_metric")
+    metric = table.attrs["metric"]
+    held_out = leaderboard.headline_metric(runs)
     files = [folder / "summary.csv", folder / "summary.md"]
     table.to_csv(files[0], index=False)
-    files[1].write_text(to_markdown_with_title(table, metric))
-    summary = {"tags": {"headline_metric": metric, "children": len(runs)}, "metrics": {}}
+    files[1].write_text(to_markdown_with_title(table, metric, held_out))
+    summary = {"tags": {"selection_metric": metric, "children": len(runs)}, "metrics": {}}
+    if held_out:
+        summary["tags"]["headline_metric"] = held_out
     scored = table[table[metric].notna()]
-    swept = [c for c in table.columns if c not in (*leaderboard.FIXED_COLUMNS, metric)]
+    swept = [c for c in table.columns if c not in (*leaderboard.FIXED_COLUMNS, metric, held_out)]
     if len(scored):
         best = scored.iloc[0]
         summary["tags"]["best_run_id"] = best["run_id"]
         summary["metrics"][f"best_{metric}"] = float(best[metric])
+        if held_out and held_out in best and math.isfinite(best[held_out]):
+            summary["metrics"][f"best_run_{held_out}"] = float(best[held_out])  # the chosen model's estimate
         if swept:
             values = {key: [str(v) for v in scored[key]] for key in swept}
             figure = viz.metric_against_params(values, list(scored[metric]), metric)
@@ -170,8 +216,11 @@ def write_summary(runs: list[dict], folder: Path) -> tuple[dict, list[Path]]:
     return summary, files
 
 
-def to_markdown_with_title(table, metric: str) -> str:
-    return f"# Sweep summary: {len(table)} runs, best {metric} first\n\n{leaderboard.to_markdown(table)}"
+def to_markdown_with_title(table, metric: str, held_out: str | None = None) -> str:
+    beside = f"; {held_out} is each model's held-out test estimate, never ranked by" if held_out else ""
+    order = "lowest" if table.attrs.get("mode") == "min" else "best"
+    title = f"# Sweep summary: {len(table)} runs, {order} {metric} (validation) first{beside}"
+    return f"{title}\n\n{leaderboard.to_markdown(table)}"
 
 
 class MlflowSweep(Callback):
@@ -182,10 +231,11 @@ class MlflowSweep(Callback):
         self.register: str | None = None  # sweep.register: the registered model the best child becomes
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        with one_line_errors():
+        with one_line_errors("the sweep could not record itself (its MLflow parent run), so it"):
             self._start(config)
 
     def _start(self, config: DictConfig) -> None:
+        check_swept_keys(config)  # before any parent run, study or data exists
         from pipeline import tracking  # imports Keras and MLflow: only when a multirun starts
         from pipeline.data.sources import prepare_data
 
@@ -254,7 +304,8 @@ class MlflowSweep(Callback):
         self._started(config, uri, run_id, folder)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self._finish("FINISHED")
+        with one_line_errors("the sweep's summary"):
+            self._finish("FINISHED")
 
     def _finish(self, status: str) -> None:
         if self.parent is None:
@@ -267,9 +318,11 @@ class MlflowSweep(Callback):
         summary, files = write_summary(runs, folder) if runs else ({"tags": {}, "metrics": {}}, [])
         tracking.finish_parent_run(uri, run_id, status, summary["tags"], summary["metrics"], files)
         best = summary["tags"].get("best_run_id")
-        metric = summary["tags"].get("headline_metric")
+        metric, held_out = summary["tags"].get("selection_metric"), summary["tags"].get("headline_metric")
         value = summary["metrics"].get(f"best_{metric}", math.nan)
-        log.info("sweep %s %s: %d runs, best %s %.4f (run %s)", run_id, status, len(runs), metric, value, best)
+        estimate = summary["metrics"].get(f"best_run_{held_out}", math.nan)
+        log.info("sweep %s %s: %d runs, chosen run %s by %s %.4f; its held-out %s %.4f", run_id, status, len(runs),
+                 best, metric, value, held_out, estimate)  # fmt: skip
         if files:
             log.info("summary: %s", files[1])
         if self.register and best and status == "FINISHED":
@@ -298,7 +351,7 @@ def register_best(uri: str, parent_id: str, best_run: str, name: str, alias: str
 
     from pipeline import tracking
 
-    mlflow.set_tracking_uri(uri)
+    tracking.use_store(uri)
     try:
         version = tracking.register_model(best_run, name, alias, tags={"source_run": best_run, "sweep": parent_id})
     except (PipelineError, mlflow.exceptions.MlflowException) as err:

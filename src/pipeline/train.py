@@ -3,8 +3,10 @@
     python -m pipeline.train                          # the default shapes U-Net (`make train`)
     python -m pipeline.train --cfg job                # print the config
     python -m pipeline.train -m optimizer.lr=1e-3,3e-4
-Every task (segmentation masks, classification labels, localization boxes) trains the same way; the
-headline metric (test mean IoU, accuracy or box IoU) is returned so Hydra sweepers can optimise it.
+Every task (segmentation masks, classification labels, localization boxes) trains the same way. The value
+returned to Hydra sweepers is the validation score the run is chosen by (trainer.monitor at the kept epoch,
+metric selection_<monitor>): sweeps, pipeline.compare and sweep.register never see the test split, whose
+scores (test_*) are logged as the chosen model's held-out estimate.
 The library is imported inside main, so --help and --cfg answer before TensorFlow loads.
 """
 
@@ -53,12 +55,12 @@ def main(cfg: DictConfig) -> float:
                 tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
                 job.log_inputs()
             job.fit(run.info.run_id)
-            headline = job.test(model_choice)
+            job.test(model_choice)
     except tracking.Stopped:  # an Optuna sweep's trial, pruned: KILLED with its epochs so far
         job.checkpoints.discard()
         return job.pruned
     job.checkpoints.discard()  # the run is complete: nothing left to resume
-    return headline
+    return job.selected
 
 
 if __name__ == "__main__":

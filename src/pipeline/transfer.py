@@ -6,7 +6,8 @@
 
 Strategies (scratch, feature_extraction, fine_tune, full) are described in pipeline.training.transfer.
 Batch norm in a reused backbone always runs in inference mode. The last epoch is scored (no
-checkpoint picked on a validation set that may be larger than the training set).
+checkpoint picked on a validation set that may be larger than the training set); its validation score is
+what the stage returns and a sweep ranks by (selection_<monitor>), its test score the held-out estimate.
 """
 
 from pathlib import Path
@@ -33,7 +34,8 @@ def main(cfg: DictConfig) -> float:
     from pipeline.data.sequence import ImageBatches
     from pipeline.data.sources import class_names, load_splits, prepare_data
     from pipeline.tasks import get_task
-    from pipeline.training.fit import test_and_log
+    from pipeline.tasks import direction
+    from pipeline.training.fit import log_selection, test_and_log
     from pipeline.training.runtime import configure_runtime
     from pipeline.training.transfer import build_transfer_model, fit_phases, load_backbone, phases
 
@@ -83,12 +85,15 @@ def main(cfg: DictConfig) -> float:
         history = fit_phases(
             model, backbone, schedule, compile_model, train_batches, val_batches, optimizer_cfg, cfg.trainer.verbose
         )
+        monitor = cfg.trainer.monitor or task.monitor
+        last = len(history.get(monitor, [])) - 1
+        selected = log_selection(history, monitor, direction(monitor), kept=last)  # the last epoch is kept
         examples, ignore = cfg.tracking.num_examples, cfg.loss.get("ignore_label")
-        headline = test_and_log(model, task, x_test, y_test, classes, batch, examples, ignore)
+        test_and_log(model, task, x_test, y_test, classes, batch, examples, ignore)
         tracking.log_figure(viz.training_curves(history), "plots/training_curves.png")
         if cfg.tracking.log_model:
             tracking.log_keras_model(model, x_test[:2].astype(np.float32))
-    return headline
+    return selected
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ SQLAlchemy 2 (hydra #2562); the 1.4.0rc3 line needs hydra-core and omegaconf rel
 here on a sweep started again on its folder it asked n_trials more trials (8 of 4) and numbered the new jobs
 from 0 again, writing into the first jobs' folders; neither lets a job see its trial, so neither can prune.
 
+What it optimises: each job returns its validation score (trainer.monitor at the kept epoch), so the study's
+direction is that metric's (`direction: null`); the test split never steers it.
+
 What it does: the study (`study_name`, default: the sweep folder) lives in `storage` (default: SQLite beside
 the MLflow store, pipeline.tuning) and records the MLflow parent run. Trials are asked n_jobs at a time and
 launched through any Hydra launcher (basic, joblib, submitit) with job number = trial number, so a job finds
@@ -71,7 +74,7 @@ def search_space(params: DictConfig | None, arguments: list[str]) -> tuple[dict,
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
-        direction: str = "maximize",
+        direction: str | None = None,
         study_name: str | None = None,
         storage: str | None = None,
         n_trials: int = 20,
@@ -90,6 +93,21 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
+    def _direction(self) -> str:
+        """The study's direction: the monitored validation metric's (maximize a score, minimize a loss), which
+        is what every job returns; a configured direction that contradicts it is refused."""
+        from pipeline.errors import ConfigError
+        from pipeline.tasks.base import direction
+
+        monitor = OmegaConf.select(self.config, "trainer.monitor") or "val_score"
+        wanted = "maximize" if direction(monitor) == "max" else "minimize"
+        if self.direction not in (None, wanted):
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.direction} contradicts trainer.monitor={monitor}, which each trial "
+                f"returns (its best validation value); valid: {wanted}, or leave it null"
+            )
+        return wanted
+
     def _study(self):
         import optuna
 
@@ -106,7 +124,7 @@ class OptunaSweeper(Sweeper):
             seed = self.sampler.get("seed")
             sampler = instantiate(self.sampler, **({"seed": seed + done} if seed is not None and done else {}))
         study = optuna.create_study(
-            storage=database, study_name=name, sampler=sampler, pruner=pruner, direction=self.direction,
+            storage=database, study_name=name, sampler=sampler, pruner=pruner, direction=self._direction(),
             load_if_exists=True,
         )  # fmt: skip
         parent = sweep.read_record(folder) or {}

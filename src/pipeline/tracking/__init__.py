@@ -47,7 +47,7 @@ from pipeline.tracking.runs import (
     set_tags,
     ui_link,
 )
-from pipeline.tracking.store import client, prepare_store, retry_locked
+from pipeline.tracking.store import client, prepare_store, retry_locked, use_store
 
 __all__ = [
     "MetricsCallback",
@@ -89,4 +89,5 @@ __all__ = [
     "set_tags",
     "start_parent_run",
     "ui_link",
+    "use_store",
 ]

@@ -9,6 +9,8 @@ import mlflow
 import numpy as np
 from mlflow.models import Model
 
+from pipeline.tracking.store import use_store
+
 
 def _save_keras_model(path: str, mlflow_model: Model, **kwargs) -> None:
     """mlflow.keras.save_model, then this package's code into code/ and pipeline.serving as the
@@ -89,7 +91,7 @@ def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
     from pipeline.models import register_all
 
     register_all()  # the custom classes a saved model may name
-    mlflow.set_tracking_uri(uri)  # mlflow.keras.load_model resolves runs:/ and models:/ in this store
+    use_store(uri)  # mlflow.keras.load_model resolves runs:/ and models:/ in this store
     path = Path(source)
     if source.endswith(".keras") or path.is_file():
         if not path.is_file():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.tracking.store import client, retry_locked
+from pipeline.tracking.store import client, retry_locked, use_store
 
 
 def last_run_metric(uri: str, experiment: str, key: str) -> list[float]:
@@ -30,7 +30,7 @@ def runs_table(uri: str, experiment: str):
 @contextlib.contextmanager
 def _store(uri: str):
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     try:
         yield
     finally:

@@ -16,7 +16,7 @@ import mlflow
 from pipeline import provenance
 from pipeline.config import project_root
 from pipeline.safety import redact_params, redact_text
-from pipeline.tracking.store import check_reachable, client, ensure_experiment, retry_locked
+from pipeline.tracking.store import check_reachable, client, ensure_experiment, retry_locked, use_store
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def run(
     With system_metrics (seconds) MLflow samples CPU, memory, disk, network and GPUs into system/* metrics.
     """
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)  # the fluent API below logs into the active run of this store
+    use_store(uri)  # the fluent API below logs into the active run of this store
     if parent_run_id is not None or run_id is not None:  # nested or reopened: the run's own experiment
         experiment_id = client(uri).get_run(parent_run_id or run_id).info.experiment_id
     else:

@@ -16,8 +16,31 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def client(uri: str) -> mlflow.MlflowClient:
-    """The one client of the store at `uri` (queries never depend on a global tracking URI)."""
+    """The one client of the store at `uri` (queries never depend on a global tracking URI), the store
+    opened (created and migrated if new) under open_store's lock."""
+    open_store(uri)
     return mlflow.MlflowClient(uri)
+
+
+@functools.cache
+def open_store(uri: str) -> None:
+    """Open the store at `uri` once per process. A new SQLite file is created and migrated by MLflow's first
+    opener; several processes opening it at the same instant would all migrate it (`duplicate column name`,
+    `Online migration expected to match one row`), so openers take an exclusive lock on `<file>.lock` in
+    turn: the first creates and migrates it, the others wait and then find it ready. MLflow caches the
+    opened store per process, so later opens (the fluent API's included) reuse it."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # what parallel writers of one store can meet, and a second try resolves: SQLite's single writer, and two
@@ -50,6 +73,12 @@ def retry_locked(fn: Callable) -> Callable:
     return wrapper
 
 
+def use_store(uri: str) -> None:
+    """mlflow.set_tracking_uri, the store opened first (open_store): the fluent API logs into it."""
+    open_store(uri)
+    mlflow.set_tracking_uri(uri)
+
+
 @functools.cache
 def check_reachable(uri: str) -> None:
     """A tracking server that does not answer is one line now, not minutes of MLflow's HTTP retries later."""
@@ -75,7 +104,7 @@ def prepare_store(uri: str, experiment: str, artifact_root: str | None) -> str:
     """Before parallel jobs start: create the store and experiment once, and put a SQLite store in
     WAL mode (persistent in the file) so the UI's reads and the jobs' writes do not block each other."""
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     experiment_id = ensure_experiment(experiment, artifact_root)  # creates the SQLite tables if needed
     if uri.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:

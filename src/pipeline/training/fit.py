@@ -2,6 +2,7 @@
 and log what a run records. Plain functions; the stages (pipeline.train, pipeline.transfer) call them."""
 
 import logging
+import math
 
 import keras
 import numpy as np
@@ -63,10 +64,36 @@ def shift_curve(model, task: Task, x_test, y_test, classes, batch: int, shifts: 
     log.info("%s against shift %s: %s", task.headline, shifts, [round(a, 3) for a in scores])
 
 
+def selection(history: dict[str, list[float]], monitor: str, mode: str, kept: int | None = None) -> tuple[float, int]:
+    """(value, epoch) of the validation score a run is chosen by: `monitor` at the kept epoch, which is the
+    best epoch in `mode` unless `kept` names it (a stage that keeps its last epoch). NaN when never finite."""
+    values = [float(v) for v in history.get(monitor, [])]
+    finite = [e for e, v in enumerate(values) if math.isfinite(v)]
+    if kept is None and finite:
+        kept = (max if mode == "max" else min)(finite, key=lambda e: values[e])
+    if kept is None or not 0 <= kept < len(values):
+        return math.nan, -1
+    return values[kept], kept
+
+
+def log_selection(history: dict[str, list[float]], monitor: str, mode: str, kept: int | None = None) -> float:
+    """Logs `selection_<monitor>` (the kept epoch's validation score) with its epoch, and the tags sweeps,
+    pipeline.compare and sweep.register rank by (selection_metric, selection_mode); returns the value.
+    Model selection sees validation data only: the test split stays the chosen model's held-out estimate."""
+    value, epoch = selection(history, monitor, mode, kept)
+    name = f"selection_{monitor}"
+    if math.isfinite(value):
+        tracking.log_metrics({name: value, "selection_epoch": epoch + 1})
+    tracking.set_tags({"selection_metric": name, "selection_mode": mode})
+    log.info("chosen by %s (%s) at epoch %d: %.4f", monitor, mode, epoch + 1, value)
+    return value
+
+
 def log_report(report: Report, prefix: str = "test") -> None:
-    """A report's scores as <prefix>_<name> metrics, its pictures as artifacts, and the headline tag."""
+    """A report's scores as <prefix>_<name> metrics, its pictures as artifacts, and the headline tag (the
+    held-out estimate shown beside the selection metric; nothing ranks by it)."""
     tracking.log_metrics({f"{prefix}_{name}": value for name, value in report.scores.items()})
-    tracking.set_tags({"headline_metric": f"{prefix}_{report.headline}"})  # what sweeps and compare rank by
+    tracking.set_tags({"headline_metric": f"{prefix}_{report.headline}"})
     for path, figure in report.figures.items():
         tracking.log_figure(figure, path)
     log.info("%s %s: %.4f", prefix, report.headline, report.value)
@@ -82,7 +109,8 @@ def test_and_log(
     num_examples: int,
     ignore_label: int | None = None,
 ) -> float:
-    """Scores the test split, logs test_* metrics and pictures; returns the headline metric."""
+    """Scores the test split, logs test_* metrics and pictures; returns the headline metric (to report, never
+    to select by)."""
     report = task.evaluate(
         model, x_test, y_test, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label
     )

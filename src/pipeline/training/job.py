@@ -22,7 +22,7 @@ from pipeline.data.sources import class_names, prepare_data, split_samples
 from pipeline.models import build_model
 from pipeline.tasks import get_task
 from pipeline.training.callbacks import StopOnNonFiniteLoss
-from pipeline.training.fit import compile_model, model_options, shift_curve, test_and_log
+from pipeline.training.fit import compile_model, log_selection, model_options, shift_curve, test_and_log
 from pipeline.training.resume import Checkpoints, resume_dir
 from pipeline.training.runtime import Distribution, Throughput, build_optimizer
 
@@ -99,7 +99,8 @@ class Job:
 
     def fit(self, run_id: str) -> None:
         """Keras fit with the best checkpoint (by the monitored metric, in its direction), backups and every
-        epoch's metrics; then the best epoch's model is loaded (evaluated, not the last one)."""
+        epoch's metrics; then the best epoch's model is loaded (evaluated, not the last one) and its validation
+        score kept in `selected`: the value a sweep ranks by."""
         cfg, checkpoints = self.cfg, self.checkpoints
         checkpoints.start(run_id)
         pruning = tuning.pruning_callbacks(self.monitor, self.mode)  # in an Optuna sweep's job: its trial
@@ -130,9 +131,11 @@ class Job:
         self.log_skipped()
         checkpoints.keep_best(best_path)
         self.model = keras.models.load_model(best_path)
+        self.selected = log_selection(checkpoints.history(), self.monitor, self.mode)  # what a sweep ranks by
 
     def test(self, model_choice: str) -> float:
-        """Scores and pictures of the test split, the training curves, and the model; returns the headline."""
+        """Scores and pictures of the test split (the chosen model's held-out estimate), the training curves,
+        and the model; returns the test headline."""
         cfg = self.cfg
         # the test split is scored in memory (figures need its images); data.splits.test caps it
         x_test, y_test = decode_all(self.splits["test"], self.bad_files, self.workers, "decoding test").arrays()

@@ -1,12 +1,13 @@
-"""Leaderboard of runs: their key params and metrics, best headline metric first.
+"""Leaderboard of runs: their key params and metrics, best validation score first.
 
     python -m pipeline.compare                       # the children of the latest sweep
     python -m pipeline.compare <parent run id>       # the children of that sweep (or runs nested under a run)
     python -m pipeline.compare shapes                # every train run of experiment `shapes`
     python -m pipeline.compare shapes --metric val_loss --uri http://127.0.0.1:5000
 Runs are ranked by the validation score each was chosen by (selection_<monitor>); the test headline stands
-beside it as the held-out estimate. The key params are the Hydra overrides that differ between the runs (each run tags its overrides);
-the store is the project's (tracking.uri: MLFLOW_TRACKING_URI, else ./mlflow.db) unless --uri says otherwise.
+beside it as the held-out estimate. The key params are the Hydra overrides that differ between the runs
+(each run tags its overrides); the store is the project's (tracking.uri: MLFLOW_TRACKING_URI, else
+./mlflow.db) unless --uri says otherwise.
 """
 
 import argparse
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"{title}; ranked by {table.attrs['metric']}, {'lowest' if table.attrs['mode'] == 'min' else 'highest'} first")
+    order = "lowest" if table.attrs["mode"] == "min" else "highest"
+    print(f"{title}; ranked by {table.attrs['metric']}, {order} first")
     if table.attrs["metric"].startswith("test_"):
         print("note: ranked by a test metric, for reading only: choosing a model by it makes its test score optimistic")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):

@@ -33,8 +33,7 @@ def main(cfg: DictConfig) -> float:
     from pipeline.data.augment import build_augmentation
     from pipeline.data.sequence import ImageBatches
     from pipeline.data.sources import class_names, load_splits, prepare_data
-    from pipeline.tasks import get_task
-    from pipeline.tasks import direction
+    from pipeline.tasks import direction, get_task
     from pipeline.training.fit import log_selection, test_and_log
     from pipeline.training.runtime import configure_runtime
     from pipeline.training.transfer import build_transfer_model, fit_phases, load_backbone, phases

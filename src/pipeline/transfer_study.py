@@ -55,7 +55,8 @@ def eval_list(text: str) -> list:
 
 
 def chosen_reuse(validation: dict, k: str) -> str | None:
-    """The reuse strategy (any but scratch) with the best mean validation accuracy at k: chosen without the test split."""
+    """The reuse strategy (any but scratch) with the best mean validation accuracy at k: chosen without the
+    test split."""
     means = {s: float(np.mean(v[k])) for s, v in validation.items() if s != "scratch" and k in v}
     return max(means, key=means.get) if means else None
 

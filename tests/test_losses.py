@@ -49,11 +49,25 @@ def test_soft_dice_and_focal_equal_their_formulas():
     assert value(ce=1, dice=0.5) == pytest.approx(value() + 0.5 * dice, rel=1e-5)
 
 
+def test_a_void_label_no_class_uses_counts_in_no_term():
+    """VOC's 255 on object boundaries: those pixels are no class; every term equals its formula on the rest."""
+    void = LABELS.copy()
+    void[:, 0, :] = 255
+    keep = void != 255
+    got = float(keras.ops.convert_to_numpy(SegmentationLoss(3, ignore_label=255)(void, PROBS)))
+    assert got == pytest.approx(np.mean(-np.log(P_TRUE[keep])), rel=1e-5)
+    one_hot = np.eye(3)[np.where(keep, void, 0)] * keep[..., None]
+    masked = PROBS * keep[..., None]
+    inter, sizes = (masked * one_hot).sum((0, 1, 2)), masked.sum((0, 1, 2)) + one_hot.sum((0, 1, 2))
+    dice = float(keras.ops.convert_to_numpy(SegmentationLoss(3, ce=0, dice=1, ignore_label=255)(void, PROBS)))
+    assert dice == pytest.approx(1 - np.mean((2 * inter + 1) / (sizes + 1)), rel=1e-5)
+
+
 def test_bad_loss_config_names_the_key():
     with pytest.raises(ConfigError, match="loss.class_weights has 2 values but the data has 3 classes"):
         SegmentationLoss(3, class_weights=[1, 2])
-    with pytest.raises(ConfigError, match="loss.ignore_label=5 is invalid"):
-        SegmentationLoss(3, ignore_label=5)
+    with pytest.raises(ConfigError, match="loss.ignore_label=300 is invalid"):
+        SegmentationLoss(3, ignore_label=300)
 
 
 def test_perfect_prediction_gives_near_zero_loss_and_gradients_flow():

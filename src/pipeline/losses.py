@@ -2,7 +2,7 @@
 
     loss = w_ce · CE + w_dice · (1 - soft Dice) + w_focal · focal
 Cross-entropy and focal loss take per-class weights; every term skips pixels whose label is the
-ignore label (e.g. the Oxford-IIIT Pet trimap's "border" class).
+ignore label: a class (e.g. the Oxford-IIIT Pet trimap's "border") or a void value no class uses (VOC's 255).
 """
 
 import keras
@@ -36,8 +36,11 @@ class SegmentationLoss(keras.losses.Loss):
             raise ConfigError(
                 f"loss.class_weights has {len(class_weights)} values but the data has {num_classes} classes"
             )
-        if ignore_label is not None and not 0 <= ignore_label < num_classes:
-            raise ConfigError(f"loss.ignore_label={ignore_label} is invalid: must be a label in 0..{num_classes - 1}")
+        if ignore_label is not None and not 0 <= ignore_label <= 255:
+            raise ConfigError(
+                f"loss.ignore_label={ignore_label} is invalid: must be a class 0..{num_classes - 1} (its pixels are "
+                "then not learnt) or a void value up to 255 that no class uses (VOC's 255 on object boundaries)"
+            )
         self.num_classes, self.ce, self.dice, self.focal, self.gamma = num_classes, ce, dice, focal, gamma
         self.class_weights, self.ignore_label = class_weights, ignore_label
 
@@ -53,6 +56,8 @@ class SegmentationLoss(keras.losses.Loss):
         valid = ops.ones_like(labels, dtype="float32")
         if self.ignore_label is not None:
             valid = ops.cast(ops.not_equal(labels, self.ignore_label), "float32")
+            labels = ops.where(ops.equal(labels, self.ignore_label), 0, labels)  # a void label is no class
+            one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
         weights = valid
         if self.class_weights is not None:
             weights = valid * ops.sum(one_hot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1)

@@ -19,13 +19,21 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import conf_dir, positive_int, positive_number
+from pipeline.data.pixels import MODES as INTENSITY_MODES
 from pipeline.data.samples import CACHE_MODES, FITS, parse_bytes
 from pipeline.data.sources import READERS
 from pipeline.errors import ConfigError
-from pipeline.exporting import FORMATS
 from pipeline.models import MODELS, build_model, task_of_model
 from pipeline.tasks import TASKS
-from pipeline.training.options import LR_SCALING, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, TRANSFER_STRATEGIES
+from pipeline.training.options import (
+    EXPORT_FORMATS,
+    LR_SCALING,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    STRATEGIES,
+    TRANSFER_STRATEGIES,
+)
 
 BAD_FILE_POLICIES = ("error", "skip")
 GRAYSCALE_POLICIES = ("error", "convert")
@@ -83,7 +91,25 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.layout": _choice(tuple(READERS)),
     "data.classes": _rule(_class_list, "a list of at least 2 distinct class names"),
     "data.image_size": _rule(positive_int, "a positive integer"),
-    "data.channels": _choice((1, 3)),
+    "data.channels": _choice((1, 3, "auto")),
+    "data.intensity.mode": _choice(INTENSITY_MODES),
+    "data.intensity.range": _rule(
+        lambda v: v is None or (len(v) == 2 and all(_number(x) for x in v) and v[0] < v[1]), "null or [lo, hi], lo < hi"
+    ),
+    "data.intensity.percentiles": _rule(
+        lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 <= v[0] < v[1] <= 100,
+        "[lo, hi] with 0 <= lo < hi <= 100",
+    ),
+    "data.mask_values": _rule(
+        lambda v: v is None or (all(_integer(x) and 0 <= x <= 65535 for x in v) and len(set(v)) == len(v)),
+        "null or a list of distinct mask values, one per class (e.g. [0,255])",
+    ),
+    "data.class_colors": _rule(
+        lambda v: v is None or all(len(c) == 3 and all(_integer(x) and 0 <= x <= 255 for x in c) for c in v),
+        "null or a list of [r,g,b] colours (0..255), one per class",
+    ),
+    "data.strict": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "loss.ignore_label": _rule(lambda v: v is None or (_integer(v) and 0 <= v <= 255), "null or a label 0..255"),
     "data.val_fraction": _rule(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "data.test_fraction": _rule(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "data.split_seed": _rule(_integer, "an integer"),
@@ -142,7 +168,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "tile_blend": _choice(("gaussian", "flat")),
     "background": _rule(lambda v: v is None or (_integer(v) and v >= 0), "null or a class index >= 0"),
     "num_images": _rule(positive_int, "a positive integer"),
-    "format": _choice(tuple(FORMATS)),
+    "format": _choice(EXPORT_FORMATS),
     "tolerance": _rule(positive_number, "a number > 0"),
     "max_channels": _rule(positive_int, "a positive integer"),
     "maximization.max_layers": _rule(positive_int, "a positive integer"),
@@ -298,7 +324,8 @@ def dry_build(cfg: DictConfig) -> None:
     """Build the configured model on the configured input shape once, then forget it."""
     options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
     classes = cfg.data.classes
-    shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.get("channels", 3))
+    channels = cfg.data.get("channels", 3)
+    shape = (cfg.data.image_size, cfg.data.image_size, 3 if channels == "auto" else channels)
     build_checked(cfg.model.name, shape, len(classes) if classes else 2, options)
     import keras
 

@@ -71,13 +71,17 @@ def image_folder(
     bad=None,
     grayscale: str = "error",
     fit: str = "stretch",
+    channels: int | str = 3,
+    intensity=None,
 ):
-    """The ImageNet/Keras convention root/<class name>/*.png|jpg as three splits (stratified, fixed by seed)
+    """The ImageNet/Keras convention root/<class name>/*.png|jpg|tif as three splits (stratified, fixed by seed)
     of file indexes: each image is decoded when read. classes=None takes the sub-folder names in sorted
-    order; otherwise exactly those folders. Non-image files are bad files (raised, or skipped into `bad`)."""
+    order; otherwise exactly those folders. Non-image files are bad files (raised, or skipped into `bad`).
+    channels: 1, 3 or auto (1 when every file is grey); intensity: the data.intensity mapping (pixels.Intensity)."""
     from pathlib import Path
 
-    from pipeline.data.folders import BadFiles, ImageDecoder, image_files
+    from pipeline.data.folders import BadFiles, ImageDecoder, ImageReader, image_files, resolve_channels
+    from pipeline.data.pixels import AUTO
     from pipeline.data.samples import FileSamples
     from pipeline.errors import DataError
 
@@ -96,10 +100,11 @@ def image_folder(
         items += [(path, label) for path in files]
     labels = np.array([label for _, label in items])
     splits = stratified_splits(np.arange(len(items)), labels, val_fraction, test_fraction, seed)
-    shape = (image_size, image_size, 3)
+    reader = ImageReader(resolve_channels(channels, [path for path, _ in items]), grayscale, intensity or AUTO)
+    shape = (image_size, image_size, reader.channels)
     out = {}
     for split, (indices, _) in splits.items():
-        decode = ImageDecoder(image_size, "RGB", grayscale, fit, centre=split != "train")
+        decode = ImageDecoder(image_size, reader, fit, centre=split != "train")
         crop = image_size if fit == "crop" and split == "train" else None
         out[split] = FileSamples([items[i] for i in indices], decode, shape, "label", crop)
     return out

@@ -1,19 +1,22 @@
-"""Read a segmentation set laid out as root/{split}/images/*.png|jpg with root/{split}/masks/<stem>.png.
+"""Read a segmentation set laid out as root/{split}/images/*.png|jpg|tif with root/{split}/masks/<stem>.png.
 
-The generated shapes set uses exactly this layout, so a user's own folders load the same way.
+The generated shapes set uses exactly this layout, so a user's own folders load the same way. Images of any
+bit depth are mapped by data.intensity (pipeline.data.pixels); masks in any common convention are read as
+class indices by a MaskReader (index values, a value list such as 0/255, palette PNGs, colour-coded RGB).
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import DataError
+from pipeline.data.pixels import AUTO, GRAY_MODES, Intensity, open_mapped
+from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 class BadFiles:
@@ -31,17 +34,18 @@ class BadFiles:
             self.skipped[str(path)] = str(err)
 
 
-def open_image(path: Path, mode: str, grayscale: str = "convert") -> Image.Image:
-    """The image at path converted to mode; with grayscale="error" a grey image where RGB is expected is refused."""
+def open_image(path: Path, mode: str, grayscale: str = "convert", intensity: Intensity = AUTO) -> Image.Image:
+    """The image at path, its values mapped by `intensity` (any bit depth), converted to mode (L or RGB);
+    with grayscale="error" a grey image where RGB is expected is refused."""
     try:
         with Image.open(path) as img:
             img.load()
-            if grayscale == "error" and mode == "RGB" and img.mode in GRAY_MODES:
+            if grayscale == "error" and mode == "RGB" and img.mode in GRAY_MODES and img.mode != "P":
                 raise DataError(
-                    f"{path}: grayscale image (mode {img.mode}) where RGB is expected; valid: an RGB image, or "
-                    "data.grayscale=convert to repeat its grey level in R, G and B"
+                    f"{path}: grayscale image (mode {img.mode}) where RGB is expected; valid: data.channels=1 for a "
+                    "grey model, an RGB image, or data.grayscale=convert to repeat its grey level in R, G and B"
                 )
-            return img.convert(mode)
+            return open_mapped(Path(path), img, intensity).convert(mode)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, DataError):
             raise
@@ -91,7 +95,7 @@ def load_pairs(
     from pipeline.data.samples import decode_all
 
     shape = (image_size or 0, image_size or 0, 3)
-    decode = PairDecoder(num_classes, image_size, label_offset, grayscale)
+    decode = PairDecoder(MaskReader(num_classes, label_offset), image_size, ImageReader(3, grayscale))
     return decode_all(pair_samples(pairs, decode, shape), bad).arrays()
 
 
@@ -122,40 +126,131 @@ def fit_image(image: Image.Image, size: int | None, fit: str = "stretch", centre
     return image, mask
 
 
-class PairDecoder:
-    """Decodes one (image, mask) pair: checked, labels shifted by label_offset, brought to image_size."""
+@dataclass(frozen=True)
+class ImageReader:
+    """How an image file becomes the model's input: `channels` (1: grey, L; 3: RGB), `grayscale` (what a grey
+    file does where RGB is expected: error | convert) and the `intensity` mapping of its values."""
 
-    def __init__(self, num_classes, image_size, label_offset=0, grayscale="error", fit="stretch", centre=True):
-        self.num_classes, self.image_size, self.label_offset = num_classes, image_size, label_offset
-        self.grayscale, self.fit, self.centre = grayscale, fit, centre
+    channels: int = 3
+    grayscale: str = "error"
+    intensity: Intensity = AUTO
+
+    def __call__(self, path: Path) -> Image.Image:
+        return open_image(path, "L" if self.channels == 1 else "RGB", self.grayscale, self.intensity)
+
+
+@dataclass(frozen=True)
+class MaskReader:
+    """How a mask file becomes class indices (H, W) uint8, in any of the common conventions:
+
+    - index values (0..classes-1, minus `label_offset`): grey PNGs, and palette PNGs read as their indices
+      (the Pascal VOC convention: the palette colour is not the class);
+    - `values` (data.mask_values): the mask value of each class, e.g. [0, 255] for a 0/255 binary mask;
+    - `colors` (data.class_colors): the RGB colour of each class (CamVid/Cityscapes-style colour-coded masks).
+
+    A pixel holding `ignore_label` (loss.ignore_label, e.g. VOC's 255 on object boundaries) is kept as that
+    label, which the loss and metrics skip. Anything else is refused, naming the file, the values found and
+    the option that would map them."""
+
+    num_classes: int
+    label_offset: int = 0
+    values: tuple[int, ...] | None = None
+    colors: tuple[tuple[int, int, int], ...] | None = None
+    ignore_label: int | None = None
+
+    def __call__(self, path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                raw, palette = self._raw(path, img), img.mode == "P"
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"{path}: not a readable mask ({err.__class__.__name__}: {err})") from None
+        if self.values is not None:
+            labels = np.full(raw.shape, -1, np.int32)
+            for label, value in enumerate(self.values):
+                labels[raw == value] = label
+        else:
+            labels = raw - self.label_offset
+        if self.ignore_label is not None:
+            labels[(raw if self.values is not None else labels) == self.ignore_label] = self.ignore_label
+        wrong = (labels < 0) | ((labels >= self.num_classes) & (labels != (self.ignore_label or 0)))
+        if wrong.any():
+            raise DataError(self._complaint(path, raw, raw[wrong], palette))
+        return labels.astype(np.uint8)
+
+    def _raw(self, path: Path, img: Image.Image) -> np.ndarray:
+        if self.colors is not None:
+            rgb = np.asarray(img.convert("RGB")).astype(np.int32)
+            codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+            labels = np.full(codes.shape, -1, np.int32)
+            for label, (r, g, b) in enumerate(self.colors):
+                labels[codes == (r << 16) | (g << 8) | b] = label
+            if (labels < 0).any():
+                found = np.unique(codes[labels < 0])[:6]
+                shown = ", ".join(f"[{c >> 16},{(c >> 8) & 255},{c & 255}]" for c in found)
+                raise DataError(
+                    f"{path}: colours {shown} are none of data.class_colors "
+                    f"({', '.join(str(list(c)) for c in self.colors)}); valid: add each colour to data.class_colors, "
+                    "one [r,g,b] per class in data.classes order"
+                )
+            return labels
+        if img.mode in ("RGB", "RGBA"):
+            rgb = np.asarray(img.convert("RGB"))
+            if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+                codes = np.unique(rgb.reshape(-1, 3), axis=0)[:6]
+                raise DataError(
+                    f"{path}: colour-coded mask (colours {', '.join(str(list(c)) for c in codes)}, ...); valid: "
+                    "data.class_colors=[[r,g,b],...] with one colour per class in data.classes order"
+                )
+            return rgb[..., 0].astype(np.int32)
+        return np.asarray(img).astype(np.int32)  # L, I;16, 1 (bool) as values; P as palette indices
+
+    def _complaint(self, path: Path, raw: np.ndarray, wrong: np.ndarray, palette: bool) -> str:
+        found = [int(v) for v in np.unique(raw)[:12]]
+        kind = "palette indices" if palette else "values"
+        first = int(wrong.flat[0])
+        if self.values is not None:
+            return (
+                f"{path}: mask {kind} {found}; {first} is none of data.mask_values={list(self.values)}; valid: list "
+                f"the value of each of the {self.num_classes} classes in data.mask_values, or loss.ignore_label="
+                f"{first} for a void value"
+            )
+        labels = f"{self.label_offset}..{self.num_classes - 1 + self.label_offset}"
+        hint = f"data.mask_values={found}" if len(found) == self.num_classes else "data.mask_values=[...]"
+        return (
+            f"{path}: mask {kind} {found}; label {first} out of range, valid labels are {labels}; valid: {hint} "
+            f"(the mask value of each class, e.g. [0,255] for a 0/255 binary mask), loss.ignore_label={first} "
+            "for a void value, or data.class_colors for colour-coded masks"
+        )
+
+
+class PairDecoder:
+    """Decodes one (image, mask) pair: checked, the mask read by its MaskReader, both brought to image_size."""
+
+    def __init__(self, masks: MaskReader, image_size, image: ImageReader | None = None, fit="stretch", centre=True):
+        self.masks, self.image_size, self.image = masks, image_size, image or ImageReader()
+        self.fit, self.centre = fit, centre
 
     def __call__(self, path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not Path(mask_path).is_file():
             raise DataError(f"{mask_path}: mask missing for image {path}")
-        image, mask = open_image(path, "RGB", self.grayscale), open_image(mask_path, "L")
-        if image.size != mask.size:
-            raise DataError(
-                f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
-            )
-        image, mask = fit_image(image, self.image_size, self.fit, self.centre, mask)
-        labels = np.asarray(mask, dtype=np.int16) - self.label_offset
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            wrong = labels.min() if labels.min() < 0 else labels.max()
-            raise DataError(
-                f"{mask_path}: label {wrong + self.label_offset} out of range, valid labels are "
-                f"{self.label_offset}..{self.num_classes - 1 + self.label_offset}"
-            )
-        return np.asarray(image, dtype=np.uint8), labels.astype(np.uint8)
+        image, labels = self.image(path), self.masks(mask_path)
+        if image.size != labels.shape[::-1]:
+            height, width = labels.shape
+            raise DataError(f"{mask_path}: mask is {width}x{height} but its image is {image.size[0]}x{image.size[1]}")
+        image, mask = fit_image(image, self.image_size, self.fit, self.centre, Image.fromarray(labels))
+        array = np.asarray(image, dtype=np.uint8)
+        return array.reshape(*array.shape[:2], -1), np.asarray(mask, dtype=np.uint8)
 
 
 class ImageDecoder:
     """Decodes one image file of a classification set into (image, its label), brought to image_size."""
 
-    def __init__(self, image_size, mode="RGB", grayscale="error", fit="stretch", centre=True):
-        self.image_size, self.mode, self.grayscale, self.fit, self.centre = image_size, mode, grayscale, fit, centre
+    def __init__(self, image_size, image: ImageReader | None = None, fit="stretch", centre=True):
+        self.image_size, self.image, self.fit, self.centre = image_size, image or ImageReader(), fit, centre
 
     def __call__(self, path: Path, label) -> tuple[np.ndarray, np.ndarray]:
-        image, _ = fit_image(open_image(path, self.mode, self.grayscale), self.image_size, self.fit, self.centre)
+        image, _ = fit_image(self.image(path), self.image_size, self.fit, self.centre)
         array = np.asarray(image, dtype=np.uint8)
         return array.reshape(*array.shape[:2], -1), np.asarray(label)
 
@@ -183,11 +278,41 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resized.reshape(height, width, image.shape[-1])
 
 
-def read_images(paths: list[Path], channels: int) -> list[np.ndarray]:
-    """Each file as an (H, W, channels) uint8 array at its own size: grey (L) for 1 channel, else RGB."""
-    mode = "L" if channels == 1 else "RGB"
+def read_images(paths: list[Path], channels: int, intensity: Intensity = AUTO) -> list[np.ndarray]:
+    """Each file as an (H, W, channels) uint8 array at its own size: grey (L) for 1 channel, else RGB, its
+    values mapped by `intensity` (the training run's data.intensity)."""
+    reader = ImageReader(channels, "convert", intensity)
     images = []
     for path in paths:
-        image = np.asarray(open_image(path, mode))
+        image = np.asarray(reader(path))
         images.append(image.reshape(*image.shape[:2], channels))
     return images
+
+
+def scan_modes(paths: list[Path]) -> dict[str, int]:
+    """How many files of each kind ('8-bit RGB', '16-bit grey', ...), from their headers alone."""
+    from pipeline.data.pixels import describe
+
+    kinds: dict[str, int] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                kind = describe(img)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            kind = "unreadable"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def resolve_channels(channels, paths: list[Path]) -> int:
+    """data.channels: 1 or 3 as given; `auto` is 1 when every image file is grey (read from their headers),
+    else 3."""
+    if channels in (1, 3):
+        return channels
+    if channels != "auto":
+        raise ConfigError(f"data.channels={channels!r} is invalid; valid: 1, 3, auto")
+    kinds = scan_modes(paths)
+    grey = all(kind.endswith("grey") for kind in kinds if kind != "unreadable")
+    channels = 1 if grey and kinds else 3
+    log.info("data.channels=auto: %d (%s)", channels, ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    return channels

@@ -23,8 +23,18 @@ from pipeline.data.classification import (
     select_classes,
     shapes_labels,
 )
-from pipeline.data.folders import BadFiles, PairDecoder, folder_pairs, load_split, pair_samples
+from pipeline.data.folders import (
+    BadFiles,
+    ImageReader,
+    MaskReader,
+    PairDecoder,
+    folder_pairs,
+    load_split,
+    pair_samples,
+    resolve_channels,
+)
 from pipeline.data.oxford_pets import pet_pairs
+from pipeline.data.pixels import Intensity
 from pipeline.data.samples import FITS, ArraySamples, Samples, cache_splits, decode_all
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
@@ -61,12 +71,19 @@ def _glyphs(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
                           data.test_fraction))  # fmt: skip
 
 
+def intensity(data: DictConfig) -> Intensity:
+    """data.intensity (auto when the data config has none): how image values become the model's 0..255."""
+    config = data.get("intensity")
+    return Intensity.from_config(OmegaConf.to_container(config) if OmegaConf.is_config(config) else config)
+
+
 def _image_folder(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
     classes = [str(c) for c in data.classes] if data.classes else None
     grayscale, fit = data.get("grayscale", "error"), _fit(data)
     return image_folder(
-        root, classes, data.image_size, data.val_fraction, data.test_fraction, data.split_seed, bad, grayscale, fit
-    )
+        root, classes, data.image_size, data.val_fraction, data.test_fraction, data.split_seed, bad, grayscale, fit,
+        data.get("channels", 3), intensity(data),
+    )  # fmt: skip
 
 
 def _shapes_cls(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
@@ -85,15 +102,46 @@ def _shapes_cls(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Sample
     return out
 
 
+def mask_reader(data: DictConfig, label_offset: int = 0) -> MaskReader:
+    """How the data's masks become class indices: data.mask_values, data.class_colors, data.ignore_label
+    (which follows loss.ignore_label) - see pipeline.data.folders.MaskReader."""
+    num_classes = len(data.classes or [])
+    values, colors, ignore = data.get("mask_values"), data.get("class_colors"), data.get("ignore_label")
+    if values is not None and colors is not None:
+        raise ConfigError("data.mask_values and data.class_colors are both set; valid: one of them (or neither)")
+    for key, given in (("mask_values", values), ("class_colors", colors)):
+        if given is not None and len(given) != num_classes:
+            raise ConfigError(
+                f"data.{key} has {len(given)} entries but data.classes has {num_classes} ({list(data.classes)}); "
+                "valid: one per class, in data.classes order"
+            )
+    if colors is not None and not all(len(c) == 3 and all(0 <= int(v) <= 255 for v in c) for c in colors):
+        raise ConfigError(f"data.class_colors={[list(c) for c in colors]} is invalid: each must be [r,g,b] in 0..255")
+    if ignore is not None and not 0 <= int(ignore) <= 255:
+        raise ConfigError(f"loss.ignore_label={ignore} is invalid for masks: must be a value in 0..255")
+    return MaskReader(
+        num_classes,
+        label_offset,
+        None if values is None else tuple(int(v) for v in values),
+        None if colors is None else tuple(tuple(int(v) for v in c) for c in colors),
+        None if ignore is None else int(ignore),
+    )
+
+
 def _pairs(data: DictConfig, pairs_of: Callable[[str], list], label_offset: int = 0) -> dict[str, Samples]:
-    """Segmentation (image, mask) file pairs per split, decoded when read."""
-    size, fit, num_classes = data.image_size, _fit(data), len(data.classes or [])
-    out = {}
+    """Segmentation (image, mask) file pairs per split, decoded when read; data.channels=auto is resolved
+    from the image files' headers."""
+    size, fit = data.image_size, _fit(data)
+    pairs = {split: pairs_of(split) for split in SPLITS}
+    paths = [image for split in SPLITS for image, _ in pairs[split]]
+    channels = resolve_channels(data.get("channels", 3), paths)
+    image = ImageReader(channels, data.get("grayscale", "error"), intensity(data))
+    masks, out = mask_reader(data, label_offset), {}
     for split in SPLITS:
         centre = split != "train"
-        decode = PairDecoder(num_classes, size, label_offset, data.get("grayscale", "error"), fit, centre)
+        decode = PairDecoder(masks, size, image, fit, centre)
         crop = size if fit == "crop" and not centre else None
-        out[split] = pair_samples(pairs_of(split), decode, (size or 0, size or 0, 3), crop)
+        out[split] = pair_samples(pairs[split], decode, (size or 0, size or 0, channels), crop)
     return out
 
 

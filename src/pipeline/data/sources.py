@@ -200,7 +200,9 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     return root
 
 
-def split_samples(data: DictConfig, root: Path, bad: BadFiles | None = None, workers: int = 1) -> dict[str, Samples]:
+def split_samples(
+    data: DictConfig, root: Path, bad: BadFiles | None = None, workers: int = 1, cache: bool = True
+) -> dict[str, Samples]:
     """All three splits of a data config, from one call: {"train": Samples, "val": ..., "test": ...}.
 
     A split is an index of its samples (pipeline.data.samples): a user's files are decoded into memory
@@ -209,7 +211,7 @@ def split_samples(data: DictConfig, root: Path, bad: BadFiles | None = None, wor
     caps); generated sets are generated at exactly that size. data.k_per_class (classification sets) keeps
     at most k training images of each class; val and test stay whole, so runs with different k are scored
     on the same images. Unusable files raise a DataError naming them, or are skipped and recorded in `bad`
-    (data.on_bad_file=skip)."""
+    (data.on_bad_file=skip). cache=False gives the indexes as they are (to profile them before caching)."""
     from pipeline.tasks import get_task
 
     layout = data.get("layout", "folders")
@@ -228,6 +230,8 @@ def split_samples(data: DictConfig, root: Path, bad: BadFiles | None = None, wor
                     f"data.k_per_class={k!r} is invalid: must be null or a positive integer (classification)"
                 )
             splits[split] = samples.subset(per_class_indices(samples.targets, k, data.get("k_seed", 0)))
+    if not cache:
+        return splits
     return cache_splits(splits, data.get("cache", "auto"), data.get("cache_budget", "2GiB"), bad, workers)
 
 

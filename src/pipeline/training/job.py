@@ -4,6 +4,7 @@ The bridge between the Hydra config and the plain library functions below it (da
 builders, the task, the runtime); pipeline.train only composes the config, opens the run and calls these.
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from pipeline import tracking, tuning, viz
 from pipeline.arithmetic import layer_flops
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
-from pipeline.data.samples import decode_all, worker_count
+from pipeline.data.profile import check_profile
+from pipeline.data.profile import figure as profile_figure
+from pipeline.data.samples import cache_splits, decode_all, worker_count
 from pipeline.data.sequence import ImageBatches, StopOnDataError
 from pipeline.data.shapes import read_manifest
-from pipeline.data.sources import class_names, prepare_data, split_samples
+from pipeline.data.sources import class_names, intensity, prepare_data, split_samples
 from pipeline.models import build_model
 from pipeline.tasks import get_task
 from pipeline.training.callbacks import StopOnNonFiniteLoss
@@ -39,11 +42,18 @@ class Job:
         self.classes = class_names(cfg.data, self.root)
         self.bad_files = BadFiles(cfg.data.get("on_bad_file", "error"))
         self.workers = worker_count(cfg.data.get("workers", "auto"))
-        self.splits = split_samples(cfg.data, self.root, self.bad_files, self.workers)  # indexes, or decoded
-        for split, samples in self.splits.items():
+        indexes = split_samples(cfg.data, self.root, self.bad_files, self.workers, cache=False)
+        for split, samples in indexes.items():
             if samples.targets is not None:  # labels and boxes are known from the index; masks checked when read
                 self.task.check_targets(samples.targets, self.classes, split, cfg.data.name)
+        self.intensity = intensity(cfg.data)
+        batch_size = dist.global_batch(cfg.trainer.batch_size)
+        self.profile = check_profile(indexes, self.classes, batch_size, cfg.data, self.intensity)  # warns, or stops
+        data = cfg.data
+        self.splits = cache_splits(indexes, data.get("cache", "auto"), data.get("cache_budget", "2GiB"),
+                                   self.bad_files, self.workers)  # fmt: skip
         shape = self.splits["train"].image_shape
+        self.input_channels = shape[-1]
         with dist.scope():  # variables mirrored on every replica
             self.model = build_model(cfg.model.name, shape, len(self.classes), **model_options(cfg.model))
         self.checkpoints = Checkpoints(resume_dir(cfg, dist.worker), cfg.trainer.resume)
@@ -88,6 +98,9 @@ class Job:
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         flops = sum(layer_flops(layer) for layer in self.model.layers) / 1e9
         tracking.log_metrics({"num_params": self.model.count_params(), "gflops": flops})
+        tracking.log_text(json.dumps(self.profile, indent=1), "data/profile.json")
+        tracking.log_figure(profile_figure(self.profile), "data/profile.png")
+        tracking.set_tags({"data_warnings": len(self.profile["warnings"]), "input_channels": self.input_channels})
         self.log_skipped()
 
     def log_skipped(self) -> None:

@@ -5,7 +5,9 @@ What it writes is the task's (the source run's data.task): masks/ (class indices
 segmentation (mode=resize scales each image to the model's input size and the probabilities back;
 mode=tile slides the model over the full-resolution image); predictions.csv (file, label, one
 probability per class) and contact_sheet.png for classification; boxes.csv and boxes/ for localization.
-Grey models get grey input. Two inputs with one stem (photo.png, photo.jpg) get distinct outputs.
+Grey models get grey input, and files of any bit depth are mapped by the training run's data.intensity.
+Masks are palette PNGs (class indices that viewers show in colour). Two inputs with one stem (photo.png,
+photo.jpg) get distinct outputs; the CSVs name each file as found in input_dir.
 """
 
 import logging
@@ -27,7 +29,8 @@ def main(cfg: DictConfig) -> None:
     check_schema(cfg)
     from pipeline import tracking
     from pipeline.data.folders import IMAGE_SUFFIXES, read_images
-    from pipeline.data.sources import class_names
+    from pipeline.data.pixels import AUTO
+    from pipeline.data.sources import class_names, intensity
     from pipeline.errors import DataError
     from pipeline.tasks import get_task, infer_task, unique_names
 
@@ -44,7 +47,8 @@ def main(cfg: DictConfig) -> None:
     outputs = model.outputs[0].shape[-1]
     classes = class_names(data, Path(str(data.get("root") or "."))) if data is not None else None
     classes = classes or [str(c) for c in range(outputs)]
-    images = read_images(paths, channels=model.inputs[0].shape[-1])  # grey models get grey input
+    mapping = intensity(data) if data is not None else AUTO  # the training run's data.intensity, as in training
+    images = read_images(paths, model.inputs[0].shape[-1], mapping)  # grey models get grey input
     written = task.predict(
         model,
         images,
@@ -58,6 +62,7 @@ def main(cfg: DictConfig) -> None:
         num_logged=cfg.num_logged,
         tile_blend=cfg.tile_blend,
         background=cfg.background,
+        files=[path.relative_to(input_dir).as_posix() for path in paths],
     )
     tags = {"stage": "predict", "task": task.name, "source": str(cfg.source), "mode": cfg.mode}
     with tracking.run(

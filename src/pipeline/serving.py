@@ -9,16 +9,20 @@ this module as its python_function loader: `_load_pyfunc` registers the layers, 
 
 What it predicts: class probabilities per pixel, (batch, height, width, classes) for a segmentation
 model; per image, (batch, classes), for a classifier; boxes (x_min, y_min, x_max, y_max as fractions of
-the image) for a localizer. Input: images (batch, height, width, channels) float32 in 0..255, as in
-training (the models normalise inside). The logged signature names both.
+the image) for a localizer. Input: images (batch, height, width, channels) float32 holding the values of
+the image files, resized to the model's input size: 0..255 for 8-bit files; for 16-bit or float files
+their own values, which the training run's intensity mapping (data.intensity, kept in the model folder as
+preprocessing.json) turns into the model's 0..255 exactly as training did. The logged signature names both.
 """
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 MODEL_FILE = "model.keras"
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 def register_layers() -> None:
@@ -29,10 +33,11 @@ def register_layers() -> None:
 
 
 class Predictor:
-    """The python_function model: predict(images) -> probabilities (or boxes), as NumPy float32."""
+    """The python_function model: predict(images) -> probabilities (or boxes), as NumPy float32; `intensity`
+    (a pipeline.data.pixels.Intensity, or None for 8-bit values) maps raw file values first."""
 
-    def __init__(self, model, batch_size: int = 32):
-        self.model, self.batch_size = model, batch_size
+    def __init__(self, model, batch_size: int = 32, intensity=None):
+        self.model, self.batch_size, self.intensity = model, batch_size, intensity
 
     def predict(self, data, params: dict | None = None) -> np.ndarray:
         import keras
@@ -42,6 +47,8 @@ class Predictor:
         images = np.asarray(data, dtype=np.float32)
         if images.ndim == 3:  # one image
             images = images[None]
+        if self.intensity is not None:  # the training run's mapping of the files' values, image by image
+            images = np.stack([self.intensity.to_uint8(image) for image in images]).astype(np.float32)
         batches = range(0, len(images), self.batch_size)
         with warnings.catch_warnings():  # a named Input called with a plain array: Keras warns, then uses it
             warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
@@ -56,4 +63,15 @@ def _load_pyfunc(path: str) -> Predictor:
     register_layers()
     folder = Path(path)
     model_file = folder / MODEL_FILE if (folder / MODEL_FILE).is_file() else next(folder.rglob("*.keras"))
-    return Predictor(keras.saving.load_model(model_file, compile=False, safe_mode=True))
+    return Predictor(keras.saving.load_model(model_file, compile=False, safe_mode=True), intensity=_intensity(folder))
+
+
+def _intensity(folder: Path):
+    """The mapping preprocessing.json records beside the model (searched up from the data folder), or None."""
+    for place in (folder, *folder.parents[:2]):
+        if (place / PREPROCESSING_FILE).is_file():
+            from pipeline.data.pixels import Intensity
+
+            recorded = json.loads((place / PREPROCESSING_FILE).read_text()).get("intensity")
+            return Intensity.from_config(recorded) if recorded else None
+    return None

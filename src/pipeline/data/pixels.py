@@ -172,3 +172,34 @@ def open_mapped(path: Path, img: Image.Image, intensity: Intensity) -> Image.Ima
         return img
     mapped = intensity.to_uint8(read_values(path, img), path)
     return Image.fromarray(mapped[..., 0] if mapped.shape[-1] == 1 else mapped)
+
+
+def served_mapping(intensity: Intensity, kinds: dict[str, int]) -> Intensity | None:
+    """The mapping a served model applies to raw values: the run's own, with `auto` made explicit from the
+    kinds of file it was trained on (16-bit: 0..65535, float: 0..1); None when the inputs are 8-bit already
+    (or of mixed depths, which auto maps per file type: the profile warns)."""
+    if intensity.mode != "auto":
+        return intensity
+    known = [kind for kind in kinds if kind != "unreadable"]
+    if known and all("float" in kind for kind in known):
+        return Intensity("range", (0.0, 1.0))
+    if known and all(kind.startswith("16-bit") for kind in known):
+        return Intensity("range", (0.0, 65535.0))
+    return None
+
+
+def raw_example(paths: list[Path], size: int, channels: int) -> np.ndarray | None:
+    """The first files' values at their own depth, resized (bilinear) to size x size: an input example for a
+    model that maps raw values; None when their channels are not the model's."""
+    import cv2
+
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            img.load()
+            values = read_values(Path(path), img).astype(np.float32)
+        if values.shape[-1] != channels:
+            return None
+        resized = cv2.resize(values, (size, size), interpolation=cv2.INTER_LINEAR)
+        images.append(resized.reshape(size, size, channels))
+    return np.stack(images) if images else None

@@ -96,8 +96,8 @@ class Classification:
             )
         return Report(scores, self.headline, figures, predicted, table)
 
-    def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, **_) -> Written:
-        """predictions.csv (file, label, one probability per class) and a contact sheet of the images."""
+    def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, files=None, **_) -> Written:
+        """predictions.csv (file as found, label, one probability per class) and a contact sheet of the images."""
         from pipeline.data.folders import resize_image
 
         out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ class Classification:
         images = [resize_image(image, shape) for image in images]
         probabilities = probabilities_of(model, np.stack(images), batch_size)
         table = out / "predictions.csv"
-        write_csv(table, names, probabilities, classes)
+        write_csv(table, list(files or names), probabilities, classes)
         predicted = probabilities.argmax(axis=-1)
         shown = slice(0, 64)
         sheet = viz.contact_sheet(

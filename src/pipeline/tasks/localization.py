@@ -61,8 +61,9 @@ class Localization:
         header = "index,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max,iou\n"
         return Report(scores, self.headline, figures, predicted, header + "".join(rows))
 
-    def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, num_logged: int = 8, **_):
-        """boxes.csv (file, x_min, y_min, x_max, y_max in pixels of the original image) and each image with its box."""
+    def predict(self, model, images, names, classes, out: Path, batch_size=32, num_logged=8, files=None, **_):
+        """boxes.csv (file as found, x_min, y_min, x_max, y_max in pixels of the original image) and each image
+        with its box."""
         from pipeline.data.folders import resize_image
 
         (out / "boxes").mkdir(parents=True, exist_ok=True)
@@ -73,9 +74,9 @@ class Localization:
         with table.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["file", "x_min", "y_min", "x_max", "y_max"])
-            for image, name, box in zip(images, names, boxes):
+            for image, name, file, box in zip(images, names, files or names, boxes):
                 height, width = image.shape[:2]
-                writer.writerow([name, *(f"{v:.1f}" for v in box * np.array([width, height, width, height]))])
+                writer.writerow([file, *(f"{v:.1f}" for v in box * np.array([width, height, width, height]))])
                 drawn = out / "boxes" / f"{name}.png"
                 draw_box(image, box).save(drawn)
                 written.files.append(drawn)

@@ -128,6 +128,15 @@ def overlay(
     return painted.astype(np.uint8)
 
 
+def palette_mask(labels: np.ndarray, num_classes: int) -> Image.Image:
+    """Class indices (H, W) as a palette PNG: the pixel values stay the indices (np.asarray gives them back,
+    the Pascal VOC convention) and any viewer shows each class in its colour, not a black image of 0s and 1s."""
+    mask = Image.fromarray(labels.astype(np.uint8), mode="P")
+    colours = (np.array([viz.class_colormap(num_classes)(i)[:3] for i in range(num_classes)]) * 255).astype(np.uint8)
+    mask.putpalette(colours.ravel().tolist())
+    return mask
+
+
 class Segmentation:
     name = "segmentation"
     target = "mask"
@@ -183,7 +192,8 @@ class Segmentation:
         background: int | None = 0,
         **_,
     ) -> Written:
-        """masks/<name>.png (class indices) and overlays/<name>.png for every image, at its own size."""
+        """masks/<name>.png (class indices in a palette PNG: viewers show the class colours, readers get the
+        indices) and overlays/<name>.png for every image, at its own size."""
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is unknown; valid: {', '.join(MODES)}")
         (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -196,7 +206,7 @@ class Segmentation:
                 probabilities = predict_resized(model, image, tta)
             labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
             mask, painted = out / "masks" / f"{name}.png", out / "overlays" / f"{name}.png"
-            Image.fromarray(labels).save(mask)
+            palette_mask(labels, probabilities.shape[-1]).save(mask)
             Image.fromarray(overlay(image, labels, probabilities.shape[-1], background=background)).save(painted)
             written.files += [mask, painted]
             if len(written.logged) < num_logged:

@@ -1,5 +1,6 @@
 """Models in the store: logging a Keras model, and loading one back from a file, a run or a model URI."""
 
+import json
 import re
 import types
 from pathlib import Path
@@ -12,18 +13,22 @@ from mlflow.models import Model
 from pipeline.tracking.store import use_store
 
 
-def _save_keras_model(path: str, mlflow_model: Model, **kwargs) -> None:
+def _save_keras_model(path: str, mlflow_model: Model, preprocessing: dict | None = None, **kwargs) -> None:
     """mlflow.keras.save_model, then this package's code into code/ and pipeline.serving as the
-    python_function loader, so the model loads where `pipeline` was never imported (see pipeline.serving)."""
+    python_function loader, so the model loads where `pipeline` was never imported (see pipeline.serving);
+    `preprocessing` (the intensity mapping of raw file values) as preprocessing.json beside MLmodel."""
     import shutil
 
     from mlflow.pyfunc import add_to_model
 
     import pipeline
+    import pipeline.serving
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    if preprocessing:
+        (folder / pipeline.serving.PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=1) + "\n")
     source = Path(pipeline.__file__).parent
     shutil.copytree(source, folder / "code" / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     keras_pyfunc = mlflow_model.flavors["python_function"]
@@ -45,10 +50,17 @@ def inference_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.outputs[0], name=model.name)
 
 
-def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model", output: str = "probabilities") -> str:
+def log_keras_model(
+    model: keras.Model,
+    example: np.ndarray,
+    name: str = "model",
+    output: str = "probabilities",
+    preprocessing: dict | None = None,
+) -> str:
     """Log the inference model with its input example and a signature: `images` in, `output` out
     (probabilities per pixel or per image, or boxes); returns the model URI. It loads anywhere: see
-    pipeline.serving.
+    pipeline.serving. `preprocessing` ({"intensity": ..., "channels": ...}) is kept beside it as
+    preprocessing.json: the served model applies that mapping to raw file values.
 
     Requirements are given explicitly: inferring them would re-import the model in a subprocess.
     """
@@ -59,7 +71,13 @@ def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model"
 
     model = inference_model(model)
     example = np.asarray(example, dtype=np.float32)
-    predicted = pipeline.serving.Predictor(model).predict(example)
+    mapping = (preprocessing or {}).get("intensity")
+    intensity = None
+    if mapping:
+        from pipeline.data.pixels import Intensity
+
+        intensity = Intensity.from_config(mapping)
+    predicted = pipeline.serving.Predictor(model, intensity=intensity).predict(example)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), "images")]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *predicted.shape[1:]), output)]),
@@ -73,6 +91,7 @@ def log_keras_model(model: keras.Model, example: np.ndarray, name: str = "model"
         name=name,
         flavor=_KERAS_FLAVOR,
         model=model,
+        preprocessing=preprocessing,
         signature=signature,
         input_example=example,
         pip_requirements=requirements,

@@ -16,6 +16,7 @@ from pipeline import tracking, tuning, viz
 from pipeline.arithmetic import layer_flops
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
+from pipeline.data.pixels import raw_example, served_mapping
 from pipeline.data.profile import check_profile
 from pipeline.data.profile import figure as profile_figure
 from pipeline.data.samples import cache_splits, decode_all, worker_count
@@ -42,7 +43,7 @@ class Job:
         self.classes = class_names(cfg.data, self.root)
         self.bad_files = BadFiles(cfg.data.get("on_bad_file", "error"))
         self.workers = worker_count(cfg.data.get("workers", "auto"))
-        indexes = split_samples(cfg.data, self.root, self.bad_files, self.workers, cache=False)
+        self.indexes = indexes = split_samples(cfg.data, self.root, self.bad_files, self.workers, cache=False)
         for split, samples in indexes.items():
             if samples.targets is not None:  # labels and boxes are known from the index; masks checked when read
                 self.task.check_targets(samples.targets, self.classes, split, cfg.data.name)
@@ -146,6 +147,22 @@ class Job:
         self.model = keras.models.load_model(best_path)
         self.selected = log_selection(checkpoints.history(), self.monitor, self.mode)  # what a sweep ranks by
 
+    def served_inputs(self, mapped: np.ndarray) -> tuple[np.ndarray, dict]:
+        """(input example, preprocessing record) of the logged model: when the files are not 8-bit values the
+        model maps (16-bit, float, or a range/percentile mapping), the served model takes the files' own values
+        and applies the mapping, and its example is the first test files' raw values."""
+        kinds: dict[str, int] = {}
+        for entry in self.profile["splits"].values():
+            for kind, n in entry["kinds"].items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        mapping = served_mapping(self.intensity, kinds)
+        preprocessing = {"channels": self.input_channels, "intensity": mapping.as_dict() if mapping else None}
+        items = getattr(self.indexes["test"], "items", None)
+        raw = raw_example([path for path, _ in items[:2]], mapped.shape[1], mapped.shape[-1]) if items else None
+        if mapping is None or raw is None:
+            return mapped.astype(np.float32), preprocessing
+        return raw, preprocessing
+
     def test(self, model_choice: str) -> float:
         """Scores and pictures of the test split (the chosen model's held-out estimate), the training curves,
         and the model; returns the test headline."""
@@ -161,5 +178,6 @@ class Job:
         tracking.log_figure(viz.training_curves(self.checkpoints.history()), "plots/training_curves.png")
         if cfg.tracking.log_model:
             output = "boxes" if self.task.target == "boxes" else "probabilities"
-            tracking.log_keras_model(self.model, x_test[:2].astype(np.float32), output=output)
+            example, preprocessing = self.served_inputs(x_test[:2])
+            tracking.log_keras_model(self.model, example, output=output, preprocessing=preprocessing)
         return headline

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.pixels import AUTO, GRAY_MODES, Intensity, open_mapped
+from pipeline.data.pixels import AUTO, GRAY_MODES, Intensity, bit_depth, open_mapped
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,14 @@ def open_image(path: Path, mode: str, grayscale: str = "convert", intensity: Int
     with grayscale="error" a grey image where RGB is expected is refused."""
     try:
         with Image.open(path) as img:
+            depth = bit_depth(img)  # before load, which forgets it
             img.load()
             if grayscale == "error" and mode == "RGB" and img.mode in GRAY_MODES and img.mode != "P":
                 raise DataError(
                     f"{path}: grayscale image (mode {img.mode}) where RGB is expected; valid: data.channels=1 for a "
                     "grey model, an RGB image, or data.grayscale=convert to repeat its grey level in R, G and B"
                 )
-            return open_mapped(Path(path), img, intensity).convert(mode)
+            return open_mapped(Path(path), img, intensity, depth).convert(mode)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, DataError):
             raise

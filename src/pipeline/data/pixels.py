@@ -32,8 +32,9 @@ HIGH_DEPTH_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, 
 
 
 def bit_depth(img: Image.Image) -> int:
-    """Bits per channel of an opened (not necessarily loaded) image: 16 for 16-bit grey or colour PNG/TIFF
-    (Pillow opens 16-bit colour as mode RGB and would drop the low byte), 32 for int32/float, else 8."""
+    """Bits per channel of an opened image, asked before img.load() (which empties the tile list that tells
+    it): 16 for 16-bit grey or colour PNG/TIFF (Pillow opens 16-bit colour as mode RGB and would drop the low
+    byte), 32 for int32/float, else 8."""
     if img.mode in HIGH_DEPTH_MODES:
         return HIGH_DEPTH_MODES[img.mode]
     raw = str(img.tile[0].args[0] if isinstance(img.tile[0].args, tuple) else img.tile[0].args) if img.tile else ""
@@ -48,13 +49,15 @@ def describe(img: Image.Image) -> str:
     return f"{depth}-bit {kind}{colour}"
 
 
-def read_values(path: Path, img: Image.Image) -> np.ndarray:
-    """The file's pixels (H, W, C) at their own depth: uint8, uint16, int32 or float32."""
+def read_values(path: Path, img: Image.Image, depth: int | None = None) -> np.ndarray:
+    """The file's pixels (H, W, C) at their own depth: uint8, uint16, int32 or float32 (`depth`: bit_depth(img)
+    taken before the image was loaded)."""
+    depth = bit_depth(img) if depth is None else depth
     if img.mode in HIGH_DEPTH_MODES:
         values = np.asarray(img)
         values = values.astype(values.dtype.newbyteorder("=")) if values.dtype.byteorder == ">" else values
         return values[..., None]
-    if bit_depth(img) == 16:  # 16-bit colour: OpenCV keeps it (as BGR), Pillow cannot
+    if depth == 16:  # 16-bit colour: OpenCV keeps it (as BGR), Pillow cannot
         import cv2
 
         values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -164,13 +167,13 @@ class Intensity:
 AUTO = Intensity()
 
 
-def open_mapped(path: Path, img: Image.Image, intensity: Intensity) -> Image.Image:
+def open_mapped(path: Path, img: Image.Image, intensity: Intensity, depth: int) -> Image.Image:
     """The loaded image as an 8-bit Pillow image (L or RGB), mapped by `intensity` when the file is deeper than
-    8 bits or the mapping is not the identity; an 8-bit file under auto is returned as it is (Pillow's own
-    conversions then apply, unchanged)."""
-    if intensity.mode == "auto" and bit_depth(img) == 8:
+    8 bits (`depth`, taken before loading) or the mapping is not the identity; an 8-bit file under auto is
+    returned as it is (Pillow's own conversions then apply, unchanged)."""
+    if intensity.mode == "auto" and depth == 8:
         return img
-    mapped = intensity.to_uint8(read_values(path, img), path)
+    mapped = intensity.to_uint8(read_values(path, img, depth), path)
     return Image.fromarray(mapped[..., 0] if mapped.shape[-1] == 1 else mapped)
 
 
@@ -196,8 +199,9 @@ def raw_example(paths: list[Path], size: int, channels: int) -> np.ndarray | Non
     images = []
     for path in paths:
         with Image.open(path) as img:
+            depth = bit_depth(img)
             img.load()
-            values = read_values(Path(path), img).astype(np.float32)
+            values = read_values(Path(path), img, depth).astype(np.float32)
         if values.shape[-1] != channels:
             return None
         resized = cv2.resize(values, (size, size), interpolation=cv2.INTER_LINEAR)

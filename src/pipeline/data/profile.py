@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.pixels import Intensity, describe, read_values
+from pipeline.data.pixels import Intensity, bit_depth, describe, read_values
 from pipeline.data.samples import Samples
 from pipeline.errors import DataError
 
@@ -81,10 +81,11 @@ def _values(paths: list[Path], intensity: Intensity) -> dict | None:
     for i in _sample(len(paths), VALUE_SAMPLE):
         try:
             with Image.open(paths[i]) as img:
-                img.load()
-                if intensity.mode == "auto" and describe(img).startswith("8-bit"):
+                depth = bit_depth(img)  # before load, which forgets it
+                if intensity.mode == "auto" and depth == 8:
                     continue
-                values = read_values(paths[i], img)
+                img.load()
+                values = read_values(paths[i], img, depth)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             continue
         lows.append(float(values.min()))

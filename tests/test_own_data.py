@@ -182,3 +182,69 @@ def test_served_mapping_makes_auto_explicit_for_deep_files():
     assert served_mapping(percentile, {"8-bit RGB": 1}) is percentile
     assert json.loads(json.dumps(percentile.as_dict())) == {"mode": "percentile", "range": None,
                                                             "percentiles": [1.0, 99.8]}  # fmt: skip
+
+
+COMMON = ["data=folder", "data.classes=[background,cell]", "data.image_size=32", "data.mask_values=[0,255]",
+          "model.depth=2", "model.base_filters=8", "trainer.epochs=8", "trainer.batch_size=4",
+          "tracking.num_examples=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cells_runs(tmp_path_factory):
+    """The cells set twice, trained alike: as 16-bit TIFFs (12-bit camera, offset ~1000) mapped by
+    data.intensity range [0, 4095], and as the same values scaled by hand to 8-bit PNGs."""
+    from conftest import train_run
+
+    project = tmp_path_factory.mktemp("cells")
+    deep, shallow = write_cells(project / "deep"), write_cells(project / "shallow", bits=8, suffix=".png")
+    mapping = ["data.intensity.mode=range", "data.intensity.range=[0,4095]"]
+    client, deep_run = train_run(project / "a", f"data.root={deep}", *mapping, *COMMON)
+    _, shallow_run = train_run(project / "b", f"data.root={shallow}", *COMMON)
+    return project, client, deep_run, shallow_run
+
+
+@pytest.mark.slow
+def test_16_bit_tiffs_train_as_well_as_their_8_bit_copy_into_a_grey_model(cells_runs):
+    project, client, deep, shallow = cells_runs
+    a, b = deep.data.metrics["test_mean_iou"], shallow.data.metrics["test_mean_iou"]
+    assert a >= 0.8 and abs(a - b) <= 0.03, (a, b)  # Pillow's clipping at 255 made this set all background
+    import mlflow
+
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'a'}/mlflow.db")
+    info = mlflow.models.get_model_info(tracking.run_model_uri(deep.info.run_id))
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 1]  # a 1-channel model
+    assert deep.data.tags["input_channels"] == "1"
+    profile_json = client.download_artifacts(deep.info.run_id, "data/profile.json", str(project))
+    recorded = json.loads(open(profile_json).read())
+    assert recorded["splits"]["train"]["kinds"] == {"16-bit grey": 48}
+    assert recorded["intensity"] == "range 0..4095 -> 0..255"
+
+
+@pytest.mark.slow
+def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(cells_runs):
+    import mlflow
+
+    from conftest import run_stage
+
+    project, client, deep, _ = cells_runs
+    raw = project / "deep" / "test" / "images"
+    out = project / "predicted"
+    result = run_stage("predict", project / "a", f"source={deep.info.run_id}", f"input_dir={raw}",
+                       f"output_dir={out}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(raw.iterdir())
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'a'}/mlflow.db")
+    served = mlflow.pyfunc.load_model(tracking.run_model_uri(deep.info.run_id))
+    values = np.stack([np.asarray(Image.open(f)).astype(np.float32)[..., None] for f in files])  # 0..4095 as found
+    masks = served.predict(values).argmax(-1)
+    for path, mask in zip(files, masks):
+        written = Image.open(out / "masks" / f"{path.stem}.png")
+        assert written.mode == "P"  # a palette PNG: indices that viewers show in colour
+        assert np.array_equal(np.asarray(written), mask), path.name
+    truth = np.stack([np.asarray(Image.open(project / "deep" / "test" / "masks" / f"{f.stem}.png")) for f in files])
+    truth = truth // 255
+    assert (masks == truth).mean() > 0.9  # and they are right

@@ -121,6 +121,16 @@ def test_every_stage_refuses_its_bad_values_before_any_work(project, stage, over
             {},
             "hydra.sweeper.storage=postgresql+psycopg://nobody@127.0.0.1:9/optuna: cannot open the Optuna study",
         ),
+        (  # a store that cannot be created: Hydra would turn the callback's exception into a warning and go on
+            ["sweep=grid", "-m"],
+            {"MLFLOW_TRACKING_URI": "sqlite:////proc/no-such-place/mlflow.db"},
+            "the sweep could not record itself (its MLflow parent run), so it stopped: ",
+        ),
+        (  # a search space the model lacks: refused before any parent run or study exists
+            ["sweep=optuna", "model.width=choice(8,16)", "-m"],
+            {},
+            "the command line sweeps model.width, which model=unet does not have (its keys: name, depth, base_filters",
+        ),
     ],
 )
 def test_an_unreachable_store_fails_before_any_training_in_one_line(project, args, env, expected):

@@ -107,11 +107,14 @@ def test_parent_holds_the_summary_and_the_best_child(sweep):
     folder = sweep.client.download_artifacts(parent.info.run_id, "summary", str(sweep.project / "summary"))
     with open(Path(folder, "summary.csv")) as f:
         rows = list(csv.DictReader(f))
-    scores = {c.info.run_id: c.data.metrics["test_mean_iou"] for c in sweep.children}
+    scores = {c.info.run_id: c.data.metrics["selection_val_mean_iou"] for c in sweep.children}  # validation
     assert [r["run_id"] for r in rows] == sorted(scores, key=scores.get, reverse=True)
-    assert {"optimizer.lr", "model.base_filters", "test_mean_iou"} <= set(rows[0])
-    assert parent.data.tags["best_run_id"] == max(scores, key=scores.get)
-    assert parent.data.metrics["best_test_mean_iou"] == pytest.approx(max(scores.values()))
+    assert {"optimizer.lr", "model.base_filters", "selection_val_mean_iou", "test_mean_iou"} <= set(rows[0])
+    best = max(scores, key=scores.get)
+    assert parent.data.tags["best_run_id"] == best and parent.data.tags["selection_metric"] == "selection_val_mean_iou"
+    assert parent.data.metrics["best_selection_val_mean_iou"] == pytest.approx(max(scores.values()))
+    held_out = sweep.client.get_run(best).data.metrics["test_mean_iou"]  # the chosen model's estimate, beside
+    assert parent.data.metrics["best_run_test_mean_iou"] == pytest.approx(held_out)
     assert Path(folder, "metric_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(folder, "summary.md").read_text().count("| FINISHED |") == 4
 
@@ -138,9 +141,12 @@ def test_compare_prints_the_leaderboard_best_first(sweep):
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     lines = shown.stdout.splitlines()
-    assert lines[0].endswith(f"({sweep.parents[0].info.run_id}): 4 runs")
-    assert lines[1].split() == ["run_id", "run_name", "status", "optimizer.lr", "model.base_filters", "test_mean_iou"]
-    metrics = [float(line.split()[-1]) for line in lines[2:6]]
+    assert lines[0].endswith(
+        f"({sweep.parents[0].info.run_id}): 4 runs; ranked by selection_val_mean_iou, highest first"
+    )
+    header = ["run_id", "run_name", "status", "optimizer.lr", "model.base_filters", "selection_val_mean_iou"]
+    assert lines[1].split() == [*header, "test_mean_iou"]
+    metrics = [float(line.split()[-2]) for line in lines[2:6]]
     assert metrics == sorted(metrics, reverse=True) and len(metrics) == 4
 
 

@@ -116,3 +116,40 @@ def test_metric_against_params_one_panel_per_param_log_axis_for_wide_ranges():
     assert lr_axis.get_xscale() == "log" and model_axis.get_xscale() == "linear"
     assert [t.get_text() for t in model_axis.get_xticklabels()] == ["segnet", "unet"]
     viz.plt.close(figure)
+
+
+def test_a_sweep_whose_validation_and_test_orderings_differ_is_ranked_by_validation(tmp_path):
+    """Real store, crafted children: the summary, its best child and `cnn compare` follow validation; the
+    test score (best by test: another child) is only shown beside."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline import sweep
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = tracking.prepare_store(uri, "shapes", None)
+    parent = tracking.start_parent_run(uri, experiment, "grid: lr", {"stage": "sweep"})
+    client = MlflowClient(uri)
+    scores = {"1e-3": (0.60, 0.90), "1e-2": (0.80, 0.70), "1e-1": (0.70, 0.95)}  # (validation, test)
+    ids = {}
+    for lr, (val, test) in scores.items():
+        tags = {"mlflow.parentRunId": parent, "stage": "train", "overrides": json.dumps([f"optimizer.lr={lr}"]),
+                "selection_metric": "selection_val_mean_iou", "selection_mode": "max",
+                "headline_metric": "test_mean_iou"}  # fmt: skip
+        run = client.create_run(experiment, tags=tags, run_name=f"lr={lr}")
+        client.log_param(run.info.run_id, "optimizer.lr", lr)
+        client.log_metric(run.info.run_id, "selection_val_mean_iou", val)
+        client.log_metric(run.info.run_id, "test_mean_iou", test)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids[lr] = run.info.run_id
+    summary, files = sweep.write_summary(tracking.child_runs(uri, parent), tmp_path)
+    assert summary["tags"]["best_run_id"] == ids["1e-2"]  # best validation, though 1e-1 has the best test score
+    assert summary["metrics"] == {"best_selection_val_mean_iou": 0.80, "best_run_test_mean_iou": 0.70}
+    assert "best selection_val_mean_iou (validation) first" in files[1].read_text().splitlines()[0]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    shown = subprocess.run([sys.executable, "-m", "pipeline.compare", parent], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    rows = [line.split()[0] for line in shown.stdout.splitlines()[2:5]]
+    assert rows == [ids["1e-2"], ids["1e-1"], ids["1e-3"]]

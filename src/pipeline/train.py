@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> float:
     check_schema(cfg)  # before TensorFlow loads: a bad override answers at once
     from pipeline import sweep, tracking
 
+    tracking.check_reachable(cfg.tracking.uri)  # a server nobody runs: one line before any data is read
     if (recorded := sweep.finished_job()) is not None:  # a resumed sweep: this job FINISHED before
         return recorded
     if sweep.resuming():  # a job killed part-way continues its own run from its last backed-up epoch

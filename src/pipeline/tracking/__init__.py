@@ -47,11 +47,12 @@ from pipeline.tracking.runs import (
     set_tags,
     ui_link,
 )
-from pipeline.tracking.store import client, prepare_store, retry_locked, use_store
+from pipeline.tracking.store import check_reachable, client, prepare_store, retry_locked, use_store
 
 __all__ = [
     "MetricsCallback",
     "Stopped",
+    "check_reachable",
     "child_runs",
     "client",
     "download_artifact",

@@ -35,6 +35,7 @@ def test_table_reports_median_ratios_and_marks_the_targets():
         "rss": {1000: 1600, 4000: 1900},  # 1.19x: over the 1.15 bound
         "stream128": [48],
         "bare128": [50],
+        "config_errors": {"trainer.epoch=3": [0.4, 0.3, 0.5], "+trainer.epoch=3": [0.9, 1.0, 0.8]},
     }
     text = table(measured, repeats=3, epochs=3)
     assert "| train stage vs bare `model.fit` | 96 vs 100 img/s | 0.96 ✓ | ≥ 0.95 |" in text
@@ -46,3 +47,4 @@ def test_table_reports_median_ratios_and_marks_the_targets():
     assert "2 workers: ours vs Keras PyDataset workers | 150 vs 120 img/s | 1.25 | report |" in text
     assert "| 1900 vs 1600 MiB | 1.19 ✗ | ≤ 1.15 |" in text  # a bound from above
     assert "| 48 vs 50 img/s | 0.96 ✓ | ≥ 0.95 |" in text
+    assert "`trainer.epoch=3` 0.40 s, `+trainer.epoch=3` 0.90 s | 0.90 ✓ | ≤ 1.5 |" in text  # the slowest median

@@ -23,8 +23,12 @@ from conftest import TINY, run_stage
         ("trainer.precision=float8", "trainer.precision='float8' is unknown"),
         ("augment.train=[{name:Blurr}]", "augment.train[0].name='Blurr' is not an albumentations transform"),
         # Hydra's own advice for the typo trainer.epoch=3 is +trainer.epoch=3: refused, not trained for 1 epoch
-        ("+trainer.epoch=3", "trainer.epoch is not a key of trainer; did you mean trainer.epochs?"),
-        ("+data.image_sise=32", "data.image_sise is not a key of data; did you mean data.image_size?"),
+        ("+trainer.epoch=3", "trainer.epoch is not a key of trainer=debug; did you mean trainer.epochs?"),
+        (
+            "trainer.epoch=3",
+            "trainer.epoch is not a key of trainer (in any conf/trainer option); did you mean trainer.epochs?",
+        ),
+        ("+data.image_sise=32", "data.image_sise is not a key of data=shapes; did you mean data.image_size?"),
         ("+model.dept=2", "model.dept is not an option of unet; valid: depth"),
     ],
 )
@@ -47,10 +51,28 @@ def test_unknown_config_group_option_lists_valid_ones(project):
     assert "Could not find 'model/resnet9000'" in result.stderr and "unet" in result.stderr
 
 
-def test_misspelt_key_is_refused_by_hydra_with_its_full_name(project):
+def test_a_key_no_option_declares_is_answered_before_hydra_with_the_nearest_one(project):
     result = run_stage("train", project, "model.widht=3")
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(
+        "error: model.widht is not a key of model (in any conf/model option); did you mean model.width?"
+    )
+
+
+def test_an_added_key_is_checked_against_the_option_chosen(project):
+    """generator is the generated sets' key: +data.generator.seed on a user's folder set would be ignored."""
+    chosen = ["data=folder", f"data.root={project}", "data.classes=[a,b]", "+data.generator.seed=1"]
+    result = run_stage("train", project, *chosen)
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: data.generator.seed is not a key of data=folder;"), line
+
+
+def test_a_key_another_option_declares_is_left_to_hydra_with_its_full_name(project):
+    result = run_stage("train", project, "model.width=3")  # resnet's, not unet's: Hydra says add + (then refused)
     assert result.returncode != 0
-    assert "Could not override 'model.widht'" in result.stderr and "Key 'widht' is not in struct" in result.stderr
+    assert "Could not override 'model.width'" in result.stderr and "Key 'width' is not in struct" in result.stderr
 
 
 def test_cfg_job_prints_resolved_config(project):

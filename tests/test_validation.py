@@ -88,3 +88,33 @@ def test_labels_beyond_the_class_list_are_named():
         ConfigError, match="data.classes has 3 names but the train split of data=digits has labels 0..9"
     ):
         get_task("classification").check_targets(np.arange(10), ["0", "1", "2"], "train", "digits")
+
+
+def test_the_schema_answers_before_any_deep_learning_library_loads(tmp_path):
+    """A typo is answered in well under a second because validation imports no Keras, TensorFlow, JAX or torch;
+    the export formats it accepts are exactly the ones pipeline.exporting implements."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from pipeline.config import conf_dir\n"
+        "from pipeline.errors import ConfigError\n"
+        "from pipeline.validation import check_schema\n"
+        "with initialize_config_dir(config_dir=conf_dir(), version_base='1.3'):\n"
+        "    cfg = compose(config_name='config', overrides=['+trainer.epoch=3'])\n"
+        "try:\n"
+        "    check_schema(cfg)\n"
+        "except ConfigError as err:\n"
+        "    print(err)\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("trainer.epoch is not a key of trainer") and lines[-1] == "[]", done.stdout
+    from pipeline import exporting
+    from pipeline.training.options import EXPORT_FORMATS
+
+    assert tuple(exporting.FORMATS) == EXPORT_FORMATS

@@ -9,17 +9,15 @@ import logging
 import shutil
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="analyze")
-@stage
+@stage_main("analyze")
 def main(cfg: DictConfig) -> float:
     from pipeline.validation import validate_config
 

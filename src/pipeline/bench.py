@@ -312,7 +312,26 @@ def measure(repeats: int, epochs: int) -> dict:
         print("matmul ceiling", flush=True)
         found["ceiling"] = _child("matmul_ceiling")[0]["flops_per_sec"]
         found.update(measure_streaming(Path(scratch), repeats, epochs))
+        print("config errors", flush=True)
+        found["config_errors"] = config_errors(Path(scratch), repeats)
     return {"rates": rates, "peaks": peaks, **found}
+
+
+CONFIG_ERRORS = ("trainer.epoch=3", "+trainer.epoch=3", "optimizer.lr=-1")  # a typo, the same with +, a bad value
+
+
+def config_errors(scratch: Path, repeats: int) -> dict[str, list[float]]:
+    """Wall time of the train stage answering a bad override (one `error:` line, exit 2), per override."""
+    times: dict[str, list[float]] = {override: [] for override in CONFIG_ERRORS}
+    for _ in range(max(3, repeats)):
+        for override in CONFIG_ERRORS:
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "pipeline.train", f"paths.root={scratch}", override],
+                                  capture_output=True, text=True)  # fmt: skip
+            times[override].append(time.perf_counter() - start)
+            if done.returncode != 2:
+                raise SystemExit(f"{override}: expected one config error (exit 2), got {done.returncode}")
+    return times
 
 
 def measure_streaming(scratch: Path, repeats: int, epochs: int) -> dict:
@@ -406,6 +425,11 @@ def table(m: dict, repeats: int, epochs: int) -> str:
         ),
     ]
     rows += streaming_rows(m)
+    if "config_errors" in m:
+        seconds = {override: median(values) for override, values in m["config_errors"].items()}
+        shown = ", ".join(f"`{override}` {value:.2f} s" for override, value in seconds.items())
+        rows.append(("config error, wall time (s, the slowest of three bad overrides)", shown, max(seconds.values()),
+                     "≤ 1.5"))  # fmt: skip
     lines = [
         f"Medians over {repeats} repeats x {epochs - 1} steady-state epochs (variants: one run); "
         "default U-Net (conf/model/unet.yaml), "

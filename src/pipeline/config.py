@@ -36,6 +36,51 @@ def conf_dir() -> str:
 OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), replace=True)
 
 
+def stage_main(config_name: str):
+    """A stage's entry point: hydra.main on conf/<config_name>.yaml, wrapped by `stage` (one-line errors), and
+    run from the command line, a misspelt key without + (trainer.epoch=3) answered with the did-you-mean line
+    before Hydra composes anything (Hydra's own answer is to add +, which would train with the typo ignored)."""
+    import hydra
+
+    def decorate(task: Callable[[DictConfig], float | None]):
+        composed = hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)(stage(task))
+
+        @functools.wraps(task)
+        def entry(*args, **kwargs):
+            if not args and not kwargs:  # the command line (a notebook passes a composed config)
+                misspelt = misspelt_override(sys.argv[1:])
+                if misspelt:
+                    print(f"error: {misspelt}", file=sys.stderr)
+                    raise SystemExit(2)
+            return composed(*args, **kwargs)
+
+        return entry
+
+    return decorate
+
+
+def misspelt_override(arguments: list[str]) -> str | None:
+    """The complaint about the first override `group.key=value` (no +, ++ or ~) whose key no config file of that
+    group declares, with the nearest declared key; None when every key is declared somewhere."""
+    from pipeline.validation import CHECKED_GROUPS, declared_keys, model_keys
+
+    for argument in arguments:
+        if argument.startswith(("-", "+", "~")) or "=" not in argument:
+            continue
+        key = argument.split("=", 1)[0]
+        group, _, rest = key.partition(".")
+        if not rest or group not in (*CHECKED_GROUPS, "model"):
+            continue
+        known = model_keys() if group == "model" else declared_keys()[group]
+        if rest in known or any(k.startswith(rest + ".") for k in known):
+            continue
+        nearest = difflib.get_close_matches(rest, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {group}.{nearest[0]}? " if nearest else ""
+        valid = ", ".join(sorted(k for k in known if "." not in k))
+        return f"{key} is not a key of {group} (in any conf/{group} option); {hint}valid: {valid}"
+    return None
+
+
 def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], float | None]:
     """Turn the project's own errors into one line on stderr and exit status 2, instead of a traceback;
     SIGTERM (a scheduler's or `kill`'s stop) unwinds like Ctrl-C so no MLflow run is left RUNNING."""

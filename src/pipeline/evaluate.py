@@ -10,16 +10,14 @@ and localizers, predictions.csv (each image's prediction).
 
 import logging
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="evaluate")
-@stage
+@stage_main("evaluate")
 def main(cfg: DictConfig) -> float:
     from pipeline.validation import check_schema
 

@@ -17,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,7 @@ def _rerun_on_tensorflow(backend: str) -> None:
     raise SystemExit(subprocess.call([sys.executable, "-m", "pipeline.export", *sys.argv[1:]], env=env))
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
-@stage
+@stage_main("export")
 def main(cfg: DictConfig) -> float:
     import importlib.util
 

@@ -13,16 +13,14 @@ photo.jpg) get distinct outputs; the CSVs name each file as found in input_dir.
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="predict")
-@stage
+@stage_main("predict")
 def main(cfg: DictConfig) -> None:
     from pipeline.validation import check_schema
 

@@ -4,14 +4,12 @@ python -m pipeline.prepare                      # data/shapes, skipped when alre
 python -m pipeline.prepare data.splits.train=5000 data.generator.seed=1
 """
 
-import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-@stage
+@stage_main("config")
 def main(cfg: DictConfig) -> None:
     from pipeline.validation import check_schema
 

@@ -8,16 +8,14 @@ is left: the alias is checked before anything is written, and a version whose al
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="register")
-@stage
+@stage_main("register")
 def main(cfg: DictConfig) -> None:
     from pipeline.validation import check_schema
 

@@ -12,15 +12,13 @@ The library is imported inside main, so --help and --cfg answer before TensorFlo
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-@stage
+@stage_main("config")
 def main(cfg: DictConfig) -> float:
     from pipeline.validation import check_schema, dry_build
 

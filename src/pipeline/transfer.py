@@ -12,16 +12,14 @@ what the stage returns and a sweep ranks by (selection_<monitor>), its test scor
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="transfer")
-@stage
+@stage_main("transfer")
 def main(cfg: DictConfig) -> float:
     from pipeline.validation import check_schema
 

@@ -12,11 +12,10 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -98,8 +97,7 @@ def best_gain(ks: list[str], scores: dict, per_class: dict, validation: dict, ma
     return float(max(gains)) if gains else float("nan")
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="transfer_study")
-@stage
+@stage_main("transfer_study")
 def main(cfg: DictConfig) -> float:
     from pipeline import tracking, viz
 

@@ -201,36 +201,87 @@ def _leaf_keys(node, prefix: str) -> set[str]:
     return keys
 
 
+def _yaml(path: Path) -> tuple[dict, str]:
+    text = path.read_text()
+    return yaml.safe_load(text) or {}, text
+
+
 @cache
-def declared_keys() -> dict[str, frozenset[str]]:
-    """Every key each checked group declares in any of its YAML files, or that an experiment, a trainer
-    preset or a stage config sets for it (those are `# @package _global_` or top-level files)."""
-    declared: dict[str, set[str]] = {group: set() for group in CHECKED_GROUPS}
+def option_keys(group: str, option: str) -> frozenset[str]:
+    """The keys conf/<group>/<option>.yaml declares, with those of the options it builds on (its defaults)."""
+    path = Path(conf_dir()) / group / f"{option}.yaml"
+    if not path.is_file():
+        return frozenset()
+    content, _ = _yaml(path)
+    keys = set()
+    for parent in content.pop("defaults", None) or []:
+        if isinstance(parent, str) and parent != "_self_" and "/" not in parent:
+            keys |= option_keys(group, parent)
+    return frozenset(keys | _leaf_keys(content, ""))
+
+
+@cache
+def global_keys() -> dict[str, frozenset[str]]:
+    """The keys of each checked group that a global config sets (an experiment, a sweep recipe, a trainer preset,
+    a stage config: `# @package _global_` or top-level files), and those SCHEMA knows: valid whatever is chosen."""
+    found: dict[str, set[str]] = {group: set() for group in CHECKED_GROUPS}
     root = Path(conf_dir())
     for path in root.rglob("*.yaml"):
-        text = path.read_text()
-        content = yaml.safe_load(text) or {}
+        content, text = _yaml(path)
         content.pop("defaults", None)
-        relative = path.relative_to(root)
-        is_global = "@package _global_" in text or len(relative.parts) == 1
-        if not is_global and relative.parts[0] in declared:  # conf/<group>/<option>.yaml
-            declared[relative.parts[0]] |= _leaf_keys(content, "")
-        else:
+        if "@package _global_" in text or len(path.relative_to(root).parts) == 1:
             for group in CHECKED_GROUPS:
                 if isinstance(content.get(group), dict):
-                    declared[group] |= _leaf_keys(content[group], "")
+                    found[group] |= _leaf_keys(content[group], "")
     for key in SCHEMA:
         group, _, rest = key.partition(".")
-        if group in declared and rest:
-            declared[group] |= _leaf_keys({rest: None}, "") | {rest}
-    return {group: frozenset(keys) for group, keys in declared.items()}
+        if group in found and rest:
+            found[group] |= _leaf_keys({rest: None}, "") | {rest}
+    return {group: frozenset(keys) for group, keys in found.items()}
 
 
-def check_unknown_keys(cfg: DictConfig) -> None:
-    """A key no config file declares (a typo added with +, e.g. +trainer.epoch=3) is refused, naming the
-    nearest valid key."""
+@cache
+def declared_keys() -> dict[str, frozenset[str]]:
+    """Every key each checked group declares in any of its options, or that a global config or SCHEMA sets."""
+    root = Path(conf_dir())
+    return {
+        group: global_keys()[group].union(*(option_keys(group, p.stem) for p in (root / group).glob("*.yaml")))
+        for group in CHECKED_GROUPS
+    }
+
+
+@cache
+def model_keys() -> frozenset[str]:
+    """Every key any conf/model option declares, and every builder's options (read from the YAML only)."""
+    keys: set[str] = set()
+    for path in (Path(conf_dir()) / "model").glob("*.yaml"):
+        content = yaml.safe_load(path.read_text()) or {}
+        content.pop("defaults", None)
+        keys |= _leaf_keys(content, "")
+    return frozenset(keys)
+
+
+def known_keys(choices: dict | None = None) -> dict[str, frozenset[str]]:
+    """The keys each checked group may hold: those of the option chosen for it (`choices`, Hydra's
+    runtime.choices) with what global configs and SCHEMA add; without choices, any option's."""
+    declared = declared_keys()
+    if not choices:
+        return declared
+    return {
+        group: option_keys(group, str(choices[group])) | global_keys()[group] if choices.get(group) else keys
+        for group, keys in declared.items()
+    }
+
+
+def check_unknown_keys(cfg: DictConfig, choices: dict | None = None) -> None:
+    """A key the chosen option does not declare (a typo added with +, e.g. +trainer.epoch=3, or a key of another
+    option: +data.generator.seed=1 on data=folder) is refused, naming the nearest valid key."""
+    if choices is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else None
     container = OmegaConf.to_container(cfg, resolve=False)
-    for group, known in declared_keys().items():
+    for group, known in known_keys(choices).items():
         if not isinstance(container.get(group), dict):
             continue
         for key in sorted(_leaf_keys(container[group], "")):
@@ -239,7 +290,8 @@ def check_unknown_keys(cfg: DictConfig) -> None:
             nearest = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
             hint = f"did you mean {group}.{nearest[0]}? " if nearest else ""
             valid = ", ".join(sorted(k for k in known if "." not in k))
-            raise ConfigError(f"{group}.{key} is not a key of {group}; {hint}valid: {valid}")
+            chosen = f"{group}={choices[group]}" if choices and choices.get(group) else group
+            raise ConfigError(f"{group}.{key} is not a key of {chosen}; {hint}valid: {valid}")
 
 
 def check_schema(cfg: DictConfig) -> None:

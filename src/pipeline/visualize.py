@@ -11,18 +11,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pipeline.config import conf_dir, stage
+from pipeline.config import stage_main
 
 log = logging.getLogger(__name__)
 FAMILIES = ("filters", "activations", "attribution", "maximization", "deconv")
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="visualize")
-@stage
+@stage_main("visualize")
 def main(cfg: DictConfig) -> float:
     from pipeline.validation import check_schema
 

@@ -59,7 +59,9 @@ def test_bad_trimap_label_names_the_file(tmp_path, compose_config):
     cfg = compose_config(
         ["data=oxford_pets", f"data.root={tmp_path / 'pets'}", "data.image_size=32", "data.val_fraction=0.3"]
     )
-    with pytest.raises(DataError, match=r"beagle_4.png: label 4 out of range, valid labels are 1..3"):
+    with pytest.raises(
+        DataError, match=r"beagle_4.png: mask values \[1, 2, 3, 4\]; label 4 out of range, valid labels are 1..3"
+    ):
         for split in ("train", "val"):
             load_data(cfg.data, tmp_path / "pets", split)
 

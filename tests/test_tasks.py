@@ -120,13 +120,13 @@ def test_a_localizer_is_evaluated_and_its_boxes_drawn(localizer, tmp_path):
     result = run_stage("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "boxes.csv").open()))
-    assert [row["file"] for row in rows] == ["0", "1"]
+    assert [row["file"] for row in rows] == ["0.png", "1.png"]  # each file as found in input_dir
     for row, (w, h) in zip(rows, sizes):  # pixels of the original image
         assert (
             0 <= float(row["x_min"]) <= float(row["x_max"]) <= w
             and 0 <= float(row["y_min"]) <= float(row["y_max"]) <= h
         )
-        assert Image.open(out / "boxes" / f"{row['file']}.png").size == (w, h)
+        assert Image.open(out / "boxes" / row["file"]).size == (w, h)  # drawn under the input's stem
 
 
 def test_gaussian_tile_weights_favour_a_tiles_centre_and_flat_ones_do_not():

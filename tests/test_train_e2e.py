@@ -61,6 +61,12 @@ def test_artifacts_hold_config_pictures_and_checkpointed_model(trained):
     assert {"plots/training_curves.png", "plots/test_predictions.png", "plots/confusion_matrix.png"} <= plots
     local = client.download_artifacts(run.info.run_id, "plots/test_predictions.png", str(project))
     assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # the data profile, taken before training: the debug set's 16 generated RGB images at batch 8
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "data")} >= {"data/profile.json", "data/profile.png"}
+    profile = json.loads(open(client.download_artifacts(run.info.run_id, "data/profile.json", str(project))).read())
+    assert profile["splits"]["train"]["count"] == 16 and profile["steps_per_epoch"] == 2
+    assert sum(profile["splits"]["train"]["class_counts"].values()) == 16 * 32 * 32  # every pixel of every mask
+    assert run.data.tags["data_warnings"] == str(len(profile["warnings"])) and run.data.tags["input_channels"] == "3"
     # the artifacts sit in the project's own folder, not wherever the command ran
     assert str(project / "mlartifacts") in client.get_experiment(run.info.experiment_id).artifact_location
 

@@ -220,7 +220,8 @@ class MaskReader:
         hint = f"data.mask_values={found}" if len(found) == self.num_classes else "data.mask_values=[...]"
         return (
             f"{path}: mask {kind} {found}; label {first} out of range, valid labels are {labels}; valid: {hint} "
-            f"(the mask value of each class, e.g. [0,255] for a 0/255 binary mask), loss.ignore_label={first} "
+            f"(the mask value of each class, e.g. [0,255] for a 0/255 binary mask), loss.ignore_label="
+            f"{first - self.label_offset} "
             "for a void value, or data.class_colors for colour-coded masks"
         )
 

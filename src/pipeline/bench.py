@@ -334,6 +334,12 @@ def config_errors(scratch: Path, repeats: int) -> dict[str, list[float]]:
     return times
 
 
+def config_error_row(times: dict[str, list[float]]) -> tuple[str, str, float, str]:
+    seconds = {override: median(values) for override, values in times.items()}
+    shown = ", ".join(f"`{override}` {value:.2f} s" for override, value in seconds.items())
+    return "config error, wall time (s, the slowest of three bad overrides)", shown, max(seconds.values()), "≤ 1.5"
+
+
 def measure_streaming(scratch: Path, repeats: int, epochs: int) -> dict:
     """The streaming rows: the input pipeline at 256 px per worker count, the train stage's peak memory on
     1,000 vs 4,000 streamed images, and the streamed train stage vs bare fit on in-memory arrays at 128 px."""
@@ -426,10 +432,7 @@ def table(m: dict, repeats: int, epochs: int) -> str:
     ]
     rows += streaming_rows(m)
     if "config_errors" in m:
-        seconds = {override: median(values) for override, values in m["config_errors"].items()}
-        shown = ", ".join(f"`{override}` {value:.2f} s" for override, value in seconds.items())
-        rows.append(("config error, wall time (s, the slowest of three bad overrides)", shown, max(seconds.values()),
-                     "≤ 1.5"))  # fmt: skip
+        rows.append(config_error_row(m["config_errors"]))
     lines = [
         f"Medians over {repeats} repeats x {epochs - 1} steady-state epochs (variants: one run); "
         "default U-Net (conf/model/unet.yaml), "
@@ -440,13 +443,15 @@ def table(m: dict, repeats: int, epochs: int) -> str:
         "| measurement | values | ratio | target |",
         "|---|---|---|---|",
     ]
-    for name, values, ratio, target in rows:
-        bound = None if target == "report" else float(target.split()[-1])
-        met = (
-            "" if bound is None else (" ✓" if (ratio <= bound if target.startswith("≤") else ratio >= bound) else " ✗")
-        )
-        lines.append(f"| {name} | {values} | {ratio:.2f}{met} | {target} |")
+    lines += [table_row(*row) for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def table_row(name: str, values: str, ratio: float, target: str) -> str:
+    """A Markdown row, its ratio marked ✓ or ✗ against a target (≥ x or ≤ x; `report` has none)."""
+    bound = None if target == "report" else float(target.split()[-1])
+    met = "" if bound is None else (" ✓" if (ratio <= bound if target.startswith("≤") else ratio >= bound) else " ✗")
+    return f"| {name} | {values} | {ratio:.2f}{met} | {target} |"
 
 
 def main() -> None:
@@ -455,7 +460,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="per measurement; the first is dropped")
     parser.add_argument("--out", type=Path, default=project_root() / "bench" / "results.md")
     parser.add_argument("--child", nargs=2, metavar=("MEASURE", "KWARGS"), help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["config_errors"], help="measure one row alone and print it")
     args = parser.parse_args()
+    if args.only:
+        with tempfile.TemporaryDirectory() as scratch:
+            print(table_row(*config_error_row(config_errors(Path(scratch), args.repeats))))
+        return
     if args.child:  # one measurement, in this fresh process
         measure_name, kwargs = args.child
         print(RESULT + json.dumps(MEASURES[measure_name](**json.loads(kwargs))), flush=True)

@@ -79,5 +79,5 @@ def test_a_parallel_sweep_against_a_tracking_server_on_postgresql(postgres, tmp_
     study = optuna.load_study(study_name=summary.study_name, storage=f"{postgres}/optuna")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
     assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
-    values = sorted(c.data.metrics["test_mean_iou"] for c in children)
+    values = sorted(c.data.metrics["selection_val_mean_iou"] for c in children)  # what each trial returned
     assert values == pytest.approx(sorted(t.value for t in study.trials))

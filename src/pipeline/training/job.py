@@ -158,10 +158,10 @@ class Job:
         mapping = served_mapping(self.intensity, kinds)
         preprocessing = {"channels": self.input_channels, "intensity": mapping.as_dict() if mapping else None}
         items = getattr(self.indexes["test"], "items", None)
-        raw = raw_example([path for path, _ in items[:2]], mapped.shape[1], mapped.shape[-1]) if items else None
-        if mapping is None or raw is None:
+        if mapping is None or not items:
             return mapped.astype(np.float32), preprocessing
-        return raw, preprocessing
+        raw = raw_example([path for path, _ in items[:2]], mapped.shape[1], mapped.shape[-1])
+        return (mapped.astype(np.float32) if raw is None else raw), preprocessing
 
     def test(self, model_choice: str) -> float:
         """Scores and pictures of the test split (the chosen model's held-out estimate), the training curves,

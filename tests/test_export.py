@@ -80,6 +80,8 @@ def test_the_stage_logs_the_artefact_and_its_parity_under_the_source_run(tiny_un
     assert export.data.params["format"] == "onnx"
     assert export.data.metrics["parity_max_abs_diff"] <= 1e-4
     assert [a.path for a in client.list_artifacts(export.info.run_id, "export/onnx")] == ["export/onnx/model.onnx"]
+    written = project / "outputs" / "export" / run.info.run_id / "onnx" / "model.onnx"
+    assert written.is_file()  # a folder of its own source: another model's export cannot overwrite it
 
 
 def test_an_unknown_format_is_one_line_listing_the_valid_ones(tiny_unet):

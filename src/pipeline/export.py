@@ -2,6 +2,9 @@
 runtime on the source run's test images and compared with Keras.
 
     python -m pipeline.export source=<run id | models:/shapes-unet@champion | file.keras> format=onnx
+Writes <output_dir>/<source>/<format>/ (a run id, a model name@alias or -v<version>, a file's stem: exports of
+other sources are never overwritten; re-exporting a source replaces its own files and says so) and decodes
+only the `num_images` test images it checks, none of the training data.
 Logs to a run nested under the source: the artefact (export/<format>/), the metric parity_max_abs_diff
 (max |exported - Keras| over every output value) and the runtime's name. Exports compute in float32: a model
 trained in mixed precision is exported with its float32 weights, compared with Keras in float32, and the
@@ -24,6 +27,16 @@ from pipeline.config import stage_main
 log = logging.getLogger(__name__)
 
 
+def export_name(source: str, run_id: str | None) -> str:
+    """The folder of one source's exports: models:/shapes-unet@champion -> shapes-unet@champion, a run id as it
+    is, a file by its stem; so exporting another model never overwrites this one's files."""
+    if source.startswith("models:/"):
+        return source.removeprefix("models:/").replace("/", "-v")
+    if source.endswith(".keras") or "/" in source:
+        return Path(source).stem
+    return run_id or source
+
+
 def _rerun_on_tensorflow(backend: str) -> None:
     """The formats' converters are TensorFlow's; Keras' backend is fixed once imported: a fresh process."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
@@ -43,7 +56,8 @@ def main(cfg: DictConfig) -> float:
     if keras.config.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
         _rerun_on_tensorflow(keras.config.backend())
     from pipeline import exporting, tracking
-    from pipeline.data.sources import load_data, prepare_data
+    from pipeline.data.samples import decode_all
+    from pipeline.data.sources import prepare_data, split_samples
     from pipeline.errors import ConfigError, DataError
     from pipeline.serving import Predictor
 
@@ -53,12 +67,15 @@ def main(cfg: DictConfig) -> float:
     data = cfg.data
     if cfg.use_source_data and source_run and (source := tracking.load_run_config(source_run)):
         data = OmegaConf.create(source["data"])
-    images, _ = load_data(data, prepare_data(data, progress=False), cfg.split)
-    images = images[: cfg.num_images]
+    indexed = split_samples(data, prepare_data(data, progress=False), cache=False)[cfg.split]  # an index: no decoding
+    picked = indexed.subset(range(min(cfg.num_images, len(indexed))))
+    images, _ = decode_all(picked, desc=f"decoding {cfg.split}").arrays()  # only the images the check runs on
     expected = tuple(model.inputs[0].shape[1:])
     if images.shape[1:] != expected:
         raise ConfigError(f"data.image_size gives {images.shape[1:]} images but the model expects {expected}")
-    folder = Path(cfg.output_dir) / name
+    folder = Path(cfg.output_dir) / export_name(str(cfg.source), source_run) / name
+    if folder.exists():
+        log.info("replacing the earlier %s export of this source in %s", name, folder)
     log.info("exporting %s as %s to %s", model.name, name, folder)
     served = exporting.serving_model(model)  # float32, main output: built once for the export and its checks
     path = exporting.export(served, name, folder)

@@ -168,6 +168,10 @@ def test_the_profile_warns_where_a_person_would(tmp_path, compose_config):
     assert "data.intensity.mode=range data.intensity.range=[0," in warnings  # a 12-bit camera in 16 bits, auto
     ranged = Intensity("range", (0, 4095))
     assert not any("type's range" in w for w in profile(splits, ["background", "cell"], 2, 32, ranged)["warnings"])
+    narrow = profile(splits, ["background", "cell"], 2, 32, Intensity("range", (0, 1500)))["warnings"]
+    assert any("data.intensity (range 0..1500 -> 0..255) clips" in w for w in narrow), narrow
+    percentile = profile(splits, ["background", "cell"], 2, 32, Intensity("percentile"))["warnings"]
+    assert not any("clips" in w for w in percentile)  # clipping the tails is what a percentile mapping is
     missing = profile(splits, ["background", "cell", "mitosis"], 2, 32, ranged)  # a class no mask holds
     assert any(w.startswith("train split: no mitosis in 28 masks") for w in missing["warnings"]), missing["warnings"]
     with pytest.raises(DataError, match="data.strict=true and the data profile warns: train split: 28 images"):

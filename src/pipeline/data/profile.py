@@ -196,7 +196,7 @@ def _split_warnings(split: str, entry: dict, classes: list[str], image_size: int
             f"valid: data.intensity.mode=range data.intensity.range=[0,{values['max']:g}] (the sensor's range), "
             "or data.intensity.mode=percentile"
         )
-    if values and values["clipped_fraction"] > 0.01:
+    if values and intensity.mode == "range" and values["clipped_fraction"] > 0.01:  # percentile clips by definition
         warnings.append(
             f"{split} split: data.intensity ({intensity}) clips {100 * values['clipped_fraction']:.1f} % of the "
             f"values (found {values['min']:g}..{values['max']:g}); valid: a data.intensity.range that holds them"

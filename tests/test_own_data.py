@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data import cells
 from pipeline.data.folders import ImageReader, MaskReader
 from pipeline.data.pixels import Intensity, served_mapping
 from pipeline.data.profile import check_profile, profile
@@ -18,31 +19,9 @@ from pipeline.metrics import confusion_matrix, segmentation_scores
 SPLITS = {"train": 48, "val": 16, "test": 16}
 
 
-def cells(rng, size=32, offset=1000, top=4095):
-    """A grey microscopy-like image: a camera offset (background ~1000 of a 12-bit range), 1-3 bright round
-    cells, shot noise; returns (values uint16, mask 0/1)."""
-    yy, xx = np.mgrid[:size, :size]
-    mask = np.zeros((size, size), np.uint8)
-    for _ in range(rng.integers(1, 4)):
-        cy, cx, r = rng.integers(6, size - 6), rng.integers(6, size - 6), rng.integers(3, 7)
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
-    values = offset + mask * rng.uniform(900, 2200) + rng.normal(0, 120, (size, size))
-    return np.clip(values, 0, top).astype(np.uint16), mask
-
-
-def write_cells(root, bits=16, suffix=".tif", seed=0, counts=SPLITS):
-    """The cells set as <root>/{split}/images/*<suffix> (16-bit, or the same values scaled by hand to 8-bit)
-    with 0/255 masks, as annotation tools export them."""
-    rng = np.random.default_rng(seed)
-    for split, count in counts.items():
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(count):
-            values, mask = cells(rng)
-            image = values if bits == 16 else np.rint(values.astype(np.float64) * 255 / 4095).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"cell{i:03d}{suffix}")
-            Image.fromarray(mask * 255).save(root / split / "masks" / f"cell{i:03d}.png")
-    return root
+def write_cells(root, bits=16, counts=SPLITS):
+    """The generated cells set (pipeline.data.cells): 16-bit TIFFs, or the same values scaled to 8-bit PNGs."""
+    return cells.write_cells(root, counts, bits)
 
 
 def folder(compose_config, root, *overrides):
@@ -93,7 +72,7 @@ def test_bad_intensity_settings_are_one_line():
 
 
 def test_a_16_bit_set_decodes_to_exactly_its_8_bit_copy_scaled_by_hand(tmp_path, compose_config):
-    deep, shallow = write_cells(tmp_path / "deep"), write_cells(tmp_path / "shallow", bits=8, suffix=".png")
+    deep, shallow = write_cells(tmp_path / "deep"), write_cells(tmp_path / "shallow", bits=8)
     mapped = folder(compose_config, deep, "data.intensity.mode=range", "data.intensity.range=[0,4095]",
                     "data.mask_values=[0,255]", "data.image_size=32")  # fmt: skip
     plain = folder(compose_config, shallow, "data.mask_values=[0,255]", "data.image_size=32")
@@ -200,7 +179,7 @@ def cells_runs(tmp_path_factory):
     from conftest import train_run
 
     project = tmp_path_factory.mktemp("cells")
-    deep, shallow = write_cells(project / "deep"), write_cells(project / "shallow", bits=8, suffix=".png")
+    deep, shallow = write_cells(project / "deep"), write_cells(project / "shallow", bits=8)
     mapping = ["data.intensity.mode=range", "data.intensity.range=[0,4095]"]
     client, deep_run = train_run(project / "a", f"data.root={deep}", *mapping, *COMMON)
     _, shallow_run = train_run(project / "b", f"data.root={shallow}", *COMMON)

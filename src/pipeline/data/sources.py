@@ -244,9 +244,10 @@ def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = N
 def load_splits(
     data: DictConfig, root: Path, bad: BadFiles | None = None, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, Split]:
-    """The splits decoded into memory as arrays: {"train": (images, targets), "val": ..., "test": ...}."""
-    indexed = split_samples(data, root, bad)
-    return {split: decode_all(indexed[split], bad).arrays() for split in splits}
+    """The splits asked for decoded into memory as arrays: {"train": (images, targets), "val": ..., "test": ...};
+    the others are only indexed (evaluating the test split decodes none of the training images)."""
+    indexed = split_samples(data, root, bad, cache=False)
+    return {split: decode_all(indexed[split], bad, desc=f"decoding {split}").arrays() for split in splits}
 
 
 def class_names(data: DictConfig, root: Path) -> list[str]:

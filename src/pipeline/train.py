@@ -10,12 +10,15 @@ scores (test_*) are logged as the chosen model's held-out estimate.
 The library is imported inside main, so --help and --cfg answer before TensorFlow loads.
 """
 
+import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import stage_main
+
+log = logging.getLogger(__name__)
 
 
 @stage_main("config")
@@ -54,11 +57,16 @@ def main(cfg: DictConfig) -> float:
                 tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
                 job.log_inputs()
             job.fit(run.info.run_id)
-            job.test(model_choice)
+            headline = job.test(model_choice)
     except tracking.Stopped:  # an Optuna sweep's trial, pruned: KILLED with its epochs so far
         job.checkpoints.discard()
         return job.pruned
     job.checkpoints.discard()  # the run is complete: nothing left to resume
+    link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
+    log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", job.monitor, job.selected,
+             job.task.headline, headline)  # fmt: skip
+    log.info("checkpoint %s; job folder %s; run %s (make ui to browse)", job.output_dir / "checkpoints" / "best.keras",
+             job.output_dir, link)  # fmt: skip
     return job.selected
 
 

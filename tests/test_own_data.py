@@ -98,6 +98,8 @@ def test_masks_in_every_common_convention_read_as_the_same_indices(tmp_path):
     Image.fromarray(colours[labels]).save(tmp_path / "colours.png")
     assert np.array_equal(MaskReader(3, values=(0, 100, 200))(tmp_path / "values.png"), labels)
     assert np.array_equal(MaskReader(3)(tmp_path / "palette.png"), labels)
+    Image.fromarray(np.stack([labels, np.full_like(labels, 255)], -1), mode="LA").save(tmp_path / "alpha.png")
+    assert np.array_equal(MaskReader(3)(tmp_path / "alpha.png"), labels)  # grey + alpha: the alpha is no class
     assert np.array_equal(MaskReader(3, colors=tuple(map(tuple, colours.tolist())))(tmp_path / "colours.png"), labels)
     with pytest.raises(DataError, match=r"colour-coded mask .* data.class_colors"):
         MaskReader(3)(tmp_path / "colours.png")

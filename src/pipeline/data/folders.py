@@ -174,7 +174,9 @@ class MaskReader:
             labels = raw - self.label_offset
         if self.ignore_label is not None:
             labels[(raw if self.values is not None else labels) == self.ignore_label] = self.ignore_label
-        wrong = (labels < 0) | ((labels >= self.num_classes) & (labels != (self.ignore_label or 0)))
+        wrong = (labels < 0) | (labels >= self.num_classes)
+        if self.ignore_label is not None:
+            wrong &= labels != self.ignore_label
         if wrong.any():
             raise DataError(self._complaint(path, raw, raw[wrong], palette))
         return labels.astype(np.uint8)
@@ -204,6 +206,8 @@ class MaskReader:
                     "data.class_colors=[[r,g,b],...] with one colour per class in data.classes order"
                 )
             return rgb[..., 0].astype(np.int32)
+        if img.mode in ("LA", "PA"):  # a grey or palette mask with an alpha channel: the alpha is no class
+            img = img.getchannel(0)
         return np.asarray(img).astype(np.int32)  # L, I;16, 1 (bool) as values; P as palette indices
 
     def _complaint(self, path: Path, raw: np.ndarray, wrong: np.ndarray, palette: bool) -> str:

@@ -98,16 +98,21 @@ def latest_per_job(runs: list[dict]) -> list[dict]:
     return list(chosen.values())
 
 
-def swept_keys(config: DictConfig) -> list[str]:
-    """The keys a multirun varies: its sweeper's search space and the command-line overrides with several
-    values (a,b), a range or a distribution."""
+def swept(config: DictConfig) -> list[tuple[str, str]]:
+    """(key as written, where) of everything a multirun varies: its sweeper's search space and the
+    command-line overrides with several values (a,b), a range or a distribution."""
     params = OmegaConf.select(config, "hydra.sweeper.params")
-    keys = list(OmegaConf.to_container(params)) if params else []
+    found = [(str(k), "hydra.sweeper.params") for k in (OmegaConf.to_container(params) if params else {})]
     for override in config.hydra.overrides.task:
         key, _, value = override.partition("=")
         if any(mark in value for mark in (",", "range(", "choice(", "interval(", "glob(")) and "[" not in value:
-            keys.append(key.lstrip("+~"))
-    return list(dict.fromkeys(keys))
+            found.append((key, "the command line"))
+    return found
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun varies (see `swept`), without +/~."""
+    return list(dict.fromkeys(key.lstrip("+~") for key, _ in swept(config)))
 
 
 def check_swept_keys(config: DictConfig) -> None:
@@ -115,15 +120,10 @@ def check_swept_keys(config: DictConfig) -> None:
     must be a key of the config the jobs compose, else one ConfigError now, naming the option chosen and its
     keys, instead of Hydra's `Could not override` in every job after the parent run and study exist."""
     from pipeline.errors import ConfigError
+    from pipeline.validation import ABSENT
 
-    params = OmegaConf.select(config, "hydra.sweeper.params")
-    space = [(str(k), "hydra.sweeper.params") for k in (OmegaConf.to_container(params) if params else {})]
-    for override in config.hydra.overrides.task:
-        key, _, value = override.partition("=")
-        if any(mark in value for mark in (",", "range(", "choice(", "interval(", "glob(")) and "[" not in value:
-            space.append((key, "the command line"))
     choices = config.hydra.runtime.choices
-    for key, where in space:
+    for key, where in swept(config):
         if key.startswith(("+", "~")) or key.startswith("hydra.") or key in choices:
             continue  # an addition, a deletion, Hydra's own, or a config group (model=unet,segnet)
         if OmegaConf.select(config, key, default=ABSENT) is not ABSENT:
@@ -136,9 +136,6 @@ def check_swept_keys(config: DictConfig) -> None:
             f"{where} sweeps {key}, which {chosen} does not have (its keys: {keys}); valid: sweep a key it has, "
             f"or add one with +{key}=..."
         )
-
-
-ABSENT = object()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.pixels import AUTO, GRAY_MODES, Intensity, bit_depth, open_mapped
+from pipeline.data.pixels import AUTO, GRAY_MODES, Intensity, bit_depth, count_kinds, open_mapped
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -295,21 +295,6 @@ def read_images(paths: list[Path], channels: int, intensity: Intensity = AUTO) -
     return images
 
 
-def scan_modes(paths: list[Path]) -> dict[str, int]:
-    """How many files of each kind ('8-bit RGB', '16-bit grey', ...), from their headers alone."""
-    from pipeline.data.pixels import describe
-
-    kinds: dict[str, int] = {}
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                kind = describe(img)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            kind = "unreadable"
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
-
-
 def resolve_channels(channels, paths: list[Path]) -> int:
     """data.channels: 1 or 3 as given; `auto` is 1 when every image file is grey (read from their headers),
     else 3."""
@@ -317,7 +302,7 @@ def resolve_channels(channels, paths: list[Path]) -> int:
         return channels
     if channels != "auto":
         raise ConfigError(f"data.channels={channels!r} is invalid; valid: 1, 3, auto")
-    kinds = scan_modes(paths)
+    kinds = count_kinds(paths)
     grey = all(kind.endswith("grey") for kind in kinds if kind != "unreadable")
     channels = 1 if grey and kinds else 3
     log.info("data.channels=auto: %d (%s)", channels, ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))

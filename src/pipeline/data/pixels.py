@@ -18,6 +18,7 @@ training see the same values.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +48,37 @@ def describe(img: Image.Image) -> str:
     kind = "float " if img.mode == "F" else ""
     colour = "grey" if img.mode in GRAY_MODES and img.mode != "P" else img.mode
     return f"{depth}-bit {kind}{colour}"
+
+
+def read_header(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """(kind, (width, height)) of an image file from its header alone; ("unreadable", None) if it is not one.
+    Cached by path, size and modification time: choosing data.channels=auto and profiling the data read each
+    header once."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "unreadable", None
+    return _header(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2**17)
+def _header(path: str, size: int, mtime_ns: int) -> tuple[str, tuple[int, int] | None]:
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return describe(img), img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return "unreadable", None
+
+
+def count_kinds(paths: list[Path]) -> dict[str, int]:
+    """How many files of each kind ('8-bit RGB', '16-bit grey', ...), from their headers."""
+    kinds: dict[str, int] = {}
+    for path in paths:
+        kind = read_header(path)[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def read_values(path: Path, img: Image.Image, depth: int | None = None) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.pixels import Intensity, bit_depth, describe, read_values
+from pipeline.data.pixels import Intensity, bit_depth, count_kinds, read_header, read_values
 from pipeline.data.samples import Samples
 from pipeline.errors import DataError
 
@@ -35,18 +35,8 @@ def _paths(samples: Samples) -> list[Path] | None:
 
 
 def _headers(paths: list[Path]) -> tuple[dict[str, int], list[tuple[int, int]]]:
-    kinds: dict[str, int] = {}
-    sizes = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                kind, size = describe(img), img.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            kind, size = "unreadable", None
-        kinds[kind] = kinds.get(kind, 0) + 1
-        if size:
-            sizes.append(size)
-    return kinds, sizes
+    sizes = [size for size in (read_header(path)[1] for path in paths) if size]
+    return count_kinds(paths), sizes
 
 
 def _sample(count: int, limit: int) -> list[int]:
@@ -148,6 +138,7 @@ def profile(
                 f"step{'s' * (steps != 1)} per epoch (fewer than {MIN_STEPS}): it trains into little; valid: "
                 f"trainer.batch_size={fix} ({math.ceil(train['count'] / fix)} steps), and more trainer.epochs"
             )
+    report["kinds"] = all_kinds
     depths = sorted({kind.split()[0] for kind in all_kinds if kind != "unreadable" and "array" not in kind})
     report["bit_depths"] = depths
     if len(depths) > 1:

@@ -151,11 +151,7 @@ class Job:
         """(input example, preprocessing record) of the logged model: when the files are not 8-bit values the
         model maps (16-bit, float, or a range/percentile mapping), the served model takes the files' own values
         and applies the mapping, and its example is the first test files' raw values."""
-        kinds: dict[str, int] = {}
-        for entry in self.profile["splits"].values():
-            for kind, n in entry["kinds"].items():
-                kinds[kind] = kinds.get(kind, 0) + n
-        mapping = served_mapping(self.intensity, kinds)
+        mapping = served_mapping(self.intensity, self.profile["kinds"])
         preprocessing = {"channels": self.input_channels, "intensity": mapping.as_dict() if mapping else None}
         items = getattr(self.indexes["test"], "items", None)
         if mapping is None or not items:

@@ -30,18 +30,18 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/python -m pipeline.train $(ARGS)
+	$(BIN)/cnn train $(ARGS)
 
 prepare: $(STAMP)
-	$(BIN)/python -m pipeline.prepare $(ARGS)
+	$(BIN)/cnn prepare $(ARGS)
 
 # 4 tiny U-Nets (lr x base_filters, conf/sweep/grid.yaml) in parallel: one MLflow parent run, 4 children
 sweep: $(STAMP)
-	$(BIN)/python -m pipeline.train --multirun sweep=grid hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+	$(BIN)/cnn train --multirun sweep=grid hydra/launcher=joblib hydra.launcher.n_jobs=2 \
 		trainer=debug trainer.epochs=3 data.splits.train=64 model.depth=2 tracking.log_model=false $(ARGS)
 
 compare: $(STAMP)
-	$(BIN)/python -m pipeline.compare $(ARGS)
+	$(BIN)/cnn compare $(ARGS)
 
 # tests run in parallel worker processes (pytest-xdist), a test file per worker so module fixtures are shared
 XDIST ?= -n auto --maxprocesses 4 --dist loadfile
@@ -63,7 +63,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not quality" $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pipeline.bench $(ARGS)
+	$(BIN)/cnn bench $(ARGS)
 
 # HOST_PACKAGES: what the host already has (pip list --format=freeze there); HOST_PYTHON: its Python version
 HOST_PACKAGES ?= bench/gpu-host-packages.txt

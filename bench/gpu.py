@@ -3,7 +3,7 @@
     KERAS_BACKEND=jax python bench/gpu.py --out results/        # on the GPU host, ~6 min
     KERAS_BACKEND=jax python bench/gpu.py --smoke --out /tmp/g  # the same steps on a CPU, tiny sizes (a test)
 
-Measures, each in a fresh process (pipeline.bench's children), images/s after the first (compiling) epoch:
+Measures, each in a fresh process (pipeline.commands.bench's children), images/s after the first (compiling) epoch:
 (a) the default U-Net (64 px) and a 256-px U-Net: bfloat16 vs float32, jit_compile on vs off, the train
     stage vs a bare Keras fit; (b) `model=unet_paper` with a 572-px network input (388-px images mirrored to
     572 by overlap-tile, as the paper and NVIDIA's example feed it: 572 in, 388 out), batch 8, bfloat16,
@@ -33,7 +33,7 @@ def device_name() -> str:
 
 def plan(scratch: Path, smoke: bool):
     """(name, what it runs) in order of value: the headline rows first, so a short budget still gives them."""
-    from pipeline.bench import _child, folder_overrides, linked_set, train_stage
+    from pipeline.commands.bench import _child, folder_overrides, linked_set, train_stage
     from pipeline.data.samples import usable_cores
 
     n64, n256, n388, epochs = (64, 32, 8, 2) if smoke else (2000, 512, 256, 3)

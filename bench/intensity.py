@@ -55,7 +55,7 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     print("| how the 16-bit cells are read | test mean IoU | val mean IoU (chosen by) |\n|---|---|---|")
     for name, (shown, overrides) in variants.items():
-        command = [sys.executable, "-m", "pipeline.train", f"paths.root={args.root}", *COMMON, *overrides,
+        command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={args.root}", *COMMON, *overrides,
                    f"trainer.epochs={args.epochs}", f"tracking.run_name={name}"]  # fmt: skip
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode:

@@ -26,7 +26,7 @@ def sweep(root: Path, name: str, trials: int, epochs: int, pruner: str | None) -
         args.append(f"hydra/sweeper/pruner={pruner}")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pipeline.train", f"paths.root={root}", *args, "--multirun"],
+    done = subprocess.run([sys.executable, "-m", "pipeline.commands.train", f"paths.root={root}", *args, "--multirun"],
                           env=env, capture_output=True, text=True)  # fmt: skip
     seconds = time.perf_counter() - start
     if done.returncode:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.sources import load_data, prepare_data
-from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.tasks.segmentation import predict_tiled
 
 

@@ -61,7 +61,7 @@ def run_stage(
         "HYDRA_FULL_ERROR": "0",
         **(env or {}),
     }
-    command = [sys.executable, "-m", f"pipeline.{stage}", f"paths.root={project}", *overrides]
+    command = [sys.executable, "-m", f"pipeline.commands.{stage}", f"paths.root={project}", *overrides]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.arithmetic import (
+from pipeline.errors import ConfigError
+from pipeline.lecture.arithmetic import (
     conv_output_size,
     conv_params,
     conv_vs_dense,
@@ -16,8 +17,7 @@ from pipeline.arithmetic import (
     stacked_small_filters,
     transposed_output_size,
 )
-from pipeline.errors import ConfigError
-from pipeline.kernels import conv2d
+from pipeline.lecture.kernels import conv2d
 
 
 def test_output_size_formula_matches_keras_for_conv_and_pooling():

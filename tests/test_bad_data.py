@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import run_stage
-from pipeline import train
+from pipeline.commands import train
 from pipeline.data.classification import image_folder, read_idx
 from pipeline.data.folders import BadFiles, load_pairs, load_split
 from pipeline.data.samples import decode_all

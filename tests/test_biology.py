@@ -8,10 +8,10 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from conftest import run_stage
-from pipeline.biology import bar, grating, measure_cells, simple_cell
 from pipeline.data.sensor import LUMINANCE, capture, expose, mosaic
 from pipeline.errors import ConfigError
-from pipeline.kernels import correlate2d, difference_of_gaussians, dog_bank, gabor
+from pipeline.lecture.biology import bar, grating, measure_cells, simple_cell
+from pipeline.lecture.kernels import correlate2d, difference_of_gaussians, dog_bank, gabor
 
 
 @pytest.mark.parametrize(

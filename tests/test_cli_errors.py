@@ -99,14 +99,14 @@ def test_the_cnn_command_runs_each_stage_and_answers_help_without_tensorflow(pro
     import sys
 
     probe = (  # Hydra ends --help and --cfg with sys.exit: report what was imported at exit
-        "import atexit, sys; from pipeline.cli import main; heavy = ('tensorflow', 'keras', 'mlflow');"
+        "import atexit, sys; from pipeline.commands.cli import main; heavy = ('tensorflow', 'keras', 'mlflow');"
         "atexit.register(lambda: print('LOADED', sorted(m for m in heavy if m in sys.modules))); main(sys.argv[1:])"
     )
     for args in (["train", "--help"], ["predict", "--cfg", "job", "source=x", "input_dir=y"]):
         result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "LOADED []" in result.stdout, result.stdout[-500:]
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "trian"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "pipeline.commands.cli", "trian"], capture_output=True, text=True)
     assert result.returncode == 2 and "error: cnn trian: unknown command; valid: train, prepare" in result.stderr
 
 

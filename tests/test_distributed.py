@@ -35,7 +35,7 @@ def test_two_workers_train_together_and_the_chief_logs_one_run(project):
             "MLFLOW_TRACKING_URI": store,
             "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
         }
-        command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *TINY]
+        command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *TINY]
         command += ["trainer.strategy=multi_worker", "trainer.verbose=0", f"hydra.run.dir={project}/outputs/w{index}"]
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [worker.communicate(timeout=600) for worker in workers]

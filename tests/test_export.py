@@ -7,7 +7,7 @@ import onnxruntime
 import pytest
 
 from conftest import run_stage
-from pipeline import exporting
+from pipeline.deploy import exporting
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
-from pipeline.kernels import SOBEL_X, SOBEL_Y, conv2d, convolve2d, correlate2d, gabor, gabor_bank, template
+from pipeline.lecture.kernels import SOBEL_X, SOBEL_Y, conv2d, convolve2d, correlate2d, gabor, gabor_bank, template
 from pipeline.models.layers import FixedKernelConv2D
 
 rng = np.random.default_rng(0)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from pipeline.cli import COMMANDS
+from pipeline.commands.cli import COMMANDS
 
 PACKAGE = Path(pipeline.__file__).parent
-ENTRY_MODULES = sorted({module for module, _ in COMMANDS.values()} | {"pipeline.cli"})
+ENTRY_MODULES = sorted({module for module, _ in COMMANDS.values()} | {"pipeline.commands.cli"})
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -31,7 +31,7 @@ def module_path(name: str) -> Path:
     return PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
 
 
-@pytest.mark.parametrize("entry", [m for m in ENTRY_MODULES if m != "pipeline.cli"])
+@pytest.mark.parametrize("entry", [m for m in ENTRY_MODULES if m != "pipeline.commands.cli"])
 def test_an_entry_module_imports_no_other_entry_module(entry):
     others = set(ENTRY_MODULES) - {entry}
     assert not imported_modules(module_path(entry)) & others

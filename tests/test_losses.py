@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.losses import SegmentationLoss
+from pipeline.training.losses import SegmentationLoss
 
 rng = np.random.default_rng(0)
 LABELS = rng.integers(0, 3, (2, 5, 6))

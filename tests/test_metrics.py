@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, jaccard_score
 
-from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 
 CLASSES = ["background", "circle", "square", "triangle"]
 

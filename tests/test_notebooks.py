@@ -60,8 +60,6 @@ def test_run_stage_reports_the_stage_error(tmp_path):
     from pipeline.errors import PipelineError
     from pipeline.notebook import run_stage
 
-    with pytest.raises(
-        PipelineError, match=r"pipeline.train model.base_filters=-4 failed:\n.*base_filters=-4 is invalid"
-    ):
+    with pytest.raises(PipelineError, match=r"cnn train model.base_filters=-4 failed:\n.*base_filters=-4 is invalid"):
         run_stage("train", tmp_path, "model.base_filters=-4")
     assert not (tmp_path / "mlflow.db").exists()  # it failed before any run was opened

@@ -14,7 +14,7 @@ from pipeline.data.pixels import Intensity, served_mapping
 from pipeline.data.profile import check_profile, profile
 from pipeline.data.sources import split_samples
 from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 
 SPLITS = {"train": 48, "val": 16, "test": 16}
 

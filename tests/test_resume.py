@@ -33,7 +33,7 @@ def steps(client, run, key="loss"):
 
 def start_stage(project, *overrides) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *overrides]
+    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *overrides]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.arithmetic import receptive_fields
 from pipeline.errors import ConfigError
+from pipeline.lecture.arithmetic import receptive_fields
 from pipeline.models import build_model
 from pipeline.models.layers import MaxUnpooling2D
 from pipeline.models.unet import paper_output_size

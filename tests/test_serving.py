@@ -110,7 +110,7 @@ def test_the_logged_signature_names_images_in_and_probabilities_out(logged):
     assert info.signature.inputs.to_dict()[0]["name"] == "images"
     output = info.signature.outputs.to_dict()[0]
     assert output["name"] == "probabilities" and list(output["tensor-spec"]["shape"]) == [-1, 64, 64, 4]
-    assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
+    assert info.flavors["python_function"]["loader_module"] == "pipeline.deploy.serving"
     assert "compile_config" not in str(info.flavors)  # an inference model: no loss, no optimizer
 
 

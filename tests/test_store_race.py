@@ -39,9 +39,9 @@ def test_a_sweep_and_a_reader_on_a_fresh_store_at_the_same_instant(tmp_path):
         root = tmp_path / f"attempt{attempt}"
         uri = f"sqlite:///{root}/mlflow.db"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "0"}
-        sweep = [sys.executable, "-m", "pipeline.train", f"paths.root={root}", *TINY, "trainer.epochs=1",
+        sweep = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={root}", *TINY, "trainer.epochs=1",
                  "tracking.log_model=false", "tracking.num_examples=0", "optimizer.lr=1e-3", "--multirun"]  # fmt: skip
-        reader = [sys.executable, "-m", "pipeline.compare", "--uri", uri]
+        reader = [sys.executable, "-m", "pipeline.commands.compare", "--uri", uri]
         swept, read = together([sweep, reader], env)
         assert swept.returncode == 0, swept.stderr[-3000:]
         assert "Traceback" not in read.stderr and read.returncode in (0, 2), read.stderr[-2000:]  # 2: no sweep yet

@@ -147,13 +147,13 @@ def test_streamed_training_memory_does_not_grow_with_the_set(tmp_path):
     import os
     import sys
 
-    from pipeline.bench import linked_tree, tree_overrides
+    from pipeline.commands.bench import linked_tree, tree_overrides
 
     root, peaks = linked_tree(tmp_path, 256, 32, 4100), {}
     for images in (1000, 4000):
         overrides = tree_overrides(root, 256, images, "trainer.epochs=1", "trainer.verbose=0",
                                    "trainer.precision=float32", "tracking.log_model=false")  # fmt: skip
-        command = [sys.executable, "-m", "pipeline.train", f"paths.root={tmp_path}", *overrides]
+        command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={tmp_path}", *overrides]
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
         status, peaks[images], stderr = _peak_rss_mib(command, env)
         assert status == 0, stderr[-3000:]
@@ -172,7 +172,8 @@ def test_a_file_corrupted_mid_training_fails_the_run_naming_it_with_its_epochs_k
 
     root = blocky_set(tmp_path / "set", count=48)
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [sys.executable, "-m", "pipeline.train", f"paths.root={tmp_path}", "data=folder", f"data.root={root}",
+    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={tmp_path}", "data=folder",
+               f"data.root={root}",
                "data.classes=[background,thing]", "data.image_size=32", "data.cache=none", "model.depth=2",
                "model.base_filters=4", "trainer.epochs=200", "trainer.verbose=0", "tracking.log_model=false",
                "tracking.experiment=streamed"]  # fmt: skip

@@ -1,7 +1,7 @@
 """Nothing lost in parallel, repeated: a fresh 4-job joblib sweep on a fresh store and fresh data, five times;
 every child FINISHED with all its metrics. The race it guards against (two workers inserting the same MLflow
 dataset row, `UNIQUE constraint failed`) struck the first `make sweep` on a fresh data set; its root fix is
-that the sweep's parent inserts the dataset rows before any job starts (pipeline.sweep.log_base_datasets).
+that the sweep's parent inserts the dataset rows before any job starts (pipeline.sweeps.sweep.log_base_datasets).
 Marked `quality` (`make quality`): five sweeps cost about 3 minutes, more than CI's budget leaves."""
 
 import pytest

@@ -44,7 +44,7 @@ def test_a_killed_grid_sweep_on_submitit_resumes_on_its_folder(tmp_path):
     uri = f"sqlite:///{project}/mlflow.db"
     args = ["sweep=grid", "hydra/launcher=submitit_local", *TINY, f"hydra.sweep.dir={folder}", "--multirun"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *args]
+    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *args]
     client = MlflowClient(uri)
     finished = launch_and_kill(command, env, client, enough=1)
     experiment = client.get_experiment_by_name("shapes").experiment_id
@@ -90,7 +90,7 @@ def test_a_killed_optuna_sweep_resumes_its_study_to_exactly_n_trials(tmp_path):
     uri = f"sqlite:///{project}/mlflow.db"
     args = [*TINY, *OPTUNA, f"hydra.sweep.dir={folder}", "--multirun"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "pipeline.train", f"paths.root={project}", *args]
+    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *args]
     client = MlflowClient(uri)
     finished = launch_and_kill(command, env, client, enough=1)  # mid-batch: done in MLflow, not told to the study
     storage = f"sqlite:///{project}/optuna.db"  # beside mlflow.db: the default

@@ -137,7 +137,7 @@ def test_the_best_child_is_registered_as_champion_and_evaluates_to_its_metric(sw
 def test_compare_prints_the_leaderboard_best_first(sweep):
     env = {**os.environ, "MLFLOW_TRACKING_URI": sweep.uri}
     shown = subprocess.run(
-        [sys.executable, "-m", "pipeline.compare"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "pipeline.commands.compare"], env=env, capture_output=True, text=True, timeout=120
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     lines = shown.stdout.splitlines()

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import leaderboard, tracking, viz
+from pipeline import tracking
 from pipeline.errors import DataError
+from pipeline.evaluation import leaderboard
+from pipeline.plots import viz
 
 
 @pytest.fixture
@@ -125,7 +127,7 @@ def test_a_sweep_whose_validation_and_test_orderings_differ_is_ranked_by_validat
     import subprocess
     import sys
 
-    from pipeline import sweep
+    from pipeline.sweeps import sweep
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment = tracking.prepare_store(uri, "shapes", None)
@@ -148,7 +150,7 @@ def test_a_sweep_whose_validation_and_test_orderings_differ_is_ranked_by_validat
     assert summary["metrics"] == {"best_selection_val_mean_iou": 0.80, "best_run_test_mean_iou": 0.70}
     assert "best selection_val_mean_iou (validation) first" in files[1].read_text().splitlines()[0]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    shown = subprocess.run([sys.executable, "-m", "pipeline.compare", parent], env=env, capture_output=True,
+    shown = subprocess.run([sys.executable, "-m", "pipeline.commands.compare", parent], env=env, capture_output=True,
                            text=True, timeout=120)  # fmt: skip
     assert shown.returncode == 0, shown.stderr[-2000:]
     rows = [line.split()[0] for line in shown.stdout.splitlines()[2:5]]

@@ -80,7 +80,7 @@ def test_logged_model_has_a_signature_and_predicts(trained):
     )
     info = mlflow.models.get_model_info(logged.model_uri)
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
-    import pipeline.losses  # noqa: F401  (registers the custom loss the logged model was compiled with)
+    import pipeline.training.losses  # noqa: F401  (registers the custom loss the logged model was compiled with)
 
     model = mlflow.keras.load_model(logged.model_uri)
     probabilities = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from conftest import TINY
-from pipeline import train
+from pipeline.commands import train
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_labels_beyond_the_class_list_are_named():
 
 def test_the_schema_answers_before_any_deep_learning_library_loads(tmp_path):
     """A typo is answered in well under a second because validation imports no Keras, TensorFlow, JAX or torch;
-    the export formats it accepts are exactly the ones pipeline.exporting implements."""
+    the export formats it accepts are exactly the ones pipeline.deploy.exporting implements."""
     import subprocess
     import sys
 
@@ -101,7 +101,7 @@ def test_the_schema_answers_before_any_deep_learning_library_loads(tmp_path):
         "from hydra import compose, initialize_config_dir\n"
         "from pipeline.config import conf_dir\n"
         "from pipeline.errors import ConfigError\n"
-        "from pipeline.validation import check_schema\n"
+        "from pipeline.config.schema import check_schema\n"
         "with initialize_config_dir(config_dir=conf_dir(), version_base='1.3'):\n"
         "    cfg = compose(config_name='config', overrides=['+trainer.epoch=3'])\n"
         "try:\n"
@@ -114,7 +114,7 @@ def test_the_schema_answers_before_any_deep_learning_library_loads(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith("trainer.epoch is not a key of trainer") and lines[-1] == "[]", done.stdout
-    from pipeline import exporting
-    from pipeline.training.options import EXPORT_FORMATS
+    from pipeline.config.options import EXPORT_FORMATS
+    from pipeline.deploy import exporting
 
     assert tuple(exporting.FORMATS) == EXPORT_FORMATS

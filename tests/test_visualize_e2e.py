@@ -77,7 +77,7 @@ def test_a_bad_setting_is_a_one_line_error(project):
 def test_a_picture_file_becomes_the_models_input(tmp_path):
     from PIL import Image
 
-    from pipeline.explain import read_image
+    from pipeline.interpret.explain import read_image
 
     picture = np.zeros((20, 40, 3), np.uint8)
     picture[:, 20:] = 255  # right half white

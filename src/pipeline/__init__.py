@@ -4,15 +4,33 @@ TensorFlow is optional (the `tensorflow` extra): on a host with JAX and no Tenso
 image, an install from `make wheelhouse`), Keras is pointed at JAX unless KERAS_BACKEND or
 ~/.keras/keras.json says otherwise, before anything imports Keras.
 
-TensorFlow's C++ info and warning log is off unless TF_CPP_MIN_LOG_LEVEL is set (0 shows it): it repeats
-its CPU-feature banner in every process, and it would print, as a warning with a Python traceback, a data
-error that the train stage reports in one line (a file found unreadable when its batch is decoded).
+TensorFlow's start-up lines and its C++ info and warning log are off unless TF_CPP_MIN_LOG_LEVEL is set
+(0 shows them; pipeline.console): they repeat in every process, and its log would print, as a warning with a
+Python traceback, a data error that the train stage reports in one line.
+
+The package by concern (each folder's docstring says what it may import; tests/test_layers.py checks it):
+  commands/    the stages behind `cnn <command>`: Hydra config in, plain arguments to the library below
+  config/      the Hydra glue (stage wrapper, resolvers), the schema and the vocabularies (no Keras)
+  data/        sources, readers, the input pipeline, augmentation, generated sets, the data profile
+  models/      builders of plain arguments, looked up by name; custom layers
+  tasks/       what differs between segmentation, classification, localization: targets, scores, outputs
+  training/    the training job, runtime, resume, callbacks, losses
+  evaluation/  metrics from one confusion matrix, leaderboards ranked by validation
+  interpret/   what a network learned: probes (saliency, Grad-CAM, occlusion, ...), their pictures
+  deploy/      export formats checked against Keras, the served pyfunc
+  tracking/    the one package that talks to MLflow
+  sweeps/      Hydra multiruns as MLflow parent runs, Optuna studies
+  plots/       figures: curves, predictions, confusion matrices
+  lecture/     the lecture's algorithms from scratch: kernels, conv arithmetic, biology
+and errors.py, safety.py, console.py, notebook.py, shared by all.
 """
 
 import importlib.util
 import json
 import os
 from pathlib import Path
+
+from pipeline.console import quiet_tensorflow
 
 __version__ = "0.1.0"
 
@@ -32,4 +50,4 @@ def _default_backend() -> None:
 
 
 _default_backend()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()

@@ -47,14 +47,12 @@ def run_stage(stage: str, root: str | Path, *overrides: str, multirun: bool = Fa
     A separate process, exactly as on the command line: Hydra sets up its job (output folder, config
     choices, multirun sweep) and the notebook's own process stays free of the run's state.
     """
-    command = [sys.executable, "-m", f"pipeline.{stage}", *(["-m"] if multirun else []), f"paths.root={root}"]
+    command = [sys.executable, "-m", f"pipeline.commands.{stage}", *(["-m"] if multirun else []), f"paths.root={root}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(root), "HYDRA_FULL_ERROR": "0"}
     done = subprocess.run([*command, *overrides], env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode:  # the stage's one-line `error: ...` when it has one, else the end of its log
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-        raise PipelineError(
-            f"pipeline.{stage} {' '.join(overrides)} failed:\n" + ("\n".join(errors) or done.stderr[-3000:])
-        )
+        raise PipelineError(f"cnn {stage} {' '.join(overrides)} failed:\n" + ("\n".join(errors) or done.stderr[-3000:]))
     return done.stdout + done.stderr
 
 

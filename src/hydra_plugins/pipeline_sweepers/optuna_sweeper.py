@@ -10,9 +10,9 @@ What it optimises: each job returns its validation score (trainer.monitor at the
 direction is that metric's (`direction: null`); the test split never steers it.
 
 What it does: the study (`study_name`, default: the sweep folder) lives in `storage` (default: SQLite beside
-the MLflow store, pipeline.tuning) and records the MLflow parent run. Trials are asked n_jobs at a time and
+the MLflow store, pipeline.sweeps.tuning) and records the MLflow parent run. Trials are asked n_jobs at a time and
 launched through any Hydra launcher (basic, joblib, submitit) with job number = trial number, so a job finds
-its trial (pipeline.tuning.job_trial) to report each epoch for the `pruner`. Started again on a sweep folder,
+its trial (pipeline.sweeps.tuning.job_trial) to report each epoch for the `pruner`. Started again on a sweep folder,
 it relaunches the trials a killed launcher left RUNNING (same number, same params) and asks only what is
 missing to reach n_trials in total. Search space: Hydra's override grammar, as hydra-optuna-sweeper's
 (`choice(4, 8)`, `interval(1e-4, 3e-2)`, `tag(log, interval(...))`, `range(1, 5)`, `a,b,c`).
@@ -111,7 +111,7 @@ class OptunaSweeper(Sweeper):
     def _study(self):
         import optuna
 
-        from pipeline import sweep, tuning
+        from pipeline.sweeps import sweep, tuning
 
         folder = Path(self.config.hydra.sweep.dir)
         storage = self.storage or tuning.default_storage(str(self.config.tracking.uri), folder)
@@ -139,7 +139,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        from pipeline.sweep import one_line_errors
+        from pipeline.sweeps.sweep import one_line_errors
 
         space, fixed = search_space(self.params, arguments)
         with one_line_errors():  # an unreachable study database: one line, before any training

@@ -12,7 +12,7 @@ colour, which Pillow cannot hold) and mapped by `Intensity`:
     percentile  [p_lo, p_hi] of each image -> [0, 255], the normalisation microscopy tools apply
 
 The mapped image is rounded to 8 bits (256 levels over the chosen range). The mapping is recorded with the
-run and travels with the logged model (pipeline.serving applies it to raw arrays), so predict, serving and
+run and travels with the logged model (pipeline.deploy.serving applies it to raw arrays), so predict, serving and
 training see the same values.
 """
 

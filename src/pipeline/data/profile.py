@@ -214,7 +214,7 @@ def summary_lines(report: dict) -> list[str]:
 
 def figure(report: dict):
     """Class frequencies per split (share of pixels or labels) beside each split's kinds of file."""
-    from pipeline import viz
+    from pipeline.plots import viz
 
     splits = report["splits"]
     classes = report["classes"]

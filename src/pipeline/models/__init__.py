@@ -42,7 +42,7 @@ def builder(name: str):
 def register_all() -> None:
     """Import every builder's module, which registers the custom layers, losses and metrics a saved
     model may name (MaxUnpooling2D, MirrorPadding2D, BoxIoU, SegmentationLoss, ...)."""
-    import pipeline.losses  # noqa: F401
+    import pipeline.training.losses  # noqa: F401
 
     for name in MODELS:
         builder(name)

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from pipeline.errors import ConfigError
-from pipeline.kernels import BANKS, kernel_bank
+from pipeline.lecture.kernels import BANKS, kernel_bank
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -97,7 +97,7 @@ class MaxPoolingWithSwitches2D(_PoolSizeLayer):
         windows = _windows(inputs, self.pool_size)
         pooled = ops.max(windows, axis=-1)
         # the first position holding the max (argmax's answer), written without argmax: TensorFlow's float
-        # argmax lowers to a Bitcast, which neither ONNX nor LiteRT's builtin ops have (pipeline.export)
+        # argmax lowers to a Bitcast, which neither ONNX nor LiteRT's builtin ops have (pipeline.commands.export)
         size = self.pool_size * self.pool_size
         at_max = ops.equal(windows, ops.expand_dims(pooled, -1))
         first = ops.min(ops.where(at_max, ops.arange(size, dtype="int32"), size), axis=-1)

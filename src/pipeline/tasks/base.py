@@ -47,7 +47,7 @@ class Task(Protocol):
     name: str
     target: str  # one of TARGETS
     monitor: str  # the validation metric the best checkpoint is chosen by
-    headline: str  # the test metric sweeps and pipeline.compare rank by (without the test_ prefix)
+    headline: str  # the test metric sweeps and pipeline.commands.compare rank by (without the test_ prefix)
 
     def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple: ...
 

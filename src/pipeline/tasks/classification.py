@@ -7,9 +7,9 @@ import keras
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from pipeline import viz
 from pipeline.errors import ConfigError
-from pipeline.metrics import confusion_matrix
+from pipeline.evaluation.metrics import confusion_matrix
+from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 
 
@@ -118,12 +118,12 @@ class Classification:
 
     def explain(self, probabilities: np.ndarray, targets: np.ndarray | None, classes: list[str]) -> tuple:
         """Of the true class (else the predicted one)."""
-        from pipeline import features
+        from pipeline.interpret import probes
 
         predicted = probabilities.argmax(axis=-1)
         labels = predicted if targets is None else targets
         names = ["predicted class" if targets is None else "true class"]
-        weights = [features.target_weights(probabilities.shape, labels)]
+        weights = [probes.target_weights(probabilities.shape, labels)]
         if targets is None:
             rows = [f"predicted {classes[p]}" for p in predicted]
         else:

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline import viz
 from pipeline.errors import ConfigError
 from pipeline.models.localization import BoxIoU, box_iou
+from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 
 

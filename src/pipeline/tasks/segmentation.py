@@ -8,12 +8,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import viz
 from pipeline.config import checked_call
 from pipeline.errors import ConfigError
-from pipeline.losses import SegmentationLoss
-from pipeline.metrics import confusion_matrix, segmentation_scores
+from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
+from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
+from pipeline.training.losses import SegmentationLoss
 
 MODES = ("resize", "tile")
 
@@ -216,12 +216,12 @@ class Segmentation:
     def explain(self, probabilities: np.ndarray, targets: np.ndarray | None, classes: list[str]) -> tuple:
         """Per class, over its true (else predicted) region; a class absent from an image is scored over the
         whole image ("why not this class anywhere")."""
-        from pipeline import features
+        from pipeline.interpret import probes
 
         masks = probabilities.argmax(axis=-1) if targets is None else targets
         explained = [c for c, name in enumerate(classes) if name != "background"]
         names = [classes[c] for c in explained]
         count = len(probabilities)
-        weights = [features.target_weights(probabilities.shape, np.full(count, c), masks) for c in explained]
+        weights = [probes.target_weights(probabilities.shape, np.full(count, c), masks) for c in explained]
         rows = [", ".join(classes[c] for c in explained if (mask == c).any()) or "background" for mask in masks]
         return names, weights, rows

@@ -14,33 +14,33 @@ from pipeline.tracking.store import use_store
 
 
 def _save_keras_model(path: str, mlflow_model: Model, preprocessing: dict | None = None, **kwargs) -> None:
-    """mlflow.keras.save_model, then this package's code into code/ and pipeline.serving as the
-    python_function loader, so the model loads where `pipeline` was never imported (see pipeline.serving);
+    """mlflow.keras.save_model, then this package's code into code/ and pipeline.deploy.serving as the
+    python_function loader, so the model loads where `pipeline` was never imported (see pipeline.deploy.serving);
     `preprocessing` (the intensity mapping of raw file values) as preprocessing.json beside MLmodel."""
     import shutil
 
     from mlflow.pyfunc import add_to_model
 
     import pipeline
-    import pipeline.serving
+    import pipeline.deploy.serving
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
     if preprocessing:
-        (folder / pipeline.serving.PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=1) + "\n")
+        (folder / pipeline.deploy.serving.PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=1) + "\n")
     source = Path(pipeline.__file__).parent
     shutil.copytree(source, folder / "code" / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     keras_pyfunc = mlflow_model.flavors["python_function"]
     mlflow_model.flavors.pop("python_function")
-    add_to_model(mlflow_model, loader_module="pipeline.serving", data=keras_pyfunc.get("data"), code="code",
+    add_to_model(mlflow_model, loader_module="pipeline.deploy.serving", data=keras_pyfunc.get("data"), code="code",
                  env=keras_pyfunc.get("env"), python_version=keras_pyfunc.get("python_version"))  # fmt: skip
     mlflow_model.save(str(folder / "MLmodel"))
 
 
 # mlflow.keras with two changes: mlflow.keras.save_model writes the input example into the model folder
 # before creating it, so mlflow.keras.log_model(..., input_example=...) fails with FileNotFoundError
-# (mlflow/mlflow#16183, still so in 3.17.2); and the python_function flavor is pipeline.serving's, with the
+# (mlflow/mlflow#16183, still so in 3.17.2); and the python_function flavor is pipeline.deploy.serving's, with the
 # package's code carried. Model.log takes any object with save_model as the flavor.
 _KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
 
@@ -59,7 +59,7 @@ def log_keras_model(
 ) -> str:
     """Log the inference model with its input example and a signature: `images` in, `output` out
     (probabilities per pixel or per image, or boxes); returns the model URI. It loads anywhere: see
-    pipeline.serving. `preprocessing` ({"intensity": ..., "channels": ...}) is kept beside it as
+    pipeline.deploy.serving. `preprocessing` ({"intensity": ..., "channels": ...}) is kept beside it as
     preprocessing.json: the served model applies that mapping to raw file values.
 
     Requirements are given explicitly: inferring them would re-import the model in a subprocess.
@@ -67,7 +67,7 @@ def log_keras_model(
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    import pipeline.serving
+    import pipeline.deploy.serving
 
     model = inference_model(model)
     example = np.asarray(example, dtype=np.float32)
@@ -77,7 +77,7 @@ def log_keras_model(
         from pipeline.data.pixels import Intensity
 
         intensity = Intensity.from_config(mapping)
-    predicted = pipeline.serving.Predictor(model, intensity=intensity).predict(example)
+    predicted = pipeline.deploy.serving.Predictor(model, intensity=intensity).predict(example)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), "images")]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *predicted.shape[1:]), output)]),

@@ -13,9 +13,9 @@ from pathlib import Path
 import keras
 import mlflow
 
-from pipeline import provenance
 from pipeline.config import project_root
 from pipeline.safety import redact_params, redact_text
+from pipeline.tracking import provenance
 from pipeline.tracking.store import check_reachable, client, ensure_experiment, retry_locked, use_store
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The library behind the train and transfer stages: compile a model for its task, score the test split
-and log what a run records. Plain functions; the stages (pipeline.train, pipeline.transfer) call them."""
+and log what a run records. Plain functions; the train and transfer commands call them."""
 
 import logging
 import math
@@ -8,8 +8,9 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking, viz
+from pipeline import tracking
 from pipeline.errors import ConfigError
+from pipeline.plots import viz
 from pipeline.tasks import Report, Task, direction
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def selection(history: dict[str, list[float]], monitor: str, mode: str, kept: in
 
 def log_selection(history: dict[str, list[float]], monitor: str, mode: str, kept: int | None = None) -> float:
     """Logs `selection_<monitor>` (the kept epoch's validation score) with its epoch, and the tags sweeps,
-    pipeline.compare and sweep.register rank by (selection_metric, selection_mode); returns the value.
+    pipeline.commands.compare and sweep.register rank by (selection_metric, selection_mode); returns the value.
     Model selection sees validation data only: the test split stays the chosen model's held-out estimate."""
     value, epoch = selection(history, monitor, mode, kept)
     name = f"selection_{monitor}"

@@ -1,7 +1,7 @@
 """One training job of the train stage, step by step: its data, model, checkpoints, fit and test.
 
 The bridge between the Hydra config and the plain library functions below it (data sources, model
-builders, the task, the runtime); pipeline.train only composes the config, opens the run and calls these.
+builders, the task, the runtime); pipeline.commands.train only composes the config, opens the run and calls these.
 """
 
 import json
@@ -12,8 +12,8 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking, tuning, viz
-from pipeline.arithmetic import layer_flops
+from pipeline import tracking
+from pipeline.console import progress_verbosity
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
 from pipeline.data.pixels import raw_example, served_mapping
@@ -23,7 +23,10 @@ from pipeline.data.samples import cache_splits, decode_all, worker_count
 from pipeline.data.sequence import ImageBatches, StopOnDataError
 from pipeline.data.shapes import read_manifest
 from pipeline.data.sources import class_names, intensity, prepare_data, split_samples
+from pipeline.lecture.arithmetic import layer_flops
 from pipeline.models import build_model
+from pipeline.plots import viz
+from pipeline.sweeps import tuning
 from pipeline.tasks import get_task
 from pipeline.training.callbacks import StopOnNonFiniteLoss
 from pipeline.training.fit import compile_model, log_selection, model_options, shift_curve, test_and_log
@@ -123,7 +126,7 @@ class Job:
                 self.train_batches,
                 validation_data=self.val_batches,
                 epochs=cfg.trainer.epochs,
-                verbose=cfg.trainer.verbose,
+                verbose=progress_verbosity(cfg.trainer.verbose),
                 shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
                 callbacks=[
                     StopOnDataError(self.train_batches, self.val_batches),  # first: before anything records

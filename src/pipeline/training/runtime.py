@@ -9,10 +9,9 @@ from pathlib import Path
 
 import keras
 
-from pipeline.config import checked_call
+from pipeline.config import checked_call, options
+from pipeline.config.options import LR_SCALING, PRECISIONS, STRATEGIES
 from pipeline.errors import ConfigError
-from pipeline.training import options
-from pipeline.training.options import LR_SCALING, PRECISIONS, STRATEGIES
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}
 assert tuple(OPTIMIZERS) == options.OPTIMIZERS
@@ -138,7 +137,7 @@ def configure_distribution(strategy: str = "auto", memory_growth: bool = False) 
                 "trainer.strategy=multi_worker needs TF_CONFIG with 'cluster' and 'task', e.g. "
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
             )
-        from pipeline.compat import patch_keras_for_multi_worker
+        from pipeline.training.compat import patch_keras_for_multi_worker
 
         patch_keras_for_multi_worker()
         found = tf.distribute.MultiWorkerMirroredStrategy()

@@ -1,4 +1,4 @@
-"""The library behind the transfer stage (pipeline.transfer): reuse a trained network on a small set.
+"""The library behind the transfer stage (pipeline.commands.transfer): reuse a trained network on a small set.
 
 Strategies, all with the same epoch budget:
   scratch             the source's architecture, freshly initialised, everything trained
@@ -13,6 +13,8 @@ import keras
 import numpy as np
 
 from pipeline import tracking
+from pipeline.config.options import TRANSFER_STRATEGIES as STRATEGIES
+from pipeline.console import progress_verbosity
 from pipeline.errors import ConfigError
 from pipeline.models.backbone_unet import backbone_unet
 from pipeline.models.backbones import (
@@ -24,7 +26,6 @@ from pipeline.models.backbones import (
     transfer_classifier,
 )
 from pipeline.tasks import Task
-from pipeline.training.options import TRANSFER_STRATEGIES as STRATEGIES
 from pipeline.training.runtime import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def fit_phases(
             validation_data=val_batches,
             initial_epoch=start,
             epochs=start + epochs,
-            verbose=verbose,
+            verbose=progress_verbosity(verbose),
             callbacks=[tracking.MetricsCallback()],
         ).history
         for key, values in phase.items():

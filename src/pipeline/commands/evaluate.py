@@ -1,0 +1,66 @@
+"""Evaluate stage: score any trained model (segmentation, classification, localization) on a split and log
+it as a run nested under its source.
+
+    cnn evaluate source=<run id>            # the run's logged model, on the run's own data
+    cnn evaluate source=outputs/.../checkpoints/best.keras split=val tta=true
+Logs the task's scores with the split as prefix (test_mean_iou, test_accuracy, test_box_iou, ...), its
+pictures (confusion matrix, best and worst predictions, surest errors, boxes drawn) and, for classifiers
+and localizers, predictions.csv (each image's prediction).
+"""
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import stage_main
+
+log = logging.getLogger(__name__)
+
+
+@stage_main("evaluate")
+def main(cfg: DictConfig) -> float:
+    from pipeline.config.schema import check_schema
+
+    check_schema(cfg)
+    from pipeline import tracking
+    from pipeline.data.sources import class_names, load_data, prepare_data
+    from pipeline.errors import ConfigError
+    from pipeline.tasks import get_task
+    from pipeline.training.fit import log_report
+
+    model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
+    data, loss = cfg.data, cfg.loss
+    if cfg.use_source_data and source_run and (source := tracking.load_run_config(source_run)):
+        data, loss = OmegaConf.create(source["data"]), OmegaConf.create(source["loss"])  # what it was trained on
+    task = get_task(data.task)
+    root = prepare_data(data, progress=False)
+    classes = class_names(data, root)
+    images, targets = load_data(data, root, cfg.split)
+    expected = tuple(model.inputs[0].shape[1:])
+    if images.shape[1:] != expected:
+        raise ConfigError(f"data.image_size gives {images.shape[1:]} images but the model expects {expected}")
+    report = task.evaluate(
+        model,
+        images,
+        targets,
+        classes,
+        cfg.batch_size,
+        num_examples=cfg.num_examples,
+        tta=cfg.tta,
+        ignore_label=loss.get("ignore_label"),
+    )
+    prefix = "test" if cfg.split == "test" else cfg.split
+    tags = {"stage": "evaluate", "task": task.name, "data": data.name, "source": str(cfg.source), "tta": str(cfg.tta)}
+    with tracking.run(
+        cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags, source_run
+    ):
+        params = {"source": cfg.source, "split": cfg.split, "tta": cfg.tta}
+        tracking.log_params({**params, "data": OmegaConf.to_container(data, resolve=True)})
+        log_report(report, prefix)
+        if report.table is not None:
+            tracking.log_text(report.table, "predictions.csv")
+    return report.value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Training stage: data -> model -> Keras fit (best checkpoint kept) -> test evaluation -> MLflow.
+
+    cnn train                          # the default shapes U-Net (`make train`)
+    cnn train --cfg job                # print the config
+    cnn train -m optimizer.lr=1e-3,3e-4
+Every task (segmentation masks, classification labels, localization boxes) trains the same way. The value
+returned to Hydra sweepers is the validation score the run is chosen by (trainer.monitor at the kept epoch,
+metric selection_<monitor>): sweeps, pipeline.commands.compare and sweep.register never see the test split, whose
+scores (test_*) are logged as the chosen model's held-out estimate.
+The library is imported inside main, so --help and --cfg answer before TensorFlow loads.
+"""
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import stage_main
+
+log = logging.getLogger(__name__)
+
+
+@stage_main("config")
+def main(cfg: DictConfig) -> float:
+    from pipeline.config.schema import check_schema, dry_build
+
+    check_schema(cfg)  # before TensorFlow loads: a bad override answers at once
+    from pipeline import tracking
+    from pipeline.sweeps import sweep
+
+    tracking.check_reachable(cfg.tracking.uri)  # a server nobody runs: one line before any data is read
+    if (recorded := sweep.finished_job()) is not None:  # a resumed sweep: this job FINISHED before
+        return recorded
+    if sweep.resuming():  # a job killed part-way continues its own run from its last backed-up epoch
+        cfg.trainer.resume = True
+    from pipeline.training.job import Job
+    from pipeline.training.runtime import configure_distribution, configure_runtime
+
+    # collective ops need a fresh TensorFlow runtime, before the dry build of the model
+    dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)
+    dry_build(cfg)  # impossible conv arithmetic stops here, naming the layer
+    precision = configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
+    job = Job(cfg, dist)  # data read and checked, model built and compiled, resume folder opened
+    hydra_cfg = HydraConfig.get()
+    job.output_dir = Path(hydra_cfg.runtime.output_dir)
+    # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
+    model_choice = hydra_cfg.runtime.choices.get("model", cfg.model.name)
+    tags = {"stage": "train", "task": job.task.name, "model": model_choice, "builder": cfg.model.name}
+    tags.update({"data": cfg.data.name, "precision": precision, **sweep.job_tags()})  # precision: what auto chose
+    uri, artifacts = job.store()  # only the chief records into the shared store
+    parent = sweep.parent_run_id() if dist.is_chief else None  # a multirun job nests under its sweep
+    name = sweep.job_name() or cfg.tracking.run_name  # a sweep's child is named by what it varies
+    try:
+        where = (uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id)
+        with tracking.run(*where, system_metrics=cfg.tracking.system_metrics) as run:
+            if not job.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
+                tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
+                job.log_inputs()
+            job.fit(run.info.run_id)
+            headline = job.test(model_choice)
+    except tracking.Stopped:  # an Optuna sweep's trial, pruned: KILLED with its epochs so far
+        job.checkpoints.discard()
+        return job.pruned
+    job.checkpoints.discard()  # the run is complete: nothing left to resume
+    link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
+    log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", job.monitor, job.selected,
+             job.task.headline, headline)  # fmt: skip
+    log.info("checkpoint %s; job folder %s; run %s (make ui to browse)", job.output_dir / "checkpoints" / "best.keras",
+             job.output_dir, link)  # fmt: skip
+    return job.selected
+
+
+if __name__ == "__main__":
+    main()

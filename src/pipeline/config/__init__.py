@@ -1,0 +1,152 @@
+"""Where the config lives, the resolvers it uses, checks on its values, and the stage wrapper.
+
+Only entry points see the Hydra config; library functions take plain arguments.
+"""
+
+import difflib
+import functools
+import inspect
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import ConfigError, PipelineError
+
+log = logging.getLogger(__name__)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/pipeline
+
+
+def project_root() -> Path:
+    """The source checkout when running from one (editable install), else the current directory."""
+    checkout = PACKAGE_DIR.parents[1]
+    return checkout if (checkout / "pyproject.toml").is_file() and (checkout / "conf").is_dir() else Path.cwd()
+
+
+def conf_dir() -> str:
+    """conf/ of the checkout, or the copy packaged inside a wheel install."""
+    packaged = PACKAGE_DIR / "conf"
+    return str(packaged if packaged.is_dir() else project_root() / "conf")
+
+
+OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), replace=True)
+
+
+def stage_main(config_name: str):
+    """A stage's entry point: hydra.main on conf/<config_name>.yaml, wrapped by `stage` (one-line errors), and
+    run from the command line, a misspelt key without + (trainer.epoch=3) answered with the did-you-mean line
+    before Hydra composes anything (Hydra's own answer is to add +, which would train with the typo ignored)."""
+    import hydra
+
+    def decorate(task: Callable[[DictConfig], float | None]):
+        composed = hydra.main(version_base="1.3", config_path=conf_dir(), config_name=config_name)(stage(task))
+
+        @functools.wraps(task)
+        def entry(*args, **kwargs):
+            if not args and not kwargs:  # the command line (a notebook passes a composed config)
+                misspelt = misspelt_override(sys.argv[1:])
+                if misspelt:
+                    print(f"error: {misspelt}", file=sys.stderr)
+                    raise SystemExit(2)
+            return composed(*args, **kwargs)
+
+        return entry
+
+    return decorate
+
+
+def misspelt_override(arguments: list[str]) -> str | None:
+    """The complaint about the first override `group.key=value` (no +, ++ or ~) whose key no config file of that
+    group declares, with the nearest declared key; None when every key is declared somewhere."""
+    from pipeline.config.schema import CHECKED_GROUPS, declared_keys, model_keys
+
+    for argument in arguments:
+        if argument.startswith(("-", "+", "~")) or "=" not in argument:
+            continue
+        key = argument.split("=", 1)[0]
+        group, _, rest = key.partition(".")
+        if not rest or group not in (*CHECKED_GROUPS, "model"):
+            continue
+        known = model_keys() if group == "model" else declared_keys()[group]
+        if rest in known or any(k.startswith(rest + ".") for k in known):
+            continue
+        nearest = difflib.get_close_matches(rest, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {group}.{nearest[0]}? " if nearest else ""
+        valid = ", ".join(sorted(k for k in known if "." not in k))
+        return f"{key} is not a key of {group} (in any conf/{group} option); {hint}valid: {valid}"
+    return None
+
+
+def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], float | None]:
+    """Turn the project's own errors into one line on stderr and exit status 2, instead of a traceback;
+    SIGTERM (a scheduler's or `kill`'s stop) unwinds like Ctrl-C so no MLflow run is left RUNNING."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig):
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+        try:
+            return task(cfg)
+        except PipelineError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except Terminated:
+            print("error: stopped by SIGTERM (an open MLflow run was marked KILLED)", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: `tracking.run` then ends the open run KILLED instead of leaving it RUNNING."""
+
+
+def _interrupt(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _matches(value, annotation) -> bool:
+    if annotation is inspect.Parameter.empty:
+        return True
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    return True  # unions, tuples, ...: left to the function itself
+
+
+def checked_call(fn: Callable, kwargs: dict, prefix: str, **fixed):
+    """Call fn(**fixed, **kwargs) after checking each config key is a parameter of fn of the right type.
+
+    Unknown keys and wrong types become ConfigErrors that name `prefix.key` and what is valid.
+    """
+    params = {name: p for name, p in inspect.signature(fn).parameters.items() if name not in fixed}
+    for key, value in kwargs.items():
+        if key not in params:
+            nearest = difflib.get_close_matches(key, list(params), n=1, cutoff=0.6)
+            hint = f"; did you mean {prefix}.{nearest[0]}?" if nearest else ""
+            raise ConfigError(f"{prefix}.{key} is not an option of {fn.__name__}; valid: {', '.join(params)}{hint}")
+        annotation = params[key].annotation
+        if not _matches(value, annotation):
+            raise ConfigError(f"{prefix}.{key}={value!r} is invalid: must be {_TYPE_NAMES[annotation]}")
+    return fn(**fixed, **kwargs)
+
+
+def positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

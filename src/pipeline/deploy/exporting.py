@@ -1,0 +1,291 @@
+"""A trained model in the formats deployment tools take, each run by its own runtime and checked against Keras.
+
+    from pipeline.deploy import exporting
+    path = exporting.export(model, "onnx", folder)               # the inference model (main output, no loss)
+    gap = exporting.parity(model, "onnx", path, images)           # max |probability difference| vs Keras
+The stage over these is `cnn export` (it logs the artefact and the figure to MLflow).
+
+Each format goes through Keras 3's `Model.export` on the TensorFlow backend: `saved_model` (TF Serving,
+`tf.saved_model.load`), `onnx` (tf2onnx, run here with ONNX Runtime) and `litert` (the TFLite converter,
+run with TensorFlow's LiteRT interpreter, for phones and microcontrollers). ONNX from the JAX backend
+(jax2onnx 0.17) was tried and left: its MaxPool node has a pooling size ONNX Runtime rejects. A layer a
+format cannot take is found by exporting each kind of layer alone (`unsupported_layer`), so the refusal
+names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.console import native_stderr_captured
+from pipeline.errors import ConfigError
+
+
+def _run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    [name] = serve.structured_input_signature[1]
+    return next(iter(serve(**{name: tf.constant(images)}).values())).numpy()
+
+
+def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def _run_litert(path: Path, images: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter  # the runtime a device runs (tf.lite's is deprecated)
+
+    interpreter = Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+    [name] = interpreter.get_signature_list()["serving_default"]["inputs"]
+    return next(iter(runner(**{name: images}).values()))
+
+
+@dataclass(frozen=True)
+class Format:
+    """One deployment format: what Keras' export calls it, the artefact's name, what it needs installed,
+    and the runtime that executes it."""
+
+    keras_format: str
+    artefact: str
+    needs: tuple[str, ...]
+    runtime: str
+    run: Callable[[Path, np.ndarray], np.ndarray]
+
+
+FORMATS: dict[str, Format] = {
+    "saved_model": Format("tf_saved_model", "saved_model", ("tensorflow",), "tf.saved_model", _run_saved_model),
+    "onnx": Format("onnx", "model.onnx", ("tensorflow", "tf2onnx", "onnxruntime"), "onnxruntime", _run_onnx),
+    "litert": Format("litert", "model.tflite", ("tensorflow", "ai_edge_litert"), "ai_edge_litert", _run_litert),
+}
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise ConfigError(f"format={name!r} is unknown; valid: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def check_requirements(name: str) -> None:
+    """One line if this process cannot export `name`: a missing package, or a backend other than TensorFlow."""
+    missing = [module for module in get_format(name).needs if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(
+            f"format={name} needs {', '.join(missing)}, not installed: pip install 'cnn-pipeline[tensorflow,export]'"
+        )
+    if keras.config.backend() != "tensorflow":
+        raise ConfigError(
+            f"format={name} is exported through TensorFlow but Keras runs on {keras.config.backend()}: "
+            "run the export with KERAS_BACKEND=tensorflow"
+        )
+
+
+def _as_float32(node):
+    """A model config with every layer's dtype policy (mixed_bfloat16, mixed_float16) set to float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: _as_float32(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_as_float32(value) for value in node]
+    return node
+
+
+def is_float32(model: keras.Model) -> bool:
+    return all(layer.dtype_policy.name == "float32" for layer in model.layers)
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """The model computing in float32 with the same weights: a model trained in mixed precision keeps its
+    variables in float32, so only the compute dtype changes. Exports are float32 (ONNX Runtime refuses the
+    Mul of a bfloat16 and a float16 that a mixed_bfloat16 graph converts to, LiteRT has no bfloat16 ops)."""
+    if is_float32(model):
+        return model
+    clone = model.__class__.from_config(_as_float32(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def serving_model(model: keras.Model) -> keras.Model:
+    """What is exported: the inference model (main output, no loss) computing in float32, called once."""
+    from pipeline.tracking.models import inference_model
+
+    served = inference_model(float32_model(model))
+    with warnings.catch_warnings():  # a named Input called with a plain array: Keras warns, then uses it
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        served(np.zeros((1, *served.inputs[0].shape[1:]), np.float32))  # export needs a model that was called
+    return served
+
+
+def _write(model: keras.Model, name: str, folder: Path) -> Path:
+    """Export as `name` into folder and load it back once with its runtime (a converter may write a file its
+    runtime refuses: both count as the format not taking the model)."""
+    fmt = get_format(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / fmt.artefact
+    model.export(str(path), format=fmt.keras_format, verbose=False)
+    fmt.run(path, np.zeros((1, *model.inputs[0].shape[1:]), np.float32))
+    return path
+
+
+_REASONS = (  # (pattern in a converter's or runtime's message, the reason in plain words)
+    (r'In Node, \("[^"]*", (\w+),', "ONNX has no {0} operator (tf2onnx copied TensorFlow's op as it is)"),
+    (r"Tensorflow op \[[^\]]*: (\w+)\] is not supported", "tf2onnx cannot convert TensorFlow's {0} op"),
+    (r"Flex ops: Flex(\w+)", "it needs TensorFlow's {0} op, outside LiteRT's built-in ops (the Flex delegate)"),
+    (r"Select TensorFlow op\(s\)", "it needs TensorFlow ops outside LiteRT's built-in ops (the Flex delegate)"),
+)
+
+
+def _reason(err: BaseException, log: str = "") -> str:
+    """Why a conversion failed, in one line: a known pattern of the message (or the captured log) in words,
+    else the message's first line."""
+    for pattern, words in _REASONS:
+        if found := re.search(pattern, f"{log}\n{err}"):
+            return words.format(*found.groups())
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+@contextlib.contextmanager
+def _quiet(captured: io.StringIO):
+    """Converters talk: tf2onnx logs every unsupported op at ERROR, Keras warns about input structures, the
+    TFLite converter prints. Their words go to `captured` (read for the reason), not to the user's terminal."""
+    handler = logging.StreamHandler(captured)
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "absl", "tensorflow")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    try:
+        with native_stderr_captured() as native, warnings.catch_warnings():  # what C++ converters write
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(captured):
+                yield
+    finally:
+        captured.write("\n".join(native))
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = True
+
+
+def unsupported_layer(model: keras.Model, name: str) -> tuple[keras.layers.Layer, str] | None:
+    """The first kind of layer that `name` cannot take, exported alone on the shape it sees in the model, with
+    the converter's or runtime's reason; None when every kind exports alone."""
+    seen = set()
+    for layer in model.layers:
+        kind = (type(layer), layer.dtype_policy.name)
+        if isinstance(layer, keras.layers.InputLayer) or kind in seen or not layer._inbound_nodes:
+            continue
+        seen.add(kind)
+        seen_by_layer = layer._inbound_nodes[0].arguments.args[0]  # its input: a tensor or a list of them
+        inputs = keras.tree.map_structure(lambda t: keras.Input(t.shape[1:], dtype=t.dtype), seen_by_layer)
+        captured = io.StringIO()
+        try:
+            alone = keras.Model(inputs, keras.tree.flatten(layer(inputs))[0])
+            alone(keras.tree.map_structure(lambda t: np.zeros((1, *t.shape[1:]), t.dtype), seen_by_layer))
+            with tempfile.TemporaryDirectory() as scratch, _quiet(captured):
+                _write(alone, name, Path(scratch))
+        except Exception as err:  # noqa: BLE001 - any converter or runtime failure is the answer sought
+            return layer, _reason(err, captured.getvalue())
+    return None
+
+
+def export(model: keras.Model, name: str, folder: str | Path) -> Path:
+    """The model's inference form written as `name` in folder; a model the format cannot take is refused in
+    one line naming the layer and why."""
+    check_requirements(name)
+    served = serving_model(model)
+    captured = io.StringIO()
+    try:
+        with _quiet(captured):
+            return _write(served, name, Path(folder))
+    except Exception as err:  # noqa: BLE001 - converters raise anything; the layer probe says which part
+        found = unsupported_layer(served, name)
+        where = f"layer {found[0].name!r} ({type(found[0]).__name__}): {found[1]}" if found else None
+        others = ", ".join(f for f in FORMATS if f != name)
+        raise ConfigError(
+            f"format={name} cannot take model {model.name!r}: {where or _reason(err, captured.getvalue())}; "
+            f"other formats: {others}"
+        ) from None
+
+
+def predict(name: str, path: str | Path, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The exported artefact's outputs for images, from the format's own runtime, in batches."""
+    run = get_format(name).run
+    images = np.asarray(images, np.float32)
+    return np.concatenate([run(Path(path), images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How an artefact's outputs compare with Keras' on the same images."""
+
+    max_abs_diff: float  # over every output value (probabilities or boxes), float32
+    values_over: int  # output values differing by more than the tolerance asked
+    values: int
+    class_agreement: float | None  # share of pixels (or images) whose most probable class is the same
+
+    def line(self, tolerance: float) -> str:
+        agree = "" if self.class_agreement is None else f", same class at {self.class_agreement:.2%}"
+        return f"max |diff| {self.max_abs_diff:.3g}: {self.values_over} of {self.values} values > {tolerance}{agree}"
+
+
+def compare(
+    model: keras.Model,
+    name: str,
+    path: str | Path,
+    images: np.ndarray,
+    batch_size: int = 32,
+    tolerance: float = 1e-4,
+    expected: np.ndarray | None = None,
+) -> Parity:
+    """The artefact (run by its format's runtime) against the Keras model in float32, on images (`expected`:
+    the float32 Keras outputs, when already computed)."""
+    from pipeline.deploy.serving import Predictor
+
+    if expected is None:
+        expected = Predictor(serving_model(model), batch_size).predict(images)
+    exported = predict(name, path, images, batch_size)
+    gap = np.abs(exported - expected)
+    classes = model.outputs[0].shape[-1] > 1 and np.allclose(expected.sum(-1), 1, atol=1e-3)  # probabilities
+    agreement = float(np.mean(exported.argmax(-1) == expected.argmax(-1))) if classes else None
+    return Parity(float(gap.max()), int((gap > tolerance).sum()), int(gap.size), agreement)
+
+
+def parity(model: keras.Model, name: str, path: str | Path, images: np.ndarray, batch_size: int = 32) -> float:
+    """max |exported - Keras| over every output value of images (probabilities or boxes), in float32."""
+    return compare(model, name, path, images, batch_size).max_abs_diff
+
+
+def precision_gap(
+    model: keras.Model, images: np.ndarray, batch_size: int = 32, float32_outputs: np.ndarray | None = None
+) -> float | None:
+    """max |float32 - trained policy| of the Keras model's outputs on images; None when it was float32 already
+    (the export is float32: this says what leaving mixed precision changes)."""
+    from pipeline.deploy.serving import Predictor
+    from pipeline.tracking.models import inference_model
+
+    if is_float32(model):
+        return None
+    if float32_outputs is None:
+        float32_outputs = Predictor(serving_model(model), batch_size).predict(images)
+    trained = Predictor(inference_model(model), batch_size).predict(images)
+    return float(np.max(np.abs(float32_outputs - trained)))

@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import pandas as pd
 
-    from pipeline.evaluation.leaderboard import default_uri, for_reading, leaderboard, select_runs
+    from pipeline.config import default_tracking_uri
+    from pipeline.evaluation.leaderboard import for_reading, leaderboard, select_runs
 
-    uri = args.uri or default_uri()
+    uri = args.uri or default_tracking_uri()
     try:
         title, runs = select_runs(uri, args.target)
     except PipelineError as err:

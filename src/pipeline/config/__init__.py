@@ -1,6 +1,10 @@
-"""Where the config lives, the resolvers it uses, checks on its values, and the stage wrapper.
+"""The config: where it lives (conf/), the resolvers it uses, the stage wrapper every command runs in (one-line
+errors, SIGTERM as Ctrl-C, the misspelt-override check), and typed checks of a call's options; `schema`
+checks every value before anything runs, `options` names what the config may choose.
 
-Only entry points see the Hydra config; library functions take plain arguments.
+Imports no Keras: composing and checking any stage's config leaves keras, tensorflow and jax unloaded
+(tests/test_validation.py). May import data, models and tasks for their registries' names (the model's dry
+build imports Keras inside the function).
 """
 
 import difflib
@@ -57,6 +61,15 @@ def stage_main(config_name: str):
         return entry
 
     return decorate
+
+
+def default_tracking_uri() -> str:
+    """tracking.uri of the project's config, so a command without a config of its own (compare) reads the store
+    the stages write."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return str(compose(config_name="config").tracking.uri)
 
 
 def misspelt_override(arguments: list[str]) -> str | None:

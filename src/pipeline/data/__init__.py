@@ -1,1 +1,7 @@
-"""Data: the synthetic shapes generator, the folder loader, augmentation and the Keras input pipeline."""
+"""Data: sources by `data.layout` (generated sets, the user's folders, bundled and downloaded sets), file
+readers at their true bit depth (`pixels`, `folders`), the split index and the input pipeline (`samples`,
+`sequence`), augmentation (`augment`), the data profile (`profile`).
+
+May import plots (the profile's figure) and tasks (a source's target kind); no Keras at import time except
+`sequence` (a keras.utils.PyDataset).
+"""

@@ -110,16 +110,6 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_uri() -> str:
-    """tracking.uri of the project's config, so compare reads the store the stages write."""
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.config import conf_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return str(compose(config_name="config").tracking.uri)
-
-
 def select_runs(uri: str, target: str | None) -> tuple[str, list[dict]]:
     """(title, runs) for a parent run id, an experiment name, or (None) the latest sweep."""
     from pipeline import tracking

@@ -2,7 +2,8 @@
 
 MODELS is the one table of which model does what: name -> (where its builder lives, the task its output
 serves). Builders are imported when a model is built, so reading the table (the config schema does)
-imports no Keras.
+imports no Keras. May import config (checked calls), lecture (fixed kernels) and training (losses, to
+register them for loading).
 """
 
 import importlib

@@ -2,7 +2,8 @@
 (`pipeline.models.MODELS`), and every stage asks the task object for what differs between them.
 
 TASKS maps a task's name to where its class lives; `get_task` imports it, so reading the names (the config
-schema does) imports no Keras. A new task is one module and one entry here.
+schema does) imports no Keras. A new task is one module and one entry here. May import config, data,
+evaluation, interpret (the targets a picture explains), models, plots, training (losses).
 """
 
 import functools

@@ -1,8 +1,10 @@
 """The one package that talks to MLflow, in four parts: the store (one client per URI, retries), writing a
-run, models (log and load), and queries (runs, metrics, sweeps' parent runs).
+run, models (log and load), and queries (runs, metrics, sweeps' parent runs); with `provenance` (the code's
+and machine's tags of every run).
 
-The default store is a SQLite file at an absolute path in the project root (set in conf/tracking),
-so every Hydra job, single or multirun, writes to the same place; MLFLOW_TRACKING_URI overrides it.
+The default store is a SQLite file under the project root (conf/tracking), so every Hydra job, single or
+multirun, writes to the same place; MLFLOW_TRACKING_URI overrides it. May import config, data, deploy (the
+served pyfunc a logged model carries) and models (custom layers to load).
 """
 
 from pipeline.tracking.models import (

@@ -1,3 +1,6 @@
-"""Training: the runtime (precision, distribution, optimizer), resume and backups, callbacks, the train
-stage's job and the transfer stage's phases. `options` names what the config may choose; it imports no
-Keras, so a config is checked before TensorFlow loads."""
+"""Training: the train command's job (`job`: data, model, checkpoints, fit, test), the library it calls (`fit`),
+the runtime (precision, distribution, optimizers), resume and backups, callbacks, losses, and the transfer
+command's phases (`transfer`).
+
+May import config, data, lecture, models, plots, sweeps (a trial's pruning callback), tasks, tracking.
+"""

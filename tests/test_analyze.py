@@ -2,7 +2,7 @@
 
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import find_runs, run_stage
 from pipeline.models.unet import unet
 
 
@@ -12,7 +12,7 @@ def test_analyze_logs_report_and_headline_numbers(project):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("analysis").experiment_id])
+    [run] = find_runs(client, "analysis")
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "analyze"
     expected = unet((32, 32, 3), 4, depth=2, base_filters=8, stem="sobel")
     assert run.data.metrics["num_params"] == expected.count_params()
@@ -38,7 +38,7 @@ def test_analyze_lenet5_sees_the_whole_32px_digit_at_c5(project):
     result = run_stage("analyze", project, "model=lenet5", "data=digits")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("analysis").experiment_id])
+    [run] = find_runs(client, "analysis")
     # by hand: C1 5, S2 6 (jump 2), C3 6 + 4*2 = 14, S4 16 (jump 4), C5 16 + 4*4 = 32: the whole input
     assert run.data.metrics["receptive_field"] == 32 and run.data.metrics["num_params"] == 61_706
     assert 0.8 < run.data.metrics["conv_param_share"] < 0.85  # C1 + C3 + C5 = 50,692 of 61,706

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import run_stage
+from helpers import find_runs, run_stage
 from pipeline.commands import train
 from pipeline.data.classification import image_folder, read_idx
 from pipeline.data.folders import BadFiles, load_pairs, load_split
@@ -144,7 +144,7 @@ def test_skip_policy_trains_and_logs_the_count(project):
     logged = result.stdout + result.stderr  # Hydra sends log lines to stdout
     assert "[WARNING] - skipping" in logged and "notes.txt: not an image file" in logged
     client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("folder").experiment_id])
+    [run] = find_runs(client, "folder")
     assert run.info.status == "FINISHED" and run.data.metrics["skipped_files"] == 3
     listing = Path(client.download_artifacts(run.info.run_id, "data/skipped_files.txt", str(project))).read_text()
     assert all(str(path) in listing for path in culprits)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from conftest import run_stage
+from helpers import run_stage
 from pipeline.data.sensor import LUMINANCE, capture, expose, mosaic
 from pipeline.errors import ConfigError
 from pipeline.lecture.biology import bar, grating, measure_cells, simple_cell

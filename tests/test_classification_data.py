@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_stage
+from helpers import run_stage
 from pipeline.data.classification import _glyphs, image_folder, mnist, read_idx
 from pipeline.data.samples import decode_all
 from pipeline.data.sources import load_data, prepare_data

@@ -3,12 +3,12 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import find_runs, run_stage
 
 
 def read_run(project, experiment):
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    [run] = find_runs(client, experiment)
     return client, run
 
 

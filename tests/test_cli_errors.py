@@ -3,7 +3,7 @@
 import mlflow
 import pytest
 
-from conftest import TINY, run_stage
+from helpers import TINY, run_stage
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,12 @@ keeps a shorter run of the default job that still fails when the U-Net's quality
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import find_runs, run_stage
 
 
 def headline(project, experiment: str, key: str) -> float:
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.stage = 'train'")
+    [run] = find_runs(client, experiment, "tags.stage = 'train'")
     assert run.info.status == "FINISHED"
     return run.data.metrics[key]
 

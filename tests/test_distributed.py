@@ -8,7 +8,7 @@ import sys
 import mlflow
 import pytest
 
-from conftest import TINY, free_port, run_stage
+from helpers import TINY, free_port, run_stage
 
 
 def test_multi_worker_needs_tf_config(project):

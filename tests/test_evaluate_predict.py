@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY, run_stage
+from helpers import TINY, run_stage
 
 
 @pytest.fixture

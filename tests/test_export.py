@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from conftest import run_stage
+from helpers import run_stage
 from pipeline.deploy import exporting
 from pipeline.errors import ConfigError
 from pipeline.models import build_model

@@ -178,7 +178,7 @@ COMMON = ["data=folder", "data.classes=[background,cell]", "data.image_size=32",
 def cells_runs(tmp_path_factory):
     """The cells set twice, trained alike: as 16-bit TIFFs (12-bit camera, offset ~1000) mapped by
     data.intensity range [0, 4095], and as the same values scaled by hand to 8-bit PNGs."""
-    from conftest import train_run
+    from helpers import train_run
 
     project = tmp_path_factory.mktemp("cells")
     deep, shallow = write_cells(project / "deep"), write_cells(project / "shallow", bits=8)
@@ -211,7 +211,7 @@ def test_16_bit_tiffs_train_as_well_as_their_8_bit_copy_into_a_grey_model(cells_
 def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(cells_runs):
     import mlflow
 
-    from conftest import run_stage
+    from helpers import run_stage
 
     project, client, deep, _ = cells_runs
     raw = project / "deep" / "test" / "images"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_stage
+from helpers import run_stage
 from pipeline.data.sources import load_data
 from pipeline.errors import DataError
 

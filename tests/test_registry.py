@@ -5,7 +5,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import run_stage
 
 
 @pytest.fixture(scope="module")

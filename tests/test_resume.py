@@ -13,7 +13,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, run_stage
+from helpers import TINY, find_runs, run_stage
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -23,7 +23,7 @@ TEST_METRICS = ("test_mean_iou", "test_pixel_accuracy", "test_dice")
 
 def only_run(project):
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    [run] = find_runs(client, "shapes")
     return client, run
 
 

@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import free_port
+from helpers import free_port
 from pipeline import tracking
 from pipeline.models import build_model
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY
+from helpers import TINY, find_runs
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_a_sweep_and_a_reader_on_a_fresh_store_at_the_same_instant(tmp_path):
         assert swept.returncode == 0, swept.stderr[-3000:]
         assert "Traceback" not in read.stderr and read.returncode in (0, 2), read.stderr[-2000:]  # 2: no sweep yet
         client = MlflowClient(uri)
-        runs = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+        runs = find_runs(client, "shapes")
         [parent] = [r for r in runs if r.data.tags["stage"] == "sweep"]
         [child] = [r for r in runs if r.data.tags["stage"] == "train"]
         assert parent.info.status == child.info.status == "FINISHED"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import find_runs
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
 from pipeline.data.samples import ArraySamples, FileSamples, decode_all, parse_bytes
@@ -192,6 +193,6 @@ def test_a_file_corrupted_mid_training_fails_the_run_naming_it_with_its_epochs_k
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "train/images/" in last and "not a readable image" in last, last
     assert "Traceback" not in stderr, stderr[stderr.find("Traceback") - 1500 : stderr.find("Traceback") + 1500]
-    [run] = client.search_runs([client.get_experiment_by_name("streamed").experiment_id])
+    [run] = find_runs(client, "streamed")
     assert run.info.status == "FAILED"
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 1  # the epochs done are kept

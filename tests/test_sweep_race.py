@@ -7,7 +7,7 @@ Marked `quality` (`make quality`): five sweeps cost about 3 minutes, more than C
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import find_runs, run_stage
 
 pytestmark = pytest.mark.quality
 
@@ -21,7 +21,7 @@ def test_a_fresh_parallel_sweep_loses_nothing(tmp_path, attempt):
     result = run_stage("train", tmp_path, *SWEEP, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    runs = find_runs(client, "shapes")
     [parent] = [r for r in runs if r.data.tags["stage"] == "sweep"]
     children = [r for r in runs if r.data.tags["stage"] == "train"]
     assert parent.info.status == "FINISHED" and len(children) == 4

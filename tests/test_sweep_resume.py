@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import run_stage
 
 pytestmark = pytest.mark.slow
 

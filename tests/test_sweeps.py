@@ -18,7 +18,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import mlflow_server, run_stage
+from helpers import mlflow_server, run_stage
 from pipeline.config import project_root
 
 pytestmark = pytest.mark.slow

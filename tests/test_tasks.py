@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import run_stage
+from helpers import run_stage
 from pipeline.tasks import TASKS, direction, get_task, unique_names
 
 

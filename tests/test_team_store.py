@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, mlflow_server, run_stage
+from helpers import free_port, mlflow_server, run_stage
 
 pytestmark = pytest.mark.slow
 

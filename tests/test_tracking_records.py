@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from helpers import find_runs
 from pipeline import tracking
 from pipeline.errors import DataError
 from pipeline.evaluation import leaderboard
@@ -25,7 +26,7 @@ def test_failed_run_ends_failed_with_the_error_and_its_traceback(uri, tmp_path):
         with tracking.run(uri, "failures", "job", str(tmp_path / "artifacts"), {"stage": "train"}):
             raise ValueError("boom: bad batch")
     client = MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("failures").experiment_id])
+    [run] = find_runs(client, "failures")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "ValueError: boom: bad batch"
     text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/error/traceback.txt")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, run_stage
+from helpers import TINY, find_runs, run_stage
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_monitoring_val_loss_keeps_the_epoch_with_the_lowest_val_loss(tmp_path):
     result = run_stage("train", tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id], "tags.stage = 'train'")
+    [run] = find_runs(client, "shapes", "tags.stage = 'train'")
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
     assert len(losses) == 4 and max(losses) - min(losses) > 1e-3  # the epochs differ, so the choice matters
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import find_runs, run_stage
 from pipeline import tracking
 from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError, DataError
@@ -169,7 +169,7 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
     result = run_stage("train", project, "experiment=transfer_source", "trainer.epochs=1", *tiny)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [source] = client.search_runs([client.get_experiment_by_name("transfer_source").experiment_id])
+    [source] = find_runs(client, "transfer_source")
     result = run_stage(
         "transfer",
         project,
@@ -225,7 +225,7 @@ def test_segmentation_fine_tunes_a_unet_on_a_local_mobilenet_through_the_cli(pro
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    [run] = find_runs(client, "shapes")
     assert run.data.tags["task"] == "segmentation" and run.data.tags["strategy"] == "fine_tune"
     assert 0.0 <= run.data.metrics["test_mean_iou"] <= 1.0
     history = client.get_metric_history(run.info.run_id, "unfrozen_blocks")

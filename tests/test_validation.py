@@ -7,7 +7,7 @@ store in a temporary folder: no MLflow run may be left RUNNING (none is even sta
 import mlflow
 import pytest
 
-from conftest import TINY
+from helpers import TINY
 from pipeline.commands import train
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage
+from helpers import run_stage
 
 FAST = [
     "num_images=2",

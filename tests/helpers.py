@@ -1,0 +1,104 @@
+"""What the tests share besides fixtures: running a stage as its command line, finding the runs it recorded,
+and servers started on loopback (imported as `from helpers import ...`; conftest.py holds only fixtures)."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+TINY = [
+    "trainer=debug",
+    "trainer.epochs=2",
+    "model.depth=2",
+    "model.base_filters=4",
+    "tracking.num_examples=2",
+]
+
+
+def run_stage(
+    stage: str, project: Path, *overrides: str, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline.<stage>` with paths.root=project and a SQLite store in it (or `env`'s
+    MLFLOW_TRACKING_URI)."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db",
+        "HYDRA_FULL_ERROR": "0",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", f"pipeline.commands.{stage}", f"paths.root={project}", *overrides]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_run(project: Path, *overrides: str, experiment: str | None = None):
+    """Run the train stage; (client, the train run) of its store."""
+    from mlflow.tracking import MlflowClient
+
+    result = run_stage("train", project, *overrides, "trainer.verbose=0")
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = find_runs(client, experiment, "tags.stage = 'train'", max_results=1)
+    return client, run
+
+
+def find_runs(client, experiment: str | None = None, where: str = "", **options) -> list:
+    """The runs of `experiment` (by name; every experiment when None) that match the filter `where`, newest
+    first: the one way the tests find what a stage recorded."""
+    if experiment is None:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        assert found is not None, f"no experiment {experiment!r} in the store"
+        ids = [found.experiment_id]
+    return client.search_runs(ids, where, **options)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Until `url` answers 200; fails with the server's log if it exits or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
+    """`mlflow server` on a free loopback port over `backend_uri`; its URL; stopped (its process group) after."""
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        *("--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)),
+    ]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{url}/health", process, log)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=5)  # uvicorn may wait on open browser connections
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -75,7 +75,7 @@ wheelhouse-check: wheelhouse
 	PY=$${HOST_PY:-python$(HOST_PYTHON)} bash scripts/check_wheelhouse.sh
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
+	$(BIN)/cnn ui --port $(PORT)
 
 lint: $(STAMP) check-notebooks
 	$(BIN)/ruff check src tests

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-from pipeline.config import project_root
+from pipeline.config import checkout
 from pipeline.notebook import has_outputs, main, strip
 
-NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((checkout() / "notebooks").glob("*.ipynb"))
 
 
 def test_the_lecture_notebooks_are_there():

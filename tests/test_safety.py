@@ -2,6 +2,10 @@
 and the MLflow UI listens on localhost only."""
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -12,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import free_port, wait_for
 from pipeline import tracking
-from pipeline.config import project_root
+from pipeline.config import checkout
 from pipeline.data.oxford_pets import extract_archives, pet_pairs
 from pipeline.errors import DataError
 from pipeline.safety import REDACTED, redact_params, redact_text, safe_extract
@@ -124,6 +129,30 @@ def test_logged_params_and_config_files_hold_no_secret(tmp_path, monkeypatch):
         assert "very-secret-value" not in text and "pw1234" not in text and REDACTED in text
 
 
-def test_mlflow_ui_binds_localhost():
-    ui = next(line for line in (project_root() / "Makefile").read_text().splitlines() if "mlflow ui" in line)
-    assert "--host 127.0.0.1" in ui
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as the kernel lists them) of the sockets listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_cnn_ui_serves_the_store_on_loopback(tmp_path):
+    """`cnn ui` (what `make ui` runs) starts the MLflow UI over the given store, bound to 127.0.0.1."""
+    port = free_port()
+    log = tmp_path / "ui.log"
+    command = [sys.executable, "-m", "pipeline.commands.cli", "ui", "--uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    with open(log, "w") as out:
+        process = subprocess.Popen([*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", process, log)
+            assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only (/proc/net/tcp's hex)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+    assert "$(BIN)/cnn ui" in (checkout() / "Makefile").read_text()

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import mlflow_server, run_stage
-from pipeline.config import project_root
+from pipeline.config import checkout
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ SWEEP = [
     "sweep.register=shapes-best",  # the best child's model -> models:/shapes-best@champion
     "--multirun",  # after the overrides: run_stage puts paths.root first
 ]
-SCREENSHOT = project_root() / "outputs" / "test-artifacts" / "mlflow-ui-compare.png"
+SCREENSHOT = checkout() / "outputs" / "test-artifacts" / "mlflow-ui-compare.png"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The train stage end to end: a real subprocess, real Keras training, a real SQLite MLflow store."""
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -93,12 +94,28 @@ def test_manifest_written_for_generated_data(trained):
     assert manifest["counts"] == {"train": 16, "val": 8, "test": 8}
 
 
+def assert_quiet_console(result):
+    """What a train command prints to a pipe (a log file, CI): no TensorFlow C++ line (absl's `I0000 00:00:...
+    port.cc:153] ...`, its preamble, the cuInit error of a GPU-less host), progress as plain lines without
+    ANSI colours or backspaces, and an ending that says where the results are."""
+    output = result.stdout + result.stderr
+    cpp_line = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages")
+    cpp = [line for line in output.splitlines() if cpp_line.match(line)]
+    assert not cpp, cpp
+    assert "\x1b[" not in output and "\b" not in output and "system_metrics_monitor" not in output
+    assert re.search(r"\d+/\d+ - \d+s - .*val_loss: ", result.stdout), result.stdout[-2000:]  # one line an epoch
+    last = [line for line in output.splitlines() if "][INFO] - " in line][-3:]
+    assert any("checkpoint " in line and "job folder " in line for line in last), last
+    assert any("FINISHED: http://127.0.0.1:5000/#/experiments/" in line for line in last), last
+
+
 def test_monitoring_val_loss_keeps_the_epoch_with_the_lowest_val_loss(tmp_path):
     """trainer.monitor=val_loss is minimised: the kept checkpoint scores the lowest val_loss of the run (it
     kept the highest, the worst epoch, when every monitor was maximised)."""
     import keras
     from hydra import compose, initialize_config_dir
 
+    import pipeline.training.losses  # noqa: F401 - registers the loss the checkpoint was compiled with
     from pipeline.config import conf_dir
     from pipeline.data.sources import load_data, prepare_data
 
@@ -111,6 +128,7 @@ def test_monitoring_val_loss_keeps_the_epoch_with_the_lowest_val_loss(tmp_path):
     ]
     result = run_stage("train", tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_quiet_console(result)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [run] = find_runs(client, "shapes", "tags.stage = 'train'")
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]

@@ -4,9 +4,8 @@ TensorFlow is optional (the `tensorflow` extra): on a host with JAX and no Tenso
 image, an install from `make wheelhouse`), Keras is pointed at JAX unless KERAS_BACKEND or
 ~/.keras/keras.json says otherwise, before anything imports Keras.
 
-TensorFlow's start-up lines and its C++ info and warning log are off unless TF_CPP_MIN_LOG_LEVEL is set
-(0 shows them; pipeline.console): they repeat in every process, and its log would print, as a warning with a
-Python traceback, a data error that the train stage reports in one line.
+TensorFlow's start-up lines and its later C++ info lines are off unless TF_CPP_MIN_LOG_LEVEL=0
+(pipeline.console): they repeat in every process and say nothing a user acts on.
 
 The package by concern (each folder's docstring says what it may import; tests/test_layers.py checks it):
   commands/    the stages behind `cnn <command>`: Hydra config in, plain arguments to the library below

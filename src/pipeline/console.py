@@ -5,8 +5,8 @@ absl's "All log messages before absl::InitializeLog() ...", and on a host withou
 "E0000 ... failed call to cuInit ... (303)") to file descriptor 2 before its log level is read, so
 TF_CPP_MIN_LOG_LEVEL cannot silence them. `quiet_tensorflow` captures descriptor 2 while TensorFlow is
 imported and first lists its devices, then writes back every captured line that is not one of those
-known start-up lines: a real error at import still shows. Setting TF_CPP_MIN_LOG_LEVEL yourself (0 shows
-everything) turns the capture off.
+known start-up lines: a real error at import still shows. TF_CPP_MIN_LOG_LEVEL=0 turns the capture off and
+shows everything; unset, it becomes 1 (TensorFlow's later info lines off, its warnings kept).
 """
 
 import contextlib
@@ -80,10 +80,10 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
 
 
 def quiet_tensorflow() -> None:
-    """Mute TensorFlow's start-up lines in this process, unless TF_CPP_MIN_LOG_LEVEL is set."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    """Mute TensorFlow's start-up lines in this process, unless TF_CPP_MIN_LOG_LEVEL=0 asks for every line."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # its later C++ info and warnings, once logging is set up
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # later info lines off; warnings (a converter's reasons) stay
     if not any(isinstance(finder, _QuietTensorFlow) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlow())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import conf_dir, project_root
+from pipeline.config import checkout, conf_dir, project_root
 from pipeline.errors import PipelineError
 
 
@@ -30,7 +30,7 @@ def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfi
 def workspace(name: str) -> Path:
     """A notebook's own project root (data/, outputs/, mlflow.db): $PIPELINE_NOTEBOOK_ROOT/<name> when set
     (the tests point it at a temporary folder), else outputs/notebooks/<name> in the checkout (git-ignored)."""
-    base = os.environ.get("PIPELINE_NOTEBOOK_ROOT") or project_root() / "outputs" / "notebooks"
+    base = os.environ.get("PIPELINE_NOTEBOOK_ROOT") or (checkout() or project_root()) / "outputs" / "notebooks"
     root = Path(base, name).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root

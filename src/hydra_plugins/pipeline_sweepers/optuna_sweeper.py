@@ -139,10 +139,10 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        from pipeline.sweeps.sweep import one_line_errors
+        from pipeline.config import one_line_errors
 
         space, fixed = search_space(self.params, arguments)
-        with one_line_errors():  # an unreachable study database: one line, before any training
+        with one_line_errors("the sweep"):  # an unreachable study database: one line, before any training
             study = self._study()
         states = optuna.trial.TrialState
         orphans = [t for t in study.get_trials(deepcopy=False) if t.state in (states.RUNNING, states.WAITING)]

@@ -23,6 +23,7 @@ COMMANDS = {  # command -> (entry module, what it does)
     "register": ("pipeline.commands.register", "register a run's model as a version in the MLflow registry (+ alias)"),
     "compare": ("pipeline.commands.compare", "leaderboard of a sweep or an experiment"),
     "bench": ("pipeline.commands.bench", "the benchmark table"),
+    "ui": ("pipeline.commands.ui", "the MLflow UI over the project's store, on http://127.0.0.1:5000"),
 }
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cnn {command}: unknown command; valid: {valid} (cnn --help)", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    if command in ("compare",):  # argparse commands take their arguments directly
+    if command in ("compare", "ui"):  # argparse commands take their arguments directly
         module.main(rest)
         return 0
     sys.argv = [f"cnn {command}", *rest]  # Hydra and argparse read sys.argv

@@ -11,9 +11,6 @@ beside it as the held-out estimate. The key params are the Hydra overrides that 
 """
 
 import argparse
-import sys
-
-from pipeline.errors import PipelineError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,20 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import pandas as pd
 
-    from pipeline.config import default_tracking_uri
+    from pipeline.config import default_tracking_uri, one_line_errors
     from pipeline.evaluation.leaderboard import for_reading, leaderboard, select_runs
 
     uri = args.uri or default_tracking_uri()
-    try:
+    with one_line_errors():
         title, runs = select_runs(uri, args.target)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
         table = leaderboard(runs, args.metric)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     order = "lowest" if table.attrs["mode"] == "min" else "highest"
     print(f"{title}; ranked by {table.attrs['metric']}, {order} first")
     if table.attrs["metric"].startswith("test_"):

@@ -66,7 +66,7 @@ def main(cfg: DictConfig) -> float:
     link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
     log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", job.monitor, job.selected,
              job.task.headline, headline)  # fmt: skip
-    log.info("checkpoint %s; job folder %s; run %s (make ui to browse)", job.output_dir / "checkpoints" / "best.keras",
+    log.info("checkpoint %s; job folder %s; run %s (cnn ui to browse)", job.output_dir / "checkpoints" / "best.keras",
              job.output_dir, link)  # fmt: skip
     return job.selected
 

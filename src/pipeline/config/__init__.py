@@ -7,10 +7,12 @@ Imports no Keras: composing and checking any stage's config leaves keras, tensor
 build imports Keras inside the function).
 """
 
+import contextlib
 import difflib
 import functools
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,16 +27,25 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/pipeline
 
 
+ROOT_VARIABLE = "CNN_PIPELINE_ROOT"
+
+
 def project_root() -> Path:
-    """The source checkout when running from one (editable install), else the current directory."""
-    checkout = PACKAGE_DIR.parents[1]
-    return checkout if (checkout / "pyproject.toml").is_file() and (checkout / "conf").is_dir() else Path.cwd()
+    """Where data/, outputs/ and the default store mlflow.db go: $CNN_PIPELINE_ROOT, else the current folder
+    (as Hydra's outputs and MLflow's mlruns do), whether the package is a checkout or an installed wheel."""
+    return Path(os.environ.get(ROOT_VARIABLE) or Path.cwd()).resolve()
+
+
+def checkout() -> Path | None:
+    """The source checkout this package runs from (an editable install), else None."""
+    folder = PACKAGE_DIR.parents[1]
+    return folder if (folder / "pyproject.toml").is_file() and (folder / "conf").is_dir() else None
 
 
 def conf_dir() -> str:
-    """conf/ of the checkout, or the copy packaged inside a wheel install."""
+    """The copy of conf/ packaged inside a wheel install, or the checkout's conf/."""
     packaged = PACKAGE_DIR / "conf"
-    return str(packaged if packaged.is_dir() else project_root() / "conf")
+    return str(packaged if packaged.is_dir() else checkout() / "conf")
 
 
 OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), replace=True)
@@ -103,10 +114,8 @@ def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], 
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
         try:
-            return task(cfg)
-        except PipelineError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            with one_line_errors():
+                return task(cfg)
         except Terminated:
             print("error: stopped by SIGTERM (an open MLflow run was marked KILLED)", file=sys.stderr)
             raise SystemExit(128 + signal.SIGTERM) from None
@@ -115,6 +124,26 @@ def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], 
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def one_line_errors(doing: str | None = None):
+    """The project's errors as one line on stderr and exit status 2, instead of a traceback: the one wrapper of
+    every command, callback and sweeper. With `doing` (Hydra's callbacks, the sweeper) any other exception
+    stops the work too, named in one line: Hydra turns an exception in a callback into a warning and goes on
+    launching jobs, which would then run un-nested or unrecorded. SystemExit is not an Exception, so Hydra
+    lets it through."""
+    try:
+        yield
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:
+        if doing is None:
+            raise
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        print(f"error: {doing} stopped: {type(err).__name__}: {first}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class Terminated(KeyboardInterrupt):

@@ -14,7 +14,6 @@ epoch (trainer.resume) or starts afresh; children left RUNNING by a killed launc
 """
 
 import atexit
-import contextlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config import one_line_errors
 from pipeline.errors import PipelineError
 from pipeline.evaluation import leaderboard
 
@@ -136,23 +136,6 @@ def check_swept_keys(config: DictConfig) -> None:
             f"{where} sweeps {key}, which {chosen} does not have (its keys: {keys}); valid: sweep a key it has, "
             f"or add one with +{key}=..."
         )
-
-
-@contextlib.contextmanager
-def one_line_errors(doing: str = "the sweep"):
-    """Outside a stage (Hydra's callbacks, the sweeper) the project's errors are one line and exit 2 too. Any
-    other exception stops the multirun as well: Hydra turns an exception in a callback into a warning and
-    goes on launching jobs, which would then run un-nested, or not be recorded at all. SystemExit is not an
-    Exception, so Hydra lets it through."""
-    try:
-        yield
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except Exception as err:  # noqa: BLE001 - whatever it is, the sweep cannot record itself: stop
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        print(f"error: {doing} stopped: {type(err).__name__}: {first}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def short(key: str) -> str:

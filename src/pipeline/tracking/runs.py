@@ -13,12 +13,13 @@ from pathlib import Path
 import keras
 import mlflow
 
-from pipeline.config import project_root
+from pipeline.config import PACKAGE_DIR, checkout
 from pipeline.safety import redact_params, redact_text
 from pipeline.tracking import provenance
 from pipeline.tracking.store import check_reachable, client, ensure_experiment, retry_locked, use_store
 
 log = logging.getLogger(__name__)
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start, stop and "no GPU" lines
 
 MAX_PARAM_LENGTH = 500  # MLflow's guaranteed minimum across backends; the full config is also an artifact
 DIGEST_LENGTH = 36  # MLflow's dataset digest column holds at most 36 characters
@@ -60,7 +61,7 @@ def run(
         experiment_id = client(uri).get_run(parent_run_id or run_id).info.experiment_id
     else:
         experiment_id = ensure_experiment(experiment, artifact_root)
-    tags = {**provenance.run_tags(project_root()), **(tags or {})}
+    tags = {**provenance.run_tags(checkout() or PACKAGE_DIR), **(tags or {})}
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(system_metrics)
         mlflow.set_system_metrics_samples_before_logging(1)  # each sample logged as taken: a kill loses none
@@ -71,8 +72,8 @@ def run(
     where = client(uri).get_experiment(experiment_id).name
     nested = f", nested under run {parent_run_id}" if parent_run_id else ""
     log.info("MLflow run %s in experiment '%s'%s at %s", active.info.run_id, where, nested, uri)
-    if link := ui_link(uri, experiment_id, active.info.run_id):
-        log.info("view it at %s", link)
+    link = ui_link(uri, experiment_id, active.info.run_id)
+    log.info("view it at %s", link)
     end_run = retry_locked(mlflow.end_run)
     try:
         yield active
@@ -89,6 +90,7 @@ def run(
         raise
     else:
         end_run("FINISHED")
+        log.info("run %s FINISHED: %s (cnn ui to browse a local store)", active.info.run_id, link)
 
 
 class Stopped(Exception):  # noqa: N818 - not an error: a run ended on purpose before its end
@@ -148,8 +150,8 @@ def metric_steps(key: str) -> set[int]:
     return {m.step for m in history}
 
 
-def ui_link(uri: str, experiment_id: str, run_id: str) -> str | None:
-    """The run's page in the MLflow UI: on the tracking server itself, or (a local store) in `make ui`."""
+def ui_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server itself, or (a local store) in `cnn ui`."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 

@@ -5,6 +5,7 @@
 #   make quality                        the full-length quality runs (before a release; figures in the README)
 #   make test-notebooks                 runs every notebook in notebooks/ top to bottom
 #   make ui                             MLflow UI on http://127.0.0.1:5000
+#   make docs                           the documentation site (MkDocs, --strict) into site/
 #   make bench                          pipeline vs bare Keras, input pipeline, FLOP/s, precision, XLA, memory
 #   make sweep                          a tiny 2x2 grid sweep, 2 jobs at a time; then `make compare`
 #   make wheelhouse                     wheels for an offline Linux x86-64 Python 3.12 host with JAX (./wheelhouse)
@@ -17,7 +18,7 @@ PORT   ?= 5000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: wheelhouse wheelhouse-check setup train prepare sweep compare test test-slow test-notebooks test-all quality bench ui lint format check-notebooks strip-notebooks clean clean-all
+.PHONY: docs wheelhouse wheelhouse-check setup train prepare sweep compare test test-slow test-notebooks test-all quality bench ui lint format check-notebooks strip-notebooks clean clean-all
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +78,9 @@ wheelhouse-check: wheelhouse
 ui: $(STAMP)
 	$(BIN)/cnn ui --port $(PORT)
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP) check-notebooks
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -92,7 +96,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests
 
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun site .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 clean-all: clean

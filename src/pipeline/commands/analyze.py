@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import stage_main
 
@@ -30,7 +30,8 @@ def main(cfg: DictConfig) -> float:
 
     classes = list(cfg.data.classes)
     shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.get("channels", 3))
-    model = build_model(cfg.model.name, shape, len(classes), **model_options(cfg.model))
+    options = model_options(OmegaConf.to_container(cfg.model, resolve=True))
+    model = build_model(cfg.model.name, shape, len(classes), **options)
     rows = layer_table(model)
     text, summary = report(model, rows)
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -45,7 +46,7 @@ def main(cfg: DictConfig) -> float:
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags
     ):
-        tracking.log_params({"model": dict(model_options(cfg.model), name=cfg.model.name), "input_shape": str(shape)})
+        tracking.log_params({"model": dict(options, name=cfg.model.name), "input_shape": str(shape)})
         tracking.log_metrics(summary)
         tracking.log_text(text, "report.md")
         tracking.log_dir(out / "plots", "plots")

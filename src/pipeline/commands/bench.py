@@ -49,6 +49,7 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None, 
     plain `model.fit`."""
     import keras
     import numpy as np
+    from omegaconf import OmegaConf
 
     from pipeline.lecture.arithmetic import layer_flops
     from pipeline.models import build_model
@@ -58,7 +59,8 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None, 
     cfg, (x, y), (x_val, y_val), _ = _setup(precision, tuple(overrides))
     x, y = x[:images], y[:images]
     classes = len(cfg.data.classes)
-    model = build_model(cfg.model.name, x.shape[1:], classes, **model_options(cfg.model))
+    options = model_options(OmegaConf.to_container(cfg.model, resolve=True))
+    model = build_model(cfg.model.name, x.shape[1:], classes, **options)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.optimizer.lr),
         loss=keras.losses.SparseCategoricalCrossentropy(),

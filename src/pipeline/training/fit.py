@@ -6,7 +6,6 @@ import math
 
 import keras
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.errors import ConfigError
@@ -16,9 +15,9 @@ from pipeline.tasks import Report, Task, direction
 log = logging.getLogger(__name__)
 
 
-def model_options(model_cfg: DictConfig) -> dict:
+def model_options(model_cfg: dict) -> dict:
     """conf/model/<name>.yaml minus its name: the builder's keyword arguments."""
-    return {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "name"}
+    return {k: v for k, v in model_cfg.items() if k != "name"}
 
 
 def compile_model(

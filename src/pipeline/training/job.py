@@ -59,8 +59,15 @@ class Job:
         shape = self.splits["train"].image_shape
         self.input_channels = shape[-1]
         with dist.scope():  # variables mirrored on every replica
-            self.model = build_model(cfg.model.name, shape, len(self.classes), **model_options(cfg.model))
-        self.checkpoints = Checkpoints(resume_dir(cfg, dist.worker), cfg.trainer.resume)
+            self.model = build_model(
+                cfg.model.name,
+                shape,
+                len(self.classes),
+                **model_options(OmegaConf.to_container(cfg.model, resolve=True)),
+            )
+        self.checkpoints = Checkpoints(
+            resume_dir(OmegaConf.to_container(cfg, resolve=True), dist.worker), cfg.trainer.resume
+        )
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
         first = self.checkpoints.done_epochs

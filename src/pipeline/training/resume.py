@@ -14,6 +14,7 @@ most the backed-up epochs; on resume the backed-up epochs MLflow lacks are repla
 training restarts at the first epoch that has no backup (the one that was in flight).
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -23,7 +24,6 @@ import shutil
 from pathlib import Path
 
 import keras
-from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.training.callbacks import AtomicBackupAndRestore
@@ -32,14 +32,16 @@ log = logging.getLogger(__name__)
 NOT_IN_DIGEST = ("resume", "verbose")  # trainer options that do not change what is trained
 
 
-def resume_dir(cfg: DictConfig, worker: int = 0) -> Path:
-    """The config's resume folder; each worker of a multi-worker training has its own."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+def resume_dir(config: dict, worker: int = 0) -> Path:
+    """The resume folder of a resolved config (a plain dict); each worker of a multi-worker training has its
+    own."""
+    config = copy.deepcopy(config)
     for key in NOT_IN_DIGEST:
         config["trainer"].pop(key, None)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     suffix = f"-worker{worker}" if worker else ""
-    return Path(cfg.paths.output_dir) / "resume" / f"{cfg.data.name}-{cfg.model.name}-{digest}{suffix}"
+    name = f"{config['data']['name']}-{config['model']['name']}-{digest}{suffix}"
+    return Path(config["paths"]["output_dir"]) / "resume" / name
 
 
 def _seed_states(model: keras.Model) -> list:

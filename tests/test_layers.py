@@ -19,7 +19,7 @@ ALLOWED = {  # folder (or top-level module) -> the folders and modules it may im
     "lecture": {"data", "plots"},
     "plots": set(),
     "config": {"data", "models", "tasks"},  # the registries' names, for the schema; models for the dry build
-    "data": {"plots", "tasks"},
+    "data": {"config", "plots", "tasks"},
     "models": {"config", "lecture", "training"},
     "evaluation": {"config", "tasks", "tracking"},
     "interpret": {"data", "lecture", "models", "plots", "tasks"},

@@ -31,10 +31,11 @@ def main(cfg: DictConfig) -> float:
     from pipeline.data.sources import class_names
     from pipeline.errors import ConfigError
     from pipeline.interpret import explain, probes
+    from pipeline.models.precision import float32_model
     from pipeline.tasks import get_task
 
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
-    model = explain.in_float32(model)
+    model = float32_model(model)
     data = cfg.data
     if source_run and (source := tracking.load_run_config(source_run)):
         data = OmegaConf.create(source["data"])  # explain the model on what it was trained on

@@ -20,16 +20,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import conf_dir, positive_int, positive_number
 from pipeline.config.options import (
+    CACHE_MODES,
     EXPORT_FORMATS,
+    FITS,
+    INTENSITY_MODES,
     LR_SCALING,
     OPTIMIZERS,
     PRECISIONS,
+    PREDICT_MODES,
     SCHEDULES,
+    SPLITS,
     STRATEGIES,
+    TILE_BLENDS,
     TRANSFER_STRATEGIES,
 )
-from pipeline.data.pixels import MODES as INTENSITY_MODES
-from pipeline.data.samples import CACHE_MODES, FITS, parse_bytes
+from pipeline.data.samples import parse_bytes
 from pipeline.data.sources import READERS
 from pipeline.errors import ConfigError
 from pipeline.models import MODELS, build_model, task_of_model
@@ -37,7 +42,6 @@ from pipeline.tasks import TASKS
 
 BAD_FILE_POLICIES = ("error", "skip")
 GRAYSCALE_POLICIES = ("error", "convert")
-SPLITS = ("train", "val", "test")
 ABSENT = object()
 # groups whose keys are all declared in conf/<group>/*.yaml (model keys are checked against the builder)
 CHECKED_GROUPS = ("data", "trainer", "optimizer", "loss", "tracking", "paths", "augment", "transfer")
@@ -162,10 +166,10 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "tta": _rule(lambda v: isinstance(v, bool), "true or false"),
     "batch_size": _rule(positive_int, "a positive integer"),
     "num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "mode": _choice(("resize", "tile")),
+    "mode": _choice(PREDICT_MODES),
     "tile_overlap": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "num_logged": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "tile_blend": _choice(("gaussian", "flat")),
+    "tile_blend": _choice(TILE_BLENDS),
     "background": _rule(lambda v: v is None or (_integer(v) and v >= 0), "null or a class index >= 0"),
     "num_images": _rule(positive_int, "a positive integer"),
     "format": _choice(EXPORT_FORMATS),

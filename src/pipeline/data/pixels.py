@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.config.options import INTENSITY_MODES
 from pipeline.errors import ConfigError, DataError
 
-MODES = ("auto", "range", "percentile")
 GRAY_MODES = ("1", "L", "LA", "P", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 HIGH_DEPTH_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 
@@ -118,8 +118,8 @@ class Intensity:
             config = {"mode": config}
         config = dict(config)
         mode = config.get("mode", "auto")
-        if mode not in MODES:
-            raise ConfigError(f"data.intensity.mode={mode!r} is unknown; valid: {', '.join(MODES)}")
+        if mode not in INTENSITY_MODES:
+            raise ConfigError(f"data.intensity.mode={mode!r} is unknown; valid: {', '.join(INTENSITY_MODES)}")
         bounds = config.get("range")
         if mode == "range":
             if bounds is None or len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config.options import CACHE_MODES
 from pipeline.data.folders import BadFiles
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-CACHE_MODES = ("auto", "memory", "none")
-FITS = ("stretch", "crop")
 UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20}
 UNITS.update({"g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40})
 

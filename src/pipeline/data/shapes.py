@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from pipeline.config.options import SPLITS
 from pipeline.data.sensor import capture
 from pipeline.data.sensor import check as check_sensor
 from pipeline.errors import ConfigError
 
 CLASSES = ("background", "circle", "square", "triangle")
-SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.options import FITS, SPLITS
 from pipeline.data import oxford_pets
 from pipeline.data.classification import (
     digits,
@@ -35,13 +36,12 @@ from pipeline.data.folders import (
 )
 from pipeline.data.oxford_pets import pet_pairs
 from pipeline.data.pixels import Intensity
-from pipeline.data.samples import FITS, ArraySamples, Samples, cache_splits, decode_all
+from pipeline.data.samples import ArraySamples, Samples, cache_splits, decode_all
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 Split = tuple[np.ndarray, np.ndarray]
-SPLITS = ("train", "val", "test")
 Reader = Callable[[DictConfig, Path, BadFiles], dict[str, Samples]]
 
 

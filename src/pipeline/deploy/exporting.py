@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.console import native_stderr_captured
 from pipeline.errors import ConfigError
+from pipeline.models.precision import float32_model, is_float32
 
 
 def _run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
@@ -94,32 +95,6 @@ def check_requirements(name: str) -> None:
             f"format={name} is exported through TensorFlow but Keras runs on {keras.config.backend()}: "
             "run the export with KERAS_BACKEND=tensorflow"
         )
-
-
-def _as_float32(node):
-    """A model config with every layer's dtype policy (mixed_bfloat16, mixed_float16) set to float32."""
-    if isinstance(node, dict):
-        if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
-            return {**node, "config": {**node["config"], "name": "float32"}}
-        return {key: _as_float32(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_as_float32(value) for value in node]
-    return node
-
-
-def is_float32(model: keras.Model) -> bool:
-    return all(layer.dtype_policy.name == "float32" for layer in model.layers)
-
-
-def float32_model(model: keras.Model) -> keras.Model:
-    """The model computing in float32 with the same weights: a model trained in mixed precision keeps its
-    variables in float32, so only the compute dtype changes. Exports are float32 (ONNX Runtime refuses the
-    Mul of a bfloat16 and a float16 that a mixed_bfloat16 graph converts to, LiteRT has no bfloat16 ops)."""
-    if is_float32(model):
-        return model
-    clone = model.__class__.from_config(_as_float32(model.get_config()))
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def serving_model(model: keras.Model) -> keras.Model:

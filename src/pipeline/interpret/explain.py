@@ -150,17 +150,3 @@ def deconv_figures(model, layers: list[str], image: np.ndarray, top: int):
             pictures, titles, f"{name}: strongest units projected to the pixels (guided backprop)", columns=top + 1
         )
     return figures
-
-
-def in_float32(model: keras.Model) -> keras.Model:
-    """The same model computing in float32: gradients with respect to the input (saliency, Grad-CAM, activation
-    maximization) need it, and a mixed-precision model (trainer.precision=auto on a bfloat16 CPU) is not."""
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
-        return model
-
-    def float32_layer(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    clone = keras.models.clone_model(model, clone_function=float32_layer)
-    clone.set_weights(model.get_weights())  # mixed precision keeps its variables in float32 already
-    return clone

@@ -9,13 +9,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.config import checked_call
+from pipeline.config.options import PREDICT_MODES, TILE_BLENDS
 from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 from pipeline.training.losses import SegmentationLoss
-
-MODES = ("resize", "tile")
 
 
 def predict_probabilities(
@@ -64,15 +63,12 @@ def predict_resized(model: keras.Model, image: np.ndarray, tta: bool = False) ->
     return keras.ops.convert_to_numpy(resized)[0]
 
 
-BLENDS = ("gaussian", "flat")
-
-
 def tile_weights(tile_h: int, tile_w: int, blend: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
     """How much each pixel of a tile counts where tiles overlap: a Gaussian centred on the tile (σ = 1/8 of
     its side, as MONAI's sliding-window inference), so a tile's border predictions, made with little
     context, weigh less than its centre's; or flat (every pixel 1)."""
-    if blend not in BLENDS:
-        raise ConfigError(f"tile_blend={blend!r} is unknown; valid: {', '.join(BLENDS)}")
+    if blend not in TILE_BLENDS:
+        raise ConfigError(f"tile_blend={blend!r} is unknown; valid: {', '.join(TILE_BLENDS)}")
     if blend == "flat":
         return np.ones((tile_h, tile_w, 1), np.float32)
     y = np.arange(tile_h) - (tile_h - 1) / 2
@@ -194,8 +190,8 @@ class Segmentation:
     ) -> Written:
         """masks/<name>.png (class indices in a palette PNG: viewers show the class colours, readers get the
         indices) and overlays/<name>.png for every image, at its own size."""
-        if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is unknown; valid: {', '.join(MODES)}")
+        if mode not in PREDICT_MODES:
+            raise ConfigError(f"mode={mode!r} is unknown; valid: {', '.join(PREDICT_MODES)}")
         (out / "masks").mkdir(parents=True, exist_ok=True)
         (out / "overlays").mkdir(parents=True, exist_ok=True)
         written = Written()

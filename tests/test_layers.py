@@ -4,6 +4,7 @@ library never imports a command. The table is the one statement of these rules; 
 docstring says the same in words."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,12 @@ def test_the_library_imports_no_command():
     for path in library:
         wrong = {name for name in imports(path) if name.startswith("pipeline.commands")}
         assert not wrong, (path, wrong)
+
+
+def test_only_the_targets_module_branches_on_a_kind_of_target():
+    """What differs between masks, labels and boxes lives in pipeline.tasks.targets; elsewhere code asks it."""
+    branch = re.compile(r'[=!]= "(mask|boxes|label)"')
+    for path in FILES:
+        if path.relative_to(PACKAGE).as_posix() != "tasks/targets.py":
+            found = [line.strip() for line in path.read_text().splitlines() if branch.search(line)]
+            assert not found, (path.relative_to(PACKAGE), found)

@@ -152,3 +152,21 @@ def test_overlays_leave_only_the_background_class_untinted():
     assert not (every[0, 0] == 100).all()
     other = overlay(image, labels, 3, background=2)
     assert (other[1, 0] == 100).all() and not (other[0, 0] == 100).all()
+
+
+def test_every_task_names_a_kind_of_target_and_each_kind_moves_with_its_crop():
+    from pipeline.tasks import TASKS, get_task
+    from pipeline.tasks.targets import TARGETS, target_of
+
+    assert {get_task(name).target for name in TASKS} == set(TARGETS)
+    mask = np.arange(64).reshape(8, 8)
+    assert target_of("mask").crop(mask, 2, 3, 4, 8, 8).tolist() == mask[2:6, 3:7].tolist()
+    # the box (2, 2)-(6, 6) of an 8 x 8 image, seen from the 4 x 4 window at (2, 2): the whole window
+    box = target_of("boxes").crop([0.25, 0.25, 0.75, 0.75], 2, 2, 4, 8, 8)
+    np.testing.assert_allclose(box, [0, 0, 1, 1])
+    assert target_of("label").crop(3, 2, 2, 4, 8, 8) == 3
+    assert target_of("boxes").placeholder(8, 8).shape == (1, 4) and target_of("mask").placeholder(8, 6).shape == (
+        1,
+        8,
+        6,
+    )

@@ -9,6 +9,7 @@ import warnings
 import albumentations as A
 
 from pipeline.errors import ConfigError
+from pipeline.tasks.targets import target_of
 
 
 def build_augmentation(
@@ -38,5 +39,4 @@ def build_augmentation(
             if "are not valid for transform" in str(warning.message):
                 raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {warning.message}")
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    boxes = A.BboxParams(format="albumentations", label_fields=[], clip=True) if target == "boxes" else None
-    return A.Compose(built, seed=seed, bbox_params=boxes)
+    return A.Compose(built, seed=seed, bbox_params=target_of(target).bbox_params())

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.data.pixels import Intensity, bit_depth, count_kinds, read_header, read_values
 from pipeline.data.samples import Samples
 from pipeline.errors import DataError
+from pipeline.tasks.targets import target_of
 
 log = logging.getLogger(__name__)
 MIN_STEPS = 10  # fewer optimizer steps per epoch than this trains "into nothing" in a few epochs
@@ -47,10 +48,11 @@ def _class_counts(samples: Samples, num_classes: int, ignore: int | None) -> tup
     """(count per class, how many samples they come from, sampled?): labels of every sample, or the pixels of
     a sample of the masks."""
     targets = samples.targets
-    if samples.target_kind == "label" and targets is not None:
+    kind = target_of(samples.target_kind)
+    if kind.image_class and targets is not None:
         counts = np.bincount(np.asarray(targets, int), minlength=num_classes)[:num_classes]
         return counts.tolist(), len(targets), False
-    if samples.target_kind != "mask":
+    if not kind.spatial:  # boxes: no class to count
         return [], 0, False
     if targets is not None:  # masks in memory: every pixel
         valid = targets[targets != ignore] if ignore is not None else targets

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.config.options import CACHE_MODES
 from pipeline.data.folders import BadFiles
 from pipeline.errors import ConfigError, DataError
+from pipeline.tasks.targets import target_of
 
 log = logging.getLogger(__name__)
 UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20}
@@ -58,8 +59,7 @@ class Samples:
     def nbytes(self) -> int:
         """Memory the decoded split takes (images uint8, plus masks), estimated from the index."""
         height, width, channels = self.image_shape
-        per_target = height * width if self.target_kind == "mask" else 16
-        return len(self) * (height * width * channels + per_target)
+        return len(self) * (height * width * channels + target_of(self.target_kind).nbytes(height, width))
 
 
 class ArraySamples(Samples):
@@ -80,7 +80,8 @@ class ArraySamples(Samples):
 
     @property
     def targets(self):
-        return None if self.target_kind == "mask" and self._targets.dtype == object else self._targets
+        ragged = not target_of(self.target_kind).in_index and self._targets.dtype == object  # masks of mixed sizes
+        return None if ragged else self._targets
 
     def subset(self, indices):
         indices = np.asarray(indices, dtype=int)
@@ -115,7 +116,7 @@ class FileSamples(Samples):
 
     @property
     def targets(self):
-        if self.target_kind == "mask":
+        if not target_of(self.target_kind).in_index:  # masks: files, decoded when a batch needs them
             return None
         return np.asarray([target for _, target in self.items])
 

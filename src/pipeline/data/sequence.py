@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.data.folders import BadFiles
 from pipeline.data.samples import ArraySamples, Samples
 from pipeline.errors import DataError
+from pipeline.tasks.targets import target_of
 
 
 class ImageBatches(keras.utils.PyDataset):
@@ -105,8 +106,7 @@ class ImageBatches(keras.utils.PyDataset):
     def _placeholder(self):
         """One blank sample: what a deferred failure serves when no good batch came before it."""
         image = np.zeros((1, *self.samples.image_shape), np.float32)
-        shape = {"mask": (1, *self.samples.image_shape[:2]), "boxes": (1, 4)}.get(self.target, (1,))
-        targets = np.zeros(shape, np.float32 if self.target == "boxes" else np.int32)
+        targets = target_of(self.target).placeholder(*self.samples.image_shape[:2])
         return image, targets if self.outputs == 1 else (targets,) * self.outputs
 
     def batch(self, epoch: int, index: int):
@@ -148,12 +148,7 @@ class ImageBatches(keras.utils.PyDataset):
         if augment is None:
             augment = self._local.augment = copy.deepcopy(self.augment)
         augment.set_random_seed(int(state[1]))
-        if self.target == "mask":
-            out = augment(image=image, mask=target)
-            return out["image"], out["mask"]
-        if self.target == "boxes":
-            return _augment_box(augment, image, target)
-        return augment(image=image)["image"], target
+        return target_of(self.target).augment(augment, image, target)
 
     def on_epoch_begin(self):
         pass  # the order and the augmentation are drawn per batch from (seed, epoch, index)
@@ -198,18 +193,4 @@ def _random_crop(image: np.ndarray, target, size: int, kind: str, rng: np.random
     height, width = image.shape[:2]
     top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
     image = image[top : top + size, left : left + size]
-    if kind == "mask":
-        target = target[top : top + size, left : left + size]
-    elif kind == "boxes":
-        box = np.asarray(target, np.float32) * [width, height, width, height] - [left, top, left, top]
-        target = (np.clip(box, 0, size) / size).astype(np.float32)
-    return image, target
-
-
-def _augment_box(augment: A.Compose, image: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-    """The image with its one box moved by the same geometric transforms; a sample whose box the
-    transforms pushed out of the frame is kept as it was."""
-    out = augment(image=image, bboxes=np.asarray(box, np.float32)[None])
-    if len(out["bboxes"]) == 1:
-        return out["image"], np.asarray(out["bboxes"][0][:4], np.float32)
-    return image, np.asarray(box, np.float32)
+    return image, target_of(kind).crop(target, top, left, size, height, width)

@@ -39,6 +39,7 @@ from pipeline.data.pixels import Intensity
 from pipeline.data.samples import ArraySamples, Samples, cache_splits, decode_all
 from pipeline.data.shapes import CLASSES, ShapesSpec, generate
 from pipeline.errors import ConfigError, DataError
+from pipeline.tasks.targets import target_of
 
 log = logging.getLogger(__name__)
 Split = tuple[np.ndarray, np.ndarray]
@@ -95,10 +96,8 @@ def _shapes_cls(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Sample
     for split in SPLITS:
         images, masks = load_split(root, split, len(CLASSES), size, bad, data.get("grayscale", "error"))
         labels, boxes = shapes_labels(masks)
-        if get_task(data.task).target == "boxes":
-            out[split] = ArraySamples(images, ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32), "boxes")
-        else:
-            out[split] = ArraySamples(images, labels, "label")
+        kind = get_task(data.task).target
+        out[split] = ArraySamples(images, target_of(kind).from_objects(labels, boxes, size), kind)
     return out
 
 
@@ -225,7 +224,10 @@ def split_samples(
             splits[split] = samples = samples.subset(range(cap))
         k = data.get("k_per_class")
         if k is not None and split == "train":
-            if not (isinstance(k, int) and k >= 1) or get_task(data.get("task", "segmentation")).target != "label":
+            if (
+                not (isinstance(k, int) and k >= 1)
+                or not target_of(get_task(data.get("task", "segmentation")).target).image_class
+            ):
                 raise ConfigError(
                     f"data.k_per_class={k!r} is invalid: must be null or a positive integer (classification)"
                 )

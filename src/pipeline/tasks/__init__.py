@@ -10,7 +10,7 @@ import functools
 import importlib
 
 from pipeline.errors import ConfigError
-from pipeline.tasks.base import TARGETS, Report, Task, Written, direction, unique_names
+from pipeline.tasks.base import Report, Task, Written, direction, unique_names
 
 TASKS: dict[str, str] = {
     "segmentation": "pipeline.tasks.segmentation:Segmentation",
@@ -38,4 +38,4 @@ def infer_task(model) -> Task:
     return get_task("classification")
 
 
-__all__ = ["TARGETS", "TASKS", "Report", "Task", "Written", "direction", "get_task", "infer_task", "unique_names"]
+__all__ = ["TASKS", "Report", "Task", "Written", "direction", "get_task", "infer_task", "unique_names"]

@@ -10,7 +10,6 @@ from typing import Protocol
 
 import numpy as np
 
-TARGETS = ("mask", "label", "boxes")  # what augmentation must move (or keep) with the image
 LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
 
 
@@ -45,7 +44,7 @@ class Written:
 
 class Task(Protocol):
     name: str
-    target: str  # one of TARGETS
+    target: str  # a kind of pipeline.tasks.targets.TARGETS: mask, label or boxes
     monitor: str  # the validation metric the best checkpoint is chosen by
     headline: str  # the test metric sweeps and pipeline.commands.compare rank by (without the test_ prefix)
 

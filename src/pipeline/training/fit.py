@@ -11,6 +11,7 @@ from pipeline import tracking
 from pipeline.errors import ConfigError
 from pipeline.plots import viz
 from pipeline.tasks import Report, Task, direction
+from pipeline.tasks.targets import target_of
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def compile_model(
 ) -> tuple[str, str]:
     """Compile with the task's loss and metrics; returns the metric the best checkpoint is chosen by and
     its direction ("max" for scores, "min" for losses such as val_loss)."""
-    if len(model.outputs) > 1 and task.target != "label":
+    if len(model.outputs) > 1 and not target_of(task.target).image_class:
         raise ConfigError(
             f"model {model.name} has {len(model.outputs)} outputs; only classifiers may have auxiliary heads"
         )

@@ -28,6 +28,7 @@ from pipeline.models import build_model
 from pipeline.plots import viz
 from pipeline.sweeps import tuning
 from pipeline.tasks import get_task
+from pipeline.tasks.targets import target_of
 from pipeline.training.callbacks import StopOnNonFiniteLoss
 from pipeline.training.fit import compile_model, log_selection, model_options, shift_curve, test_and_log
 from pipeline.training.resume import Checkpoints, resume_dir
@@ -183,7 +184,7 @@ class Job:
             shift_curve(self.model, self.task, x_test, y_test, self.classes, batch, shifts, model_choice)
         tracking.log_figure(viz.training_curves(self.checkpoints.history()), "plots/training_curves.png")
         if cfg.tracking.log_model:
-            output = "boxes" if self.task.target == "boxes" else "probabilities"
+            output = target_of(self.task.target).served_output
             example, preprocessing = self.served_inputs(x_test[:2])
             tracking.log_keras_model(self.model, example, output=output, preprocessing=preprocessing)
         return headline

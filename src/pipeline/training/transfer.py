@@ -26,6 +26,7 @@ from pipeline.models.backbones import (
     transfer_classifier,
 )
 from pipeline.tasks import Task
+from pipeline.tasks.targets import target_of
 from pipeline.training.runtime import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def load_backbone(
     if source.startswith("latest:"):  # the newest finished run of an experiment, e.g. latest:transfer_source
         source = tracking.latest_run_id(uri, source.removeprefix("latest:"))
     model, run_id = tracking.load_model(source, uri)
-    backbone = feature_map_backbone(model) if task.target == "mask" else classifier_backbone(model)
+    backbone = feature_map_backbone(model) if target_of(task.target).spatial else classifier_backbone(model)
     expected = tuple(backbone.inputs[0].shape[1:])
     if tuple(input_shape) != expected:
         raise ConfigError(
@@ -75,9 +76,9 @@ def build_transfer_model(
 ) -> keras.Model:
     """A new head on the backbone: a softmax classifier, or a U-Net decoder for segmentation."""
     training = None if strategy == "scratch" else False  # a reused backbone keeps its batch norm statistics
-    if task.target == "mask":
+    if target_of(task.target).spatial:
         return backbone_unet(backbone, num_classes, base_filters, encoder_training=training)
-    if task.target != "label":
+    if not target_of(task.target).image_class:
         raise ConfigError(f"data.task={task.name!r}: the transfer stage handles classification and segmentation")
     return transfer_classifier(backbone, num_classes, training, head_dropout)
 

@@ -1,0 +1,115 @@
+"""The kinds of target a task learns, each the one place that knows its shape: masks (a class per pixel),
+labels (a class per image) and boxes (one box per image, as fractions of its size).
+
+A `Target` says what the data and training code would otherwise branch on: its batch array's shape and dtype,
+the memory it takes, whether a split's index already holds it, how a crop and albumentations move it with
+its image, the bounding-box parameters albumentations needs, the logged model's output name, and whether a
+network's feature maps (spatial) or its pooled features serve it. Tasks name their target (`Task.target`);
+`target_of(kind)` gives the object. NumPy only: albumentations is imported where a box is moved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Target:
+    kind: str
+    spatial = False  # a value per pixel: the target is (H, W) and moves with every geometric transform
+    in_index = True  # a split's index holds every target (labels, boxes) rather than files to decode (masks)
+    image_class = False  # the target is the image's class (k-per-class subsets, label counts, auxiliary heads)
+    served_output = "probabilities"  # the logged model's output name
+    dtype = np.int32
+
+    def shape(self, height: int, width: int) -> tuple[int, ...]:
+        """One sample's target shape."""
+        return ()
+
+    def nbytes(self, height: int, width: int) -> int:
+        """Memory one decoded target takes (an estimate, from the index)."""
+        return 16
+
+    def placeholder(self, height: int, width: int) -> np.ndarray:
+        """A batch of one blank target."""
+        return np.zeros((1, *self.shape(height, width)), self.dtype)
+
+    def crop(self, target, top: int, left: int, size: int, height: int, width: int):
+        """The target of the size x size window at (top, left) of a height x width image."""
+        return target
+
+    def augment(self, augment, image: np.ndarray, target) -> tuple[np.ndarray, object]:
+        """The image through an albumentations pipeline, the target moved with it where it has a place."""
+        return augment(image=image)["image"], target
+
+    def bbox_params(self):
+        """albumentations' bounding-box parameters for a pipeline that must move this target (None: none)."""
+        return None
+
+    def from_objects(self, labels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+        """The targets of a set with one object per image, given its labels (N,) and pixel boxes (N, 4)."""
+        raise NotImplementedError(f"{self.kind} targets are not made from one object per image")
+
+
+class Mask(Target):
+    kind = "mask"
+    spatial = True
+    in_index = False
+
+    def shape(self, height, width):
+        return (height, width)
+
+    def nbytes(self, height, width):
+        return height * width
+
+    def crop(self, target, top, left, size, height, width):
+        return target[top : top + size, left : left + size]
+
+    def augment(self, augment, image, target):
+        out = augment(image=image, mask=target)
+        return out["image"], out["mask"]
+
+
+class Label(Target):
+    kind = "label"
+    image_class = True
+
+    def from_objects(self, labels, boxes, size):
+        return labels
+
+
+class Boxes(Target):
+    kind = "boxes"
+    served_output = "boxes"
+    dtype = np.float32
+
+    def shape(self, height, width):
+        return (4,)
+
+    def crop(self, target, top, left, size, height, width):
+        """The box re-expressed in the window and clipped to it."""
+        box = np.asarray(target, np.float32) * [width, height, width, height] - [left, top, left, top]
+        return (np.clip(box, 0, size) / size).astype(np.float32)
+
+    def augment(self, augment, image, target):
+        """The one box moved by the same geometric transforms; a sample whose box the transforms pushed out of
+        the frame is kept as it was."""
+        out = augment(image=image, bboxes=np.asarray(target, np.float32)[None])
+        if len(out["bboxes"]) == 1:
+            return out["image"], np.asarray(out["bboxes"][0][:4], np.float32)
+        return image, np.asarray(target, np.float32)
+
+    def bbox_params(self):
+        import albumentations as A
+
+        return A.BboxParams(format="albumentations", label_fields=[], clip=True)
+
+    def from_objects(self, labels, boxes, size):
+        """(x_min, y_min, x_max, y_max) as fractions of the image: the last pixel's far edge is 1."""
+        return ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32)
+
+
+TARGETS = {target.kind: target for target in (Mask(), Label(), Boxes())}
+
+
+def target_of(kind: str) -> Target:
+    return TARGETS[kind]

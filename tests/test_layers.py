@@ -23,7 +23,7 @@ ALLOWED = {  # folder (or top-level module) -> the folders and modules it may im
     "data": {"config", "plots", "tasks"},
     "models": {"config", "lecture", "training"},
     "evaluation": {"config", "tasks", "tracking"},
-    "interpret": {"data", "lecture", "models", "plots", "tasks"},
+    "interpret": {"config", "data", "lecture", "models", "plots", "tasks"},
     "tasks": {"config", "data", "evaluation", "interpret", "models", "plots", "training"},
     "training": {"config", "data", "lecture", "models", "plots", "sweeps", "tasks", "tracking"},
     "tracking": {"config", "data", "deploy", "models"},
@@ -38,6 +38,7 @@ ALLOWED = {  # folder (or top-level module) -> the folders and modules it may im
 LIBRARIES = {  # third-party packages that only these folders import
     "mlflow": {"tracking", "sweeps", "commands"},
     "hydra": {"config", "sweeps", "commands", "notebook"},
+    "omegaconf": {"config", "sweeps", "commands", "notebook"},  # the library takes plain Specs (config.spec)
 }
 
 

@@ -34,6 +34,7 @@ def main(cfg: DictConfig) -> float:
         return recorded
     if sweep.resuming():  # a job killed part-way continues its own run from its last backed-up epoch
         cfg.trainer.resume = True
+    from pipeline.config.spec import spec
     from pipeline.training.job import Job
     from pipeline.training.runtime import configure_distribution, configure_runtime
 
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> float:
     dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)
     dry_build(cfg)  # impossible conv arithmetic stops here, naming the layer
     precision = configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
-    job = Job(cfg, dist)  # data read and checked, model built and compiled, resume folder opened
+    job = Job(spec(cfg), dist)  # data read and checked, model built and compiled, resume folder opened
     hydra_cfg = HydraConfig.get()
     job.output_dir = Path(hydra_cfg.runtime.output_dir)
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly

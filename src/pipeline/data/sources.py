@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.options import FITS, SPLITS
+from pipeline.config.spec import Spec, plain
 from pipeline.data import oxford_pets
 from pipeline.data.classification import (
     digits,
@@ -43,42 +43,42 @@ from pipeline.tasks.targets import target_of
 
 log = logging.getLogger(__name__)
 Split = tuple[np.ndarray, np.ndarray]
-Reader = Callable[[DictConfig, Path, BadFiles], dict[str, Samples]]
+Reader = Callable[[Spec, Path, BadFiles], dict[str, Samples]]
 
 
 def _arrays(splits: dict[str, Split]) -> dict[str, Samples]:
     return {split: ArraySamples(*splits[split]) for split in SPLITS}
 
 
-def _digit_subset(images: np.ndarray, labels: np.ndarray, data: DictConfig) -> Split:
+def _digit_subset(images: np.ndarray, labels: np.ndarray, data: Spec) -> Split:
     """Labels are the digits: data.classes may pick a subset (e.g. 5-9), relabelled 0..k-1."""
     keep = [int(c) for c in data.classes]
     return (images, labels) if keep == list(range(10)) else select_classes(images, labels, keep)
 
 
-def _digits(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _digits(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     splits = digits(data.image_size, data.val_fraction, data.test_fraction, data.split_seed)
     return _arrays({split: _digit_subset(*pair, data) for split, pair in splits.items()})
 
 
-def _mnist(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _mnist(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     splits = mnist(str(root), data.image_size, data.val_fraction, data.split_seed)
     return _arrays({split: _digit_subset(*pair, data) for split, pair in splits.items()})
 
 
-def _glyphs(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _glyphs(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     classes = list(data.classes)
     return _arrays(glyphs(classes, data.image_size, data.per_class, data.split_seed, data.val_fraction,
                           data.test_fraction))  # fmt: skip
 
 
-def intensity(data: DictConfig) -> Intensity:
+def intensity(data: Spec) -> Intensity:
     """data.intensity (auto when the data config has none): how image values become the model's 0..255."""
     config = data.get("intensity")
-    return Intensity.from_config(OmegaConf.to_container(config) if OmegaConf.is_config(config) else config)
+    return Intensity.from_config(plain(config))
 
 
-def _image_folder(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _image_folder(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     classes = [str(c) for c in data.classes] if data.classes else None
     grayscale, fit = data.get("grayscale", "error"), _fit(data)
     return image_folder(
@@ -87,7 +87,7 @@ def _image_folder(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samp
     )  # fmt: skip
 
 
-def _shapes_cls(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _shapes_cls(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     """The one object of each generated image: its class (circle, square, triangle), or its box
     (x_min, y_min, x_max, y_max as fractions of the image size) when the task learns boxes."""
     from pipeline.tasks import get_task
@@ -101,7 +101,7 @@ def _shapes_cls(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Sample
     return out
 
 
-def mask_reader(data: DictConfig, label_offset: int = 0) -> MaskReader:
+def mask_reader(data: Spec, label_offset: int = 0) -> MaskReader:
     """How the data's masks become class indices: data.mask_values, data.class_colors, data.ignore_label
     (which follows loss.ignore_label) - see pipeline.data.folders.MaskReader."""
     num_classes = len(data.classes or [])
@@ -127,7 +127,7 @@ def mask_reader(data: DictConfig, label_offset: int = 0) -> MaskReader:
     )
 
 
-def _pairs(data: DictConfig, pairs_of: Callable[[str], list], label_offset: int = 0) -> dict[str, Samples]:
+def _pairs(data: Spec, pairs_of: Callable[[str], list], label_offset: int = 0) -> dict[str, Samples]:
     """Segmentation (image, mask) file pairs per split, decoded when read; data.channels=auto is resolved
     from the image files' headers."""
     size, fit = data.image_size, _fit(data)
@@ -144,16 +144,16 @@ def _pairs(data: DictConfig, pairs_of: Callable[[str], list], label_offset: int 
     return out
 
 
-def _folders(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _folders(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     return _pairs(data, lambda split: folder_pairs(root, split, bad))
 
 
-def _oxford_pets(data: DictConfig, root: Path, bad: BadFiles) -> dict[str, Samples]:
+def _oxford_pets(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     pairs_of = lambda split: pet_pairs(root, split, data.val_fraction, data.split_seed)  # noqa: E731
     return _pairs(data, pairs_of, oxford_pets.LABEL_OFFSET)
 
 
-def _fit(data: DictConfig) -> str:
+def _fit(data: Spec) -> str:
     fit = data.get("fit", "stretch")
     if fit not in FITS:
         raise ConfigError(f"data.fit={fit!r} is invalid; valid: {', '.join(FITS)}")
@@ -174,7 +174,7 @@ READERS: dict[str, Reader] = {
 BUNDLED = ("digits", "glyphs")  # shipped with a library, or generated in memory
 
 
-def prepare_data(data: DictConfig, progress: bool = True) -> Path:
+def prepare_data(data: Spec, progress: bool = True) -> Path:
     """Make sure the dataset `data` describes is on disk; returns its root folder."""
     if data.get("layout") in BUNDLED:
         return Path(".")  # shipped with a library: nothing to prepare or read from disk
@@ -188,7 +188,7 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
     expected = list(CLASSES[1:]) if data.get("layout") == "shapes_cls" else list(CLASSES)
     if list(data.classes) != expected:
         raise ConfigError(f"data.classes={list(data.classes)} is invalid: the shapes generator draws {expected}")
-    generator = OmegaConf.to_container(data.generator)
+    generator = plain(data.generator)
     counts = tuple((split, count) for split, count in data.splits.items())
     try:
         spec = ShapesSpec(image_size=data.image_size, counts=counts, **generator)
@@ -200,7 +200,7 @@ def prepare_data(data: DictConfig, progress: bool = True) -> Path:
 
 
 def split_samples(
-    data: DictConfig, root: Path, bad: BadFiles | None = None, workers: int = 1, cache: bool = True
+    data: Spec, root: Path, bad: BadFiles | None = None, workers: int = 1, cache: bool = True
 ) -> dict[str, Samples]:
     """All three splits of a data config, from one call: {"train": Samples, "val": ..., "test": ...}.
 
@@ -237,14 +237,14 @@ def split_samples(
     return cache_splits(splits, data.get("cache", "auto"), data.get("cache_budget", "2GiB"), bad, workers)
 
 
-def load_data(data: DictConfig, root: Path, split: str, bad: BadFiles | None = None) -> Split:
+def load_data(data: Spec, root: Path, split: str, bad: BadFiles | None = None) -> Split:
     """Images (N, H, W, C) uint8 and targets of one split, decoded into memory: masks (N, H, W) uint8,
     class labels (N,) or boxes (N, 4). See split_samples."""
     return load_splits(data, root, bad, (split,))[split]
 
 
 def load_splits(
-    data: DictConfig, root: Path, bad: BadFiles | None = None, splits: tuple[str, ...] = SPLITS
+    data: Spec, root: Path, bad: BadFiles | None = None, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, Split]:
     """The splits asked for decoded into memory as arrays: {"train": (images, targets), "val": ..., "test": ...};
     the others are only indexed (evaluating the test split decodes none of the training images)."""
@@ -252,7 +252,7 @@ def load_splits(
     return {split: decode_all(indexed[split], bad, desc=f"decoding {split}").arrays() for split in splits}
 
 
-def class_names(data: DictConfig, root: Path) -> list[str]:
+def class_names(data: Spec, root: Path) -> list[str]:
     """The data's class names: from the config, or (image_folder with classes: null) its sorted sub-folders."""
     if data.classes:
         return [str(c) for c in data.classes]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from omegaconf import DictConfig
 
+from pipeline.config.spec import Spec
 from pipeline.data.sources import load_data, prepare_data
 from pipeline.errors import ConfigError, DataError
 from pipeline.interpret import probes
@@ -34,7 +34,7 @@ def read_image(path: str, shape: tuple[int, int, int]) -> np.ndarray:
     return np.asarray(picture, np.float32).reshape(shape)
 
 
-def pick_inputs(image: str | None, split: str, count: int, data: DictConfig, shape: tuple[int, int, int]):
+def pick_inputs(image: str | None, split: str, count: int, data: Spec, shape: tuple[int, int, int]):
     """The images to explain and their targets (labels or masks; None for a picture file)."""
     if image:
         return read_image(str(image), shape)[None], None
@@ -114,7 +114,7 @@ def save(figures: dict[str, "viz.plt.Figure"], folder: Path) -> None:
         viz.plt.close(figure)
 
 
-def maximization_figures(model, layers: list[str], classes: list[str], mcfg: DictConfig, folder: Path):
+def maximization_figures(model, layers: list[str], classes: list[str], mcfg: Spec, folder: Path):
     """Synthesized inputs for the first filters of each layer and for each class, saved; returns the gains
     (mean activation at the end over mean activation at the random start) per layer."""
     shape = tuple(model.inputs[0].shape[1:])

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
 from pipeline import tracking
+from pipeline.config.spec import Spec, plain
 from pipeline.console import progress_verbosity
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 class Job:
     """Data loaded and checked, model built and compiled, resume folder opened: ready to fit."""
 
-    def __init__(self, cfg: DictConfig, dist: Distribution, output_dir: str | Path = "."):
+    def __init__(self, cfg: Spec, dist: Distribution, output_dir: str | Path = "."):
         self.cfg, self.dist, self.output_dir = cfg, dist, Path(output_dir)  # the Hydra job folder
         self.task = get_task(cfg.data.task)
         self.root = prepare_data(cfg.data)
@@ -64,11 +65,9 @@ class Job:
                 cfg.model.name,
                 shape,
                 len(self.classes),
-                **model_options(OmegaConf.to_container(cfg.model, resolve=True)),
+                **model_options(plain(cfg.model)),
             )
-        self.checkpoints = Checkpoints(
-            resume_dir(OmegaConf.to_container(cfg, resolve=True), dist.worker), cfg.trainer.resume
-        )
+        self.checkpoints = Checkpoints(resume_dir(plain(cfg), dist.worker), cfg.trainer.resume)
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
         first = self.checkpoints.done_epochs
@@ -77,11 +76,11 @@ class Job:
                                           **loader)  # fmt: skip
         self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
         with dist.scope():
-            optimizer_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+            optimizer_cfg = plain(cfg.optimizer)
             optimizer_cfg["lr"] = dist.scaled_lr(optimizer_cfg["lr"], cfg.trainer.lr_scaling)
             steps = len(self.train_batches)
             optimizer = build_optimizer(steps_per_epoch=steps, epochs=cfg.trainer.epochs, **optimizer_cfg)
-            loss_options = OmegaConf.to_container(cfg.loss, resolve=True)
+            loss_options = plain(cfg.loss)
             self.monitor, self.mode = compile_model(
                 self.model,
                 self.task,
@@ -107,7 +106,7 @@ class Job:
         for split, samples in self.splits.items():
             tracking.log_dataset(cfg.data.name, str(self.root.resolve()), split, samples, checksum)
         tracking.log_dir(self.output_dir / ".hydra", "config")
-        tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+        tracking.log_text(yaml.safe_dump(plain(cfg), sort_keys=False), "config/resolved.yaml")
         flops = sum(layer_flops(layer) for layer in self.model.layers) / 1e9
         tracking.log_metrics({"num_params": self.model.count_params(), "gflops": flops})
         tracking.log_text(json.dumps(self.profile, indent=1), "data/profile.json")

@@ -106,7 +106,9 @@ class ImageBatches(keras.utils.PyDataset):
     def _placeholder(self):
         """One blank sample: what a deferred failure serves when no good batch came before it."""
         image = np.zeros((1, *self.samples.image_shape), np.float32)
-        targets = target_of(self.target).placeholder(*self.samples.image_shape[:2])
+        known = self.samples.targets
+        example = known[0] if known is not None and len(known) else None
+        targets = target_of(self.target).placeholder(*self.samples.image_shape[:2], example)
         return image, targets if self.outputs == 1 else (targets,) * self.outputs
 
     def batch(self, epoch: int, index: int):

@@ -154,12 +154,27 @@ def _oxford_pets(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
 
 
 def _fit(data: Spec) -> str:
+    from pipeline.tasks import get_task
+
     fit = data.get("fit", "stretch")
     if fit not in FITS:
         raise ConfigError(f"data.fit={fit!r} is invalid; valid: {', '.join(FITS)}")
     if fit == "crop" and not data.get("image_size"):
         raise ConfigError("data.fit=crop needs data.image_size (the side of the square crops)")
+    if fit == "crop" and not target_of(get_task(data.get("task", "segmentation")).target).croppable:
+        raise ConfigError(f"data.fit=crop changes what a {data.task} target measures; valid: data.fit=stretch")
     return fit
+
+
+def _shapes_cover(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
+    """The generated shapes set, each image's target the fraction of it each shape class covers (from its
+    mask): circle, square, triangle."""
+    size, out = data.image_size, {}
+    for split in SPLITS:
+        images, masks = load_split(root, split, len(CLASSES), size, bad, data.get("grayscale", "error"))
+        cover = np.stack([(masks == k).mean(axis=(1, 2)) for k in range(1, len(CLASSES))], axis=1)
+        out[split] = ArraySamples(images, cover.astype(np.float32), "values")
+    return out
 
 
 READERS: dict[str, Reader] = {
@@ -170,6 +185,7 @@ READERS: dict[str, Reader] = {
     "image_folder": _image_folder,
     "mnist": _mnist,
     "shapes_cls": _shapes_cls,
+    "shapes_cover": _shapes_cover,
 }
 BUNDLED = ("digits", "glyphs")  # shipped with a library, or generated in memory
 
@@ -185,7 +201,7 @@ def prepare_data(data: Spec, progress: bool = True) -> Path:
         if not root.is_dir():
             raise DataError(f"{root}: data.root folder not found (data={data.name}, layout {data.get('layout')})")
         return root
-    expected = list(CLASSES[1:]) if data.get("layout") == "shapes_cls" else list(CLASSES)
+    expected = list(CLASSES[1:]) if data.get("layout") in ("shapes_cls", "shapes_cover") else list(CLASSES)
     if list(data.classes) != expected:
         raise ConfigError(f"data.classes={list(data.classes)} is invalid: the shapes generator draws {expected}")
     generator = plain(data.generator)

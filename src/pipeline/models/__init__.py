@@ -24,6 +24,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "neocognitron": ("pipeline.models.classic:neocognitron", "classification"),
     "mlp": ("pipeline.models.classic:mlp", "classification"),
     "localizer": ("pipeline.models.localization:localizer", "localization"),
+    "regressor": ("pipeline.models.localization:regressor", "regression"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Localization (the lecture's "classification + localization"): a box-regression head on any classifier."""
+"""Heads that regress on a classifier's features (the lecture's "classification or regression based on
+extracted features"): the box of classification + localization, and any vector of values."""
 
 import keras
 from keras import layers, ops
@@ -15,6 +16,23 @@ def localizer(
     features = classifier.layers[-1].input  # what the classifier's softmax sees
     box = layers.Dense(4, activation="sigmoid", dtype="float32", name="box")(features)
     return keras.Model(classifier.inputs, box, name=f"{backbone}_localizer")
+
+
+def regressor(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    backbone: str = "convnet",
+    backbone_options: dict | None = None,
+    activation: str = "sigmoid",
+) -> keras.Model:
+    """The backbone classifier's features -> Dense(num_classes): one value per output name (data.classes),
+    e.g. the fraction of the image each class covers (sigmoid: in 0..1; `activation=linear` for counts)."""
+    from pipeline.models import build_model
+
+    classifier = build_model(backbone, input_shape, max(num_classes, 2), **(backbone_options or {}))
+    features = classifier.layers[-1].input
+    values = layers.Dense(num_classes, activation=activation, dtype="float32", name="values")(features)
+    return keras.Model(classifier.inputs, values, name=f"{backbone}_regressor")
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

@@ -291,6 +291,21 @@ def box_grid(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, colum
     return fig
 
 
+def values_scatter(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> plt.Figure:
+    """Predicted against true values, one panel per output, with the identity line."""
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names)):
+        low, high = (
+            float(min(truth[:, k].min(), predicted[:, k].min())),
+            float(max(truth[:, k].max(), predicted[:, k].max())),
+        )
+        ax.plot([low, high], [low, high], color="grey", linewidth=1)
+        ax.scatter(truth[:, k], predicted[:, k], s=8, alpha=0.6)
+        ax.set(title=name, xlabel="true", ylabel="predicted")
+    fig.tight_layout()
+    return fig
+
+
 def metric_against_params(values: dict[str, list[str]], metric: list[float], metric_name: str) -> plt.Figure:
     """A sweep's headline metric against each swept parameter, one panel per parameter (one point per
     job): numeric values on a numeric axis (logarithmic when they span over 20x), others as categories."""

@@ -16,6 +16,7 @@ TASKS: dict[str, str] = {
     "segmentation": "pipeline.tasks.segmentation:Segmentation",
     "classification": "pipeline.tasks.classification:Classification",
     "localization": "pipeline.tasks.localization:Localization",
+    "regression": "pipeline.tasks.regression:Regression",
 }
 
 
@@ -30,11 +31,13 @@ def get_task(name: str) -> Task:
 
 def infer_task(model) -> Task:
     """For a model file without its run's config: per-pixel output -> segmentation, 4 sigmoid outputs named
-    box -> localization, else classification."""
+    box -> localization, a head named values -> regression, else classification."""
     if len(model.outputs[0].shape) == 4:
         return get_task("segmentation")
     if model.layers[-1].name == "box":
         return get_task("localization")
+    if model.layers[-1].name == "values":
+        return get_task("regression")
     return get_task("classification")
 
 

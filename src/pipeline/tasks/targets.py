@@ -1,5 +1,6 @@
 """The kinds of target a task learns, each the one place that knows its shape: masks (a class per pixel),
-labels (a class per image) and boxes (one box per image, as fractions of its size).
+labels (a class per image), boxes (one box per image, as fractions of its size) and values (numbers per
+image, regressed).
 
 A `Target` says what the data and training code would otherwise branch on: its batch array's shape and dtype,
 the memory it takes, whether a split's index already holds it, how a crop and albumentations move it with
@@ -18,6 +19,7 @@ class Target:
     spatial = False  # a value per pixel: the target is (H, W) and moves with every geometric transform
     in_index = True  # a split's index holds every target (labels, boxes) rather than files to decode (masks)
     image_class = False  # the target is the image's class (k-per-class subsets, label counts, auxiliary heads)
+    croppable = True  # a crop of the image has a target of its own (data.fit=crop)
     served_output = "probabilities"  # the logged model's output name
     dtype = np.int32
 
@@ -29,8 +31,9 @@ class Target:
         """Memory one decoded target takes (an estimate, from the index)."""
         return 16
 
-    def placeholder(self, height: int, width: int) -> np.ndarray:
-        """A batch of one blank target."""
+    def placeholder(self, height: int, width: int, example=None) -> np.ndarray:
+        """A batch of one blank target (shaped like `example`, a target of the set, where the kind has no fixed
+        shape)."""
         return np.zeros((1, *self.shape(height, width)), self.dtype)
 
     def crop(self, target, top: int, left: int, size: int, height: int, width: int):
@@ -108,7 +111,26 @@ class Boxes(Target):
         return ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32)
 
 
-TARGETS = {target.kind: target for target in (Mask(), Label(), Boxes())}
+class Values(Target):
+    """A vector of numbers per image (regression: the fraction of the image each class covers, a count): they
+    must not change under the augmentation's transforms (flips and quarter turns keep a coverage; a crop
+    does not, so data.fit=crop is refused)."""
+
+    kind = "values"
+    served_output = "values"
+    croppable = False
+    dtype = np.float32
+
+    def placeholder(self, height, width, example=None):
+        return np.zeros((1, *np.shape(example)), self.dtype)
+
+    def crop(self, target, top, left, size, height, width):
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("data.fit=crop changes what a regression target measures; valid: data.fit=stretch")
+
+
+TARGETS = {target.kind: target for target in (Mask(), Label(), Boxes(), Values())}
 
 
 def target_of(kind: str) -> Target:

@@ -1,0 +1,82 @@
+"""Regression on extracted features (the lecture's fourth use of the fully-connected layer): a vector of
+numbers per image, one per output name (data.classes), e.g. the fraction of the image each shape covers.
+Targets are values (N, K) float32; scored by mean absolute error (the headline, lower is better), RMSE and
+R² (the coefficient of determination, averaged over the outputs as scikit-learn's `uniform_average`)."""
+
+import csv
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.plots import viz
+from pipeline.tasks.base import Report, Written
+
+
+def predict_values(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), np.float32)
+
+
+def regression_scores(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> dict[str, float]:
+    """mae, rmse, r2 (mean over outputs of 1 - SS_res / SS_tot; an output constant in the truth counts 0 when
+    predicted imperfectly, 1 when exactly, as scikit-learn), and mae_<name> per output."""
+    error = predicted - truth
+    residual = (error**2).sum(axis=0)
+    total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
+    r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
+    scores = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean())), "r2": float(r2.mean())}
+    scores.update({f"mae_{name}": float(np.abs(error[:, k]).mean()) for k, name in enumerate(names)})
+    return scores
+
+
+class Regression:
+    name = "regression"
+    target = "values"
+    monitor = "val_mae"
+    headline = "mae"
+
+    def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:
+        if len(targets) and (targets.ndim != 2 or targets.shape[1] != len(classes)):
+            raise ConfigError(
+                f"the {split} split of data={data_name} has targets of shape {targets.shape}; valid: values "
+                f"(N, {len(classes)}), one per name in data.classes {list(classes)}"
+            )
+        if len(targets) and not np.isfinite(targets).all():
+            raise ConfigError(f"the {split} split of data={data_name} has targets that are NaN or infinite")
+
+    def evaluate(self, model, images, targets, classes, batch_size: int = 32, num_examples: int = 6, **_) -> Report:
+        predicted = predict_values(model, images, batch_size)
+        scores = regression_scores(targets, predicted, classes)
+        if num_examples == 0:
+            return Report(scores, self.headline, {}, predicted)
+        figures = {"plots/predicted_vs_true.png": viz.values_scatter(targets, predicted, classes)}
+        header = "index," + ",".join([*(f"true_{c}" for c in classes), *classes]) + "\n"
+        rows = [f"{i},{','.join(f'{v:.5f}' for v in (*t, *p))}\n" for i, (t, p) in enumerate(zip(targets, predicted))]
+        return Report(scores, self.headline, figures, predicted, header + "".join(rows))
+
+    def predict(self, model, images, names, classes, out: Path, batch_size=32, files=None, **_) -> Written:
+        """predictions.csv: the file as found and one predicted value per output name."""
+        from pipeline.data.folders import resize_image
+
+        out.mkdir(parents=True, exist_ok=True)
+        shape = tuple(model.inputs[0].shape[1:3])
+        values = predict_values(model, np.stack([resize_image(image, shape) for image in images]), batch_size)
+        table = out / "predictions.csv"
+        with table.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", *classes])
+            writer.writerows([file, *(f"{v:.5f}" for v in row)] for file, row in zip(files or names, values))
+        return Written(files=[table], logged=[table])
+
+    def explain(self, probabilities: np.ndarray, targets: np.ndarray | None, classes: list[str]) -> tuple:
+        """Each output in turn: what in the image raises the value predicted for it."""
+        from pipeline.interpret import probes
+
+        count = len(probabilities)
+        weights = [probes.target_weights(probabilities.shape, np.full(count, k)) for k in range(len(classes))]
+        rows = [", ".join(f"{c} {v:.2f}" for c, v in zip(classes, row)) for row in probabilities]
+        return [f"output {c}" for c in classes], weights, rows

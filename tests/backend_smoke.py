@@ -22,7 +22,12 @@ from pipeline.training.runtime import build_optimizer
 
 # the smallest data config of each task, at a size every model accepts
 JIT = os.environ.get("SMOKE_JIT", "0") == "1"  # one step: compiling it with XLA costs more than running it
-DATA_OF_TASK = {"segmentation": "shapes", "classification": "digits", "localization": "shapes_loc"}
+DATA_OF_TASK = {
+    "segmentation": "shapes",
+    "classification": "digits",
+    "localization": "shapes_loc",
+    "regression": "shapes_cover",
+}
 
 
 # model options whose layers differ from the config's defaults: unpooling switches, fixed stems, aux heads
@@ -51,6 +56,8 @@ def one_step(variant: str) -> float:
         y = rng.integers(0, classes, (4, size, size))
     elif task == "localization":
         y = np.tile(np.array([[0.2, 0.2, 0.6, 0.7]], np.float32), (4, 1))
+    elif task == "regression":  # the fraction of the image each class covers
+        y = rng.uniform(0, 0.3, (4, classes)).astype(np.float32)
     else:
         y = rng.integers(0, classes, 4)
     optimizer = build_optimizer("adam", 1e-3, steps_per_epoch=1, epochs=1)

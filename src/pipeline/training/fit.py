@@ -3,11 +3,13 @@ and log what a run records. Plain functions; the train and transfer commands cal
 
 import logging
 import math
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 
 from pipeline import tracking
+from pipeline.config.spec import plain
 from pipeline.errors import ConfigError
 from pipeline.plots import viz
 from pipeline.tasks import Report, Task, direction
@@ -16,9 +18,9 @@ from pipeline.tasks.targets import target_of
 log = logging.getLogger(__name__)
 
 
-def model_options(model_cfg: dict) -> dict:
-    """conf/model/<name>.yaml minus its name: the builder's keyword arguments."""
-    return {k: v for k, v in model_cfg.items() if k != "name"}
+def model_options(model_cfg: Mapping) -> dict:
+    """conf/model/<name>.yaml minus its name, as plain values: the builder's keyword arguments."""
+    return {k: v for k, v in plain(model_cfg).items() if k != "name"}
 
 
 def compile_model(

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -206,11 +207,13 @@ return [...document.querySelectorAll('table.mlflow-compare-table tr')]
 
 def metric_row(driver, name: str) -> list[str]:
     for offset in range(0, 5000, 180):  # scroll until the row is rendered
-        names, values = driver.execute_script(GRID_ROWS, "Metrics", offset)[:2]
-        tops = [top for top, _, text in names if text == name]
-        if tops:
-            driver.execute_script(GRID_ROWS, "Metrics", 0)  # back to the top, names and values aligned
-            return [text for _, _, text in sorted(c for c in values if c[0] == tops[0])]
+        for _ in range(3):  # the grid renders a new scroll position's rows a moment later (later on a busy host)
+            names, values = driver.execute_script(GRID_ROWS, "Metrics", offset)[:2]
+            tops = [top for top, _, text in names if text == name]
+            if tops:
+                driver.execute_script(GRID_ROWS, "Metrics", 0)  # back to the top, names and values aligned
+                return [text for _, _, text in sorted(c for c in values if c[0] == tops[0])]
+            time.sleep(0.3)
     raise AssertionError(f"metric {name} not in the compare view")
 
 

@@ -95,3 +95,16 @@ def test_a_sweep_of_regressors_is_ranked_by_the_lowest_validation_error(tmp_path
     best = min(children, key=lambda r: r.data.metrics["selection_val_mae"])
     assert parent.data.tags["best_run_id"] == best.info.run_id  # the lowest error, not the highest
     assert parent.data.metrics["best_selection_val_mae"] == pytest.approx(best.data.metrics["selection_val_mae"])
+
+
+def test_the_regressor_averages_its_features_over_the_image():
+    """Coverage is a share of the image: global average pooling (model.global_pool=avg) feeds the head."""
+    from pipeline.errors import ConfigError
+    from pipeline.models import build_model
+
+    options = {"n": 1, "m": 2, "k": 0, "filters": 4, "global_pool": "avg"}
+    model = build_model("regressor", (16, 16, 3), 3, backbone="convnet", backbone_options=options)
+    assert type(model.get_layer("global_pool")).__name__ == "GlobalAveragePooling2D"
+    assert model.output.shape == (None, 3) and model.layers[-1].name == "values"
+    with pytest.raises(ConfigError, match=r"model.global_pool='mean' is invalid; valid: false, true \(max\), max"):
+        build_model("convnet", (16, 16, 3), 3, global_pool="mean")

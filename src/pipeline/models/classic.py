@@ -79,13 +79,15 @@ def convnet(
     fc_units: int = 128,
     batch_norm: bool = False,
     dropout: float = 0.0,
-    global_pool: bool = False,
+    global_pool: bool | str = False,
 ) -> keras.Model:
     """The lecture's typical architecture [(CONV-RELU)^N - POOL?]^M - (FC-RELU)^K - SOFTMAX.
 
     `n` may be one N for every stage or a list with one per stage (VGG-11 is n=[1, 1, 2, 2, 2], m=5);
-    filters double at each stage. With pool=False the stages keep their resolution. global_pool=True
-    replaces Flatten by global max pooling: the features no longer depend on where they were found.
+    filters double at each stage. With pool=False the stages keep their resolution. global_pool=True (or
+    "max") replaces Flatten by global max pooling: the features no longer depend on where they were found;
+    "avg" by global average pooling: each feature becomes the share of the image where it fires (what a
+    coverage regressor needs).
     """
     per_stage = list(n) if isinstance(n, (list, tuple)) else [n] * m
     _check(num_classes, n=per_stage, m=m, filters=filters, kernel_size=kernel_size)
@@ -112,7 +114,14 @@ def convnet(
             x = layers.Activation("relu", name=f"stage{stage}_relu{i}")(x)
         if pool:
             x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
-    x = layers.GlobalMaxPooling2D(name="global_pool")(x) if global_pool else layers.Flatten(name="flatten")(x)
+    if global_pool not in (True, False, "max", "avg"):
+        raise ConfigError(f"model.global_pool={global_pool!r} is invalid; valid: false, true (max), max, avg")
+    if global_pool == "avg":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    elif global_pool:
+        x = layers.GlobalMaxPooling2D(name="global_pool")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
     for i in range(1, k + 1):
         x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
         if dropout:

@@ -22,7 +22,6 @@ from pipeline.data.classification import (
     mnist,
     per_class_indices,
     select_classes,
-    shapes_labels,
 )
 from pipeline.data.folders import (
     BadFiles,
@@ -87,17 +86,16 @@ def _image_folder(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
     )  # fmt: skip
 
 
-def _shapes_cls(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
-    """The one object of each generated image: its class (circle, square, triangle), or its box
-    (x_min, y_min, x_max, y_max as fractions of the image size) when the task learns boxes."""
+def _shapes_objects(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
+    """The generated shapes set with one target per image, made from its mask by the task's kind of target: the
+    one object's class (shapes_cls), its box (shapes_loc), the fraction of the image each class covers
+    (shapes_cover)."""
     from pipeline.tasks import get_task
 
-    size, out = data.image_size, {}
+    target, out = target_of(get_task(data.task).target), {}
     for split in SPLITS:
-        images, masks = load_split(root, split, len(CLASSES), size, bad, data.get("grayscale", "error"))
-        labels, boxes = shapes_labels(masks)
-        kind = get_task(data.task).target
-        out[split] = ArraySamples(images, target_of(kind).from_objects(labels, boxes, size), kind)
+        images, masks = load_split(root, split, len(CLASSES), data.image_size, bad, data.get("grayscale", "error"))
+        out[split] = ArraySamples(images, target.from_masks(masks, len(CLASSES)), target.kind)
     return out
 
 
@@ -166,17 +164,6 @@ def _fit(data: Spec) -> str:
     return fit
 
 
-def _shapes_cover(data: Spec, root: Path, bad: BadFiles) -> dict[str, Samples]:
-    """The generated shapes set, each image's target the fraction of it each shape class covers (from its
-    mask): circle, square, triangle."""
-    size, out = data.image_size, {}
-    for split in SPLITS:
-        images, masks = load_split(root, split, len(CLASSES), size, bad, data.get("grayscale", "error"))
-        cover = np.stack([(masks == k).mean(axis=(1, 2)) for k in range(1, len(CLASSES))], axis=1)
-        out[split] = ArraySamples(images, cover.astype(np.float32), "values")
-    return out
-
-
 READERS: dict[str, Reader] = {
     "folders": _folders,
     "oxford_pets": _oxford_pets,
@@ -184,8 +171,8 @@ READERS: dict[str, Reader] = {
     "glyphs": _glyphs,
     "image_folder": _image_folder,
     "mnist": _mnist,
-    "shapes_cls": _shapes_cls,
-    "shapes_cover": _shapes_cover,
+    "shapes_cls": _shapes_objects,
+    "shapes_cover": _shapes_objects,
 }
 BUNDLED = ("digits", "glyphs")  # shipped with a library, or generated in memory
 

@@ -48,9 +48,9 @@ class Target:
         """albumentations' bounding-box parameters for a pipeline that must move this target (None: none)."""
         return None
 
-    def from_objects(self, labels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-        """The targets of a set with one object per image, given its labels (N,) and pixel boxes (N, 4)."""
-        raise NotImplementedError(f"{self.kind} targets are not made from one object per image")
+    def from_masks(self, masks: np.ndarray, num_classes: int) -> np.ndarray:
+        """The targets of a generated set, made from its masks (N, H, W) of class indices (0: background)."""
+        raise NotImplementedError(f"{self.kind} targets are not made from masks")
 
 
 class Mask(Target):
@@ -76,8 +76,11 @@ class Label(Target):
     kind = "label"
     image_class = True
 
-    def from_objects(self, labels, boxes, size):
-        return labels
+    def from_masks(self, masks, num_classes):
+        """The class of the one object in each mask."""
+        from pipeline.data.classification import shapes_labels
+
+        return shapes_labels(masks)[0]
 
 
 class Boxes(Target):
@@ -106,9 +109,13 @@ class Boxes(Target):
 
         return A.BboxParams(format="albumentations", label_fields=[], clip=True)
 
-    def from_objects(self, labels, boxes, size):
-        """(x_min, y_min, x_max, y_max) as fractions of the image: the last pixel's far edge is 1."""
-        return ((boxes + np.array([0, 0, 1, 1])) / size).astype(np.float32)
+    def from_masks(self, masks, num_classes):
+        """The box of the one object in each mask, (x_min, y_min, x_max, y_max) as fractions of the image: the
+        last pixel's far edge is 1."""
+        from pipeline.data.classification import shapes_labels
+
+        height, width = masks.shape[1:3]
+        return ((shapes_labels(masks)[1] + [0, 0, 1, 1]) / [width, height, width, height]).astype(np.float32)
 
 
 class Values(Target):
@@ -128,6 +135,10 @@ class Values(Target):
         from pipeline.errors import ConfigError
 
         raise ConfigError("data.fit=crop changes what a regression target measures; valid: data.fit=stretch")
+
+    def from_masks(self, masks, num_classes):
+        """The fraction of each image that each class but the background (0) covers."""
+        return np.stack([(masks == k).mean(axis=(1, 2)) for k in range(1, num_classes)], axis=1).astype(np.float32)
 
 
 TARGETS = {target.kind: target for target in (Mask(), Label(), Boxes(), Values())}

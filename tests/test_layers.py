@@ -37,8 +37,8 @@ ALLOWED = {  # folder (or top-level module) -> the folders and modules it may im
 }
 LIBRARIES = {  # third-party packages that only these folders import
     "mlflow": {"tracking", "sweeps", "commands"},
-    "hydra": {"config", "sweeps", "commands", "notebook"},
-    "omegaconf": {"config", "sweeps", "commands", "notebook"},  # the library takes plain Specs (config.spec)
+    "hydra": {"config", "commands"},  # the library takes plain Specs and a JobPlace (config.spec)
+    "omegaconf": {"config", "commands"},
 }
 
 
@@ -126,3 +126,11 @@ def test_only_the_targets_module_branches_on_a_kind_of_target():
         if path.relative_to(PACKAGE).as_posix() != "tasks/targets.py":
             found = [line.strip() for line in path.read_text().splitlines() if branch.search(line)]
             assert not found, (path.relative_to(PACKAGE), found)
+
+
+def test_only_commands_and_config_see_hydra_types():
+    """Commands turn the Hydra config into plain Specs and a JobPlace once; below them nothing names its types."""
+    for path in FILES:
+        if area(module_name(path)) not in ("commands", "config"):
+            text = path.read_text()
+            assert "DictConfig" not in text and "HydraConfig" not in text, path.relative_to(PACKAGE)

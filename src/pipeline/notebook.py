@@ -12,19 +12,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from pipeline.config import checkout, conf_dir, project_root
+from pipeline.config import checkout, compose, project_root
 from pipeline.errors import PipelineError
 
-
-def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
-    """The config a stage would get for these command-line overrides (Hydra's compose API, no run dir)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+__all__ = [
+    "compose",
+    "workspace",
+    "tracking_uri",
+    "run_stage",
+    "runs",
+    "metric_history",
+    "show_artifact",
+    "artifact_text",
+    "has_outputs",
+    "strip",
+    "main",
+]  # compose: pipeline.config's, for the notebooks
 
 
 def workspace(name: str) -> Path:

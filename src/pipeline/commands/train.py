@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import stage_main
+from pipeline.config import job_place, stage_main
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ def main(cfg: DictConfig) -> float:
     from pipeline.sweeps import sweep
 
     tracking.check_reachable(cfg.tracking.uri)  # a server nobody runs: one line before any data is read
-    if (recorded := sweep.finished_job()) is not None:  # a resumed sweep: this job FINISHED before
+    place = job_place()  # its sweep folder and number in a multirun, and its overrides
+    if (recorded := sweep.finished_job(place)) is not None:  # a resumed sweep: this job FINISHED before
         return recorded
-    if sweep.resuming():  # a job killed part-way continues its own run from its last backed-up epoch
+    if sweep.resuming(place):  # a job killed part-way continues its own run from its last backed-up epoch
         cfg.trainer.resume = True
     from pipeline.config.spec import spec
     from pipeline.training.job import Job
@@ -42,16 +43,16 @@ def main(cfg: DictConfig) -> float:
     dist = configure_distribution(cfg.trainer.strategy, cfg.trainer.memory_growth)
     dry_build(cfg)  # impossible conv arithmetic stops here, naming the layer
     precision = configure_runtime(cfg.seed, cfg.trainer.precision, cfg.trainer.deterministic)
-    job = Job(spec(cfg), dist)  # data read and checked, model built and compiled, resume folder opened
+    job = Job(spec(cfg), dist, place=place)  # data read and checked, model built and compiled, resume folder opened
     hydra_cfg = HydraConfig.get()
     job.output_dir = Path(hydra_cfg.runtime.output_dir)
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
     model_choice = hydra_cfg.runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": job.task.name, "model": model_choice, "builder": cfg.model.name}
-    tags.update({"data": cfg.data.name, "precision": precision, **sweep.job_tags()})  # precision: what auto chose
+    tags.update({"data": cfg.data.name, "precision": precision, **sweep.job_tags(place)})  # precision: what auto chose
     uri, artifacts = job.store()  # only the chief records into the shared store
-    parent = sweep.parent_run_id() if dist.is_chief else None  # a multirun job nests under its sweep
-    name = sweep.job_name() or cfg.tracking.run_name  # a sweep's child is named by what it varies
+    parent = sweep.parent_run_id(place) if dist.is_chief else None  # a multirun job nests under its sweep
+    name = sweep.job_name(place) or cfg.tracking.run_name  # a sweep's child is named by what it varies
     try:
         where = (uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id)
         with tracking.run(*where, system_metrics=cfg.tracking.system_metrics) as run:

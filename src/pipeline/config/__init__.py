@@ -48,6 +48,15 @@ def conf_dir() -> str:
     return str(packaged if packaged.is_dir() else checkout() / "conf")
 
 
+def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
+    """The config a stage would get for these command-line overrides (Hydra's compose API, no run dir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
 OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), replace=True)
 
 
@@ -72,6 +81,30 @@ def stage_main(config_name: str):
         return entry
 
     return decorate
+
+
+def job_place():
+    """The running Hydra job's place (pipeline.config.spec.JobPlace): its sweep folder and number in a multirun,
+    and its command-line overrides; the default outside Hydra (a notebook calling a command's main)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from pipeline.config.spec import JobPlace
+
+    if not HydraConfig.initialized():
+        return JobPlace()
+    hydra = HydraConfig.get()
+    overrides = tuple(str(o) for o in hydra.overrides.task)
+    if hydra.mode != RunMode.MULTIRUN:
+        return JobPlace(overrides=overrides)
+    return JobPlace(Path(hydra.sweep.dir), int(hydra.job.num), overrides)
+
+
+def instantiate(record: dict):
+    """An object from a `_target_` record (Hydra's instantiate), for the library, which does not import Hydra."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    return hydra_instantiate(record)
 
 
 def default_tracking_uri() -> str:

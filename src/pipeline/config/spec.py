@@ -7,6 +7,8 @@ OmegaConf's types (tests/test_layers.py), so a notebook can call it with a dict 
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def plain(value):
@@ -57,3 +59,14 @@ class Spec(Mapping):
 def spec(config: Mapping) -> Spec:
     """The config (a DictConfig from Hydra, or any mapping) as a Spec."""
     return Spec(config)
+
+
+@dataclass(frozen=True)
+class JobPlace:
+    """Where a job sits among its siblings, as plain values: the sweep folder of a multirun (None for a single
+    run), the job's number in it (an Optuna sweep's trial number) and its command-line overrides. A command
+    reads it from Hydra once (`pipeline.config.job_place`); a notebook calling the library leaves the default."""
+
+    sweep_dir: Path | None = None
+    number: int | None = None
+    overrides: tuple[str, ...] = ()

@@ -2,8 +2,8 @@
 
 The sweeper (src/hydra_plugins/pipeline_sweepers, `sweep=optuna`) asks the study for trials and launches one
 Hydra job per trial, with the job number equal to the trial number, and writes where the study lives into the
-sweep folder (STUDY_FILE). A job reads it back (`job_trial`) to report each epoch's validation metric to
-its trial; when the study's pruner says so, training stops and the run ends KILLED with the tag
+sweep folder (STUDY_FILE). A job reads it back (`job_trial`, given the job's JobPlace) to report each epoch's
+validation metric to its trial; when the study's pruner says so, training stops and the run ends KILLED with the tag
 `pruned=true` (`Pruned`), which the sweeper tells the study.
 
 The study is persistent: by default an SQLite file beside the MLflow store (`sqlite:///.../optuna.db`
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import keras
 
+from pipeline.config import instantiate
+from pipeline.config.spec import JobPlace
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,23 +78,17 @@ def write_study_record(sweep_dir: Path, storage: str, study_name: str, pruner: d
     (Path(sweep_dir) / STUDY_FILE).write_text(json.dumps(record) + "\n")
 
 
-def job_trial():
-    """In a job of an Optuna sweep, its trial (trial number = Hydra job number); None otherwise."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from pipeline.sweeps.sweep import job_folder
-
-    folder = job_folder()
-    path = folder / STUDY_FILE if folder else None
+def job_trial(place: JobPlace):
+    """In a job of an Optuna sweep, its trial (trial number = the job's number); None otherwise."""
+    path = place.sweep_dir / STUDY_FILE if place.sweep_dir else None
     if path is None or not path.is_file():
         return None
     import optuna
-    from hydra.utils import instantiate
 
     record = json.loads(path.read_text())
     pruner = instantiate(record["pruner"]) if record.get("pruner") else optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=record["study_name"], storage=open_storage(record["storage"]), pruner=pruner)
-    number = int(HydraConfig.get().job.num)
+    number = int(place.number)
     # Optuna has no public lookup by number across processes: its storage's, as Optuna's own integrations use
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     return optuna.trial.Trial(study, trial_id)
@@ -119,7 +115,7 @@ class PruningCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def pruning_callbacks(monitor: str, mode: str) -> list[PruningCallback]:
+def pruning_callbacks(monitor: str, mode: str, place: JobPlace) -> list[PruningCallback]:
     """[the job's PruningCallback] in a job of an Optuna sweep; [] otherwise."""
-    trial = job_trial()
+    trial = job_trial(place)
     return [PruningCallback(trial, monitor, mode)] if trial is not None else []

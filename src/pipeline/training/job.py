@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from pipeline import tracking
-from pipeline.config.spec import Spec, plain
+from pipeline.config.spec import JobPlace, Spec, plain
 from pipeline.console import progress_verbosity
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 class Job:
     """Data loaded and checked, model built and compiled, resume folder opened: ready to fit."""
 
-    def __init__(self, cfg: Spec, dist: Distribution, output_dir: str | Path = "."):
+    def __init__(self, cfg: Spec, dist: Distribution, output_dir: str | Path = ".", place: JobPlace | None = None):
         self.cfg, self.dist, self.output_dir = cfg, dist, Path(output_dir)  # the Hydra job folder
+        self.place = place or JobPlace()  # in a sweep: its folder and job number (an Optuna trial reports to its study)
         self.task = get_task(cfg.data.task)
         self.root = prepare_data(cfg.data)
         self.classes = class_names(cfg.data, self.root)
@@ -127,7 +128,7 @@ class Job:
         score kept in `selected`: the value a sweep ranks by."""
         cfg, checkpoints = self.cfg, self.checkpoints
         checkpoints.start(run_id)
-        pruning = tuning.pruning_callbacks(self.monitor, self.mode)  # in an Optuna sweep's job: its trial
+        pruning = tuning.pruning_callbacks(self.monitor, self.mode, self.place)  # in an Optuna sweep's job: its trial
         try:
             self.model.fit(
                 self.train_batches,

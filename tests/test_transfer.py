@@ -6,8 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import find_runs, run_stage
-from pipeline import tracking
-from pipeline.data.sequence import ImageBatches
+from pipeline.config.spec import spec
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model
 from pipeline.models.backbone_unet import backbone_unet, unet_backbone
@@ -21,7 +20,10 @@ from pipeline.models.backbones import (
     skip_layers,
     transfer_classifier,
 )
-from pipeline.training.transfer import fit_phases, phases
+from pipeline.training.job import Job
+from pipeline.training.recipe import Built, Phase
+from pipeline.training.runtime import configure_distribution, configure_runtime
+from pipeline.training.transfer import phases
 
 MOBILENET = {"include_top": False, "weights": None, "input_shape": (32, 32, 3), "alpha": 0.35}
 
@@ -35,31 +37,39 @@ def changed(before: dict, after: dict) -> set[str]:
     return {name for name in before if any(not np.array_equal(a, b) for a, b in zip(before[name], after[name]))}
 
 
-def train(strategy: str, tmp_path, epochs: int = 2, warmup: int = 1) -> tuple[keras.Model, dict, dict]:
-    """A batch-normed convnet's backbone reused on random images by `strategy`; its weights before and after."""
-    source = build_model("convnet", (16, 16, 1), 3, n=1, m=3, filters=4, batch_norm=True, fc_units=8)
-    backbone = classifier_backbone(source)
-    model = transfer_classifier(backbone, 2, backbone_training=False)
-    rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 255, (16, 16, 16, 1)).astype(np.uint8), rng.integers(0, 2, 16)
-    before = snapshot(backbone)
+def train(strategy: str, compose_config, tmp_path, epochs: int = 2, warmup: int = 1, stop_after=None, *more):
+    """A batch-normed convnet's backbone reused on 16 digits by `strategy`, trained through the train stage's Job
+    (its transfer phases); the backbone's weights before and after, and the run. With `stop_after`, Ctrl-C
+    at the end of that epoch (after its backup)."""
+    made = {}
 
-    def compile_model(optimizer):
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    def factory(cfg, shape, num_classes):  # pipeline.training.transfer.factory, with an in-memory source
+        source = build_model("convnet", shape, 3, n=1, m=3, filters=4, batch_norm=True, fc_units=8)
+        made["backbone"] = backbone = classifier_backbone(source)
+        made["before"] = snapshot(backbone)
+        model = transfer_classifier(backbone, num_classes, backbone_training=None if strategy == "scratch" else False)
+        return Built(model, phases(strategy, epochs, warmup, 0.05, 1.0, fine_tune_blocks=2), backbone, keep="last")
 
-    optimizer = {"name": "adam", "lr": 0.05, "schedule": "constant"}
-    with tracking.run(f"sqlite:///{tmp_path}/mlflow.db", "transfer_test"):
-        fit_phases(
-            model,
-            backbone,
-            phases(strategy, epochs, warmup, 0.05, 1.0, fine_tune_blocks=2),
-            compile_model,
-            ImageBatches(images, labels, 8, shuffle=True),
-            ImageBatches(images[:8], labels[:8], 8),
-            optimizer,
-            verbose=0,
+    overrides = ["data=digits", "data.classes=[0,1]", "data.k_per_class=8", f"paths.root={tmp_path}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                 f"trainer.epochs={epochs}", "trainer.batch_size=8", "trainer.verbose=0", "optimizer=adam",
+                 "optimizer.lr=0.05", "optimizer.schedule=constant", "augment=none", "tracking.log_model=false",
+                 "tracking.num_examples=0", "tracking.system_metrics=null", "model=lenet5", *more]  # fmt: skip
+    cfg = spec(compose_config(overrides))
+    configure_runtime(cfg.seed, "float32", deterministic=True)
+    job = Job(cfg, configure_distribution("auto"), tmp_path, factory=factory)
+    if stop_after is not None:
+        job.extra_callbacks.append(
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: interrupt(e, stop_after))
         )
-    return backbone, before, snapshot(backbone)
+    job.record({"stage": "transfer"}, {}, "transfer")
+    client = MlflowClient(cfg.tracking.uri)
+    [run] = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    return made["backbone"], made["before"], snapshot(made["backbone"]), run
+
+
+def interrupt(epoch: int, stop_after: int) -> None:
+    if epoch + 1 == stop_after:
+        raise KeyboardInterrupt
 
 
 def test_blocks_group_layers_by_name_prefix():
@@ -69,26 +79,45 @@ def test_blocks_group_layers_by_name_prefix():
     assert list(blocks(backbone)) == ["stage1", "stage2", "stage3", "fc1"]  # batch norm layers aside
 
 
-def test_feature_extraction_leaves_every_backbone_weight_unchanged(tmp_path):
-    backbone, before, after = train("feature_extraction", tmp_path)
+def test_feature_extraction_leaves_every_backbone_weight_unchanged(compose_config, tmp_path):
+    backbone, before, after, _ = train("feature_extraction", compose_config, tmp_path)
     assert changed(before, after) == set()
     assert any(name.endswith("bn1") for name in before)  # ... including batch norm's moving statistics
 
 
-def test_fine_tune_changes_only_the_top_blocks(tmp_path):
-    backbone, before, after = train("fine_tune", tmp_path)
+def test_fine_tune_changes_only_the_top_blocks(compose_config, tmp_path):
+    backbone, before, after, _ = train("fine_tune", compose_config, tmp_path)
     assert changed(before, after) == {"stage3_conv1", "fc1"}  # the top 2 blocks; their batch norm stays frozen
 
 
-def test_scratch_trains_everything_including_batch_norm(tmp_path):
-    backbone, before, after = train("scratch", tmp_path, epochs=1)
+def test_scratch_trains_everything_including_batch_norm(compose_config, tmp_path):
+    backbone, before, after, _ = train("scratch", compose_config, tmp_path, epochs=1)
     assert changed(before, after) == set(before)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2], ids=["at-the-phase-boundary", "inside-the-second-phase"])
+def test_a_fine_tune_stopped_in_any_phase_resumes_to_the_uninterrupted_result(compose_config, tmp_path, stop_after):
+    """Each phase keeps its own backup (its own optimizer): stopped after the warm-up phase or inside the
+    fine-tuning, trainer.resume=true continues the same run to the scores of a run never stopped."""
+    *_, whole = train("fine_tune", compose_config, tmp_path / "whole", 3, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train("fine_tune", compose_config, tmp_path / "stopped", 3, 1, stop_after)
+    *_, resumed = train("fine_tune", compose_config, tmp_path / "stopped", 3, 1, None, "trainer.resume=true")
+    assert resumed.info.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{tmp_path}/stopped/mlflow.db")
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")] == [0, 1, 2]
+    assert [(m.step, m.value) for m in client.get_metric_history(resumed.info.run_id, "unfrozen_blocks")] == [
+        (0, 0.0),
+        (1, 2.0),
+    ]
+    for key in ("val_loss", "test_accuracy", "loss"):
+        assert resumed.data.metrics[key] == pytest.approx(whole.data.metrics[key], abs=1e-5), key
 
 
 def test_warmup_must_leave_epochs_to_fine_tune():
     with pytest.raises(ConfigError, match="transfer.warmup_epochs=3 is invalid for full"):
         phases("full", 3, 3, 1e-3, 0.1, 2)
-    assert phases("fine_tune", 10, 4, 1e-3, 0.1, 2) == [(4, 1e-3, 0), (6, pytest.approx(1e-4), 2)]
+    assert phases("fine_tune", 10, 4, 1e-3, 0.1, 2) == [Phase(4, 1e-3, 0), Phase(6, pytest.approx(1e-4), 2)]
 
 
 def test_keras_application_backbone_loads_a_local_weights_file(tmp_path):
@@ -198,11 +227,12 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
 
     result = run_stage("transfer_study", project, f"figure={project}/study.png")
     assert result.returncode == 0, result.stderr[-3000:]
-    [parent] = client.search_runs([study], "tags.stage = 'transfer_study'")
+    [parent] = client.search_runs([study], "tags.stage = 'sweep'")  # one run: the sweep, its children, its study
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"table.md", "table.csv"} <= artifacts and (project / "study.png").is_file()
+    assert {"table.md", "table.csv", "summary", "plots"} <= artifacts and (project / "study.png").is_file()
+    assert parent.data.tags["transfer_study"] == "true" and parent.data.metrics["transfer_study_runs"] == 4
     children = client.search_runs([study], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 4
+    assert len(children) == 4 and {r.data.tags["stage"] for r in children} == {"transfer"}
 
 
 @pytest.mark.slow

@@ -49,28 +49,8 @@ def main(cfg: DictConfig) -> float:
     # the config's name (vgg11) rather than its builder's (convnet), so the zoo compares cleanly
     model_choice = hydra_cfg.runtime.choices.get("model", cfg.model.name)
     tags = {"stage": "train", "task": job.task.name, "model": model_choice, "builder": cfg.model.name}
-    tags.update({"data": cfg.data.name, "precision": precision, **sweep.job_tags(place)})  # precision: what auto chose
-    uri, artifacts = job.store()  # only the chief records into the shared store
-    parent = sweep.parent_run_id(place) if dist.is_chief else None  # a multirun job nests under its sweep
-    name = sweep.job_name(place) or cfg.tracking.run_name  # a sweep's child is named by what it varies
-    try:
-        where = (uri, cfg.tracking.experiment, name, artifacts, tags, parent, job.checkpoints.run_id)
-        with tracking.run(*where, system_metrics=cfg.tracking.system_metrics) as run:
-            if not job.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
-                tracking.log_params(OmegaConf.to_container(cfg, resolve=True))
-                job.log_inputs()
-            job.fit(run.info.run_id)
-            headline = job.test(model_choice)
-    except tracking.Stopped:  # an Optuna sweep's trial, pruned: KILLED with its epochs so far
-        job.checkpoints.discard()
-        return job.pruned
-    job.checkpoints.discard()  # the run is complete: nothing left to resume
-    link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
-    log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", job.monitor, job.selected,
-             job.task.headline, headline)  # fmt: skip
-    log.info("checkpoint %s; job folder %s; run %s (cnn ui to browse)", job.output_dir / "checkpoints" / "best.keras",
-             job.output_dir, link)  # fmt: skip
-    return job.selected
+    tags.update({"data": cfg.data.name, "precision": precision})  # precision: what auto chose
+    return job.record(tags, OmegaConf.to_container(cfg, resolve=True), model_choice)
 
 
 if __name__ == "__main__":

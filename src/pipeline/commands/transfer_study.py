@@ -1,11 +1,12 @@
-"""The transfer study's summary: one parent run with the table and plot of a strategy x k multirun.
+"""The transfer study's summary: the table and plot of a strategy x k multirun, on that sweep's parent run.
 
-    cnn transfer -m experiment=transfer_study       # the runs
+    cnn transfer -m experiment=transfer_study       # the runs, nested under the sweep's parent run
     cnn transfer-study figure=docs/figures/transfer_study.png
 Reads the runs of the newest sweep (or `sweep_dir`) through pipeline.tracking, averages each
-strategy and k over seeds, logs table.md, table.csv and plots/transfer_study.png in a parent run
-and nests the runs under it. Returns the largest test gain over scratch at k <= 20 of the reuse strategy
-chosen at each k by validation accuracy.
+strategy and k over seeds, and adds table.md, table.csv and plots/transfer_study.png to the sweep's own
+parent run (beside its summary/ leaderboard), so one run holds the sweep, its children and its study.
+With several `sweep_dir`, the last one's parent holds the study and lists them all. Returns the largest
+test gain over scratch at k <= 20 of the reuse strategy chosen at each k by validation accuracy.
 """
 
 import logging
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import stage_main
 from pipeline.errors import DataError
+from pipeline.sweeps.sweep import PARENT_FILE, read_record
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +133,18 @@ def main(cfg: DictConfig) -> float:
         Path(cfg.figure).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(cfg.figure, dpi=120)
     gain = best_gain(ks, scores, per_class, validation)
-    tags = {"stage": "transfer_study", "sweep_dir": sweep, "data": tags["data"]}
-    with tracking.run(uri, experiment, "transfer_study_summary", cfg.tracking.artifact_root, tags) as parent:
-        tracking.log_params({"runs": len(runs), "sweep_dir": sweep})
-        tracking.log_metrics({"best_reuse_gain_k_le_20": gain})
-        for strategy, values in scores.items():
-            for k in ks:
-                if k in values:
-                    tracking.log_metrics({f"test_accuracy_{strategy}_k{k}": float(np.mean(values[k]))})
-        tracking.log_text(markdown, "table.md")
-        tracking.log_text(csv, "table.csv")
-        tracking.log_figure(figure, "plots/transfer_study.png")
-    tracking.set_parent(uri, [r["run_id"] for r in runs], parent.info.run_id)
+    record = read_record(Path(sweeps[-1]))
+    if record is None:
+        raise DataError(f"sweep_dir={sweeps[-1]} holds no {PARENT_FILE}: not a multirun's folder (or moved)")
+    metrics = {"best_reuse_gain_k_le_20": gain, "transfer_study_runs": len(runs)}
+    for strategy, values in scores.items():
+        metrics.update({f"test_accuracy_{strategy}_k{k}": float(np.mean(values[k])) for k in ks if k in values})
+    texts = {"table.md": markdown, "table.csv": csv}
+    study_tags = {"transfer_study": "true", "transfer_study_sweeps": sweep}
+    tracking.annotate_run(uri, record["run_id"], study_tags, metrics, texts, {"plots/transfer_study.png": figure})
     log.info("%d runs of %s\n%s", len(runs), sweep, markdown)
+    log.info("the study is on the sweep's parent run %s: %s", record["run_id"],
+             tracking.ui_link(uri, runs[0]["experiment_id"], record["run_id"]))  # fmt: skip
     return gain
 
 

@@ -17,6 +17,7 @@ from pipeline.tracking.models import (
     run_model_uri,
 )
 from pipeline.tracking.queries import (
+    annotate_run,
     child_runs,
     download_artifact,
     experiment_ids,
@@ -62,6 +63,7 @@ __all__ = [
     "experiment_ids",
     "experiment_names",
     "find_runs",
+    "annotate_run",
     "finish_parent_run",
     "flatten",
     "get_run",

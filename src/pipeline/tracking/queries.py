@@ -71,6 +71,22 @@ def finish_parent_run(
     store.set_terminated(run_id, status)
 
 
+def annotate_run(
+    uri: str, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float], texts: Mapping[str, str], figures
+) -> None:
+    """Tags, metrics, text artifacts {path: text} and figures {path: figure} added to an existing run, whatever
+    its status (a finished sweep's parent gains its study's table), which stays as it was."""
+    store = client(uri)
+    for key, value in tags.items():
+        store.set_tag(run_id, key, str(value))
+    for key, value in metrics.items():
+        store.log_metric(run_id, key, float(value))
+    for path, text in texts.items():
+        store.log_text(run_id, text, path)
+    for path, figure in figures.items():
+        store.log_figure(run_id, figure, path)
+
+
 def _as_dict(run) -> dict:
     return {
         "run_id": run.info.run_id,

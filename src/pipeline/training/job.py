@@ -25,13 +25,13 @@ from pipeline.data.sequence import ImageBatches, StopOnDataError
 from pipeline.data.shapes import read_manifest
 from pipeline.data.sources import class_names, intensity, prepare_data, split_samples
 from pipeline.lecture.arithmetic import layer_flops
-from pipeline.models import build_model
 from pipeline.plots import viz
-from pipeline.sweeps import tuning
+from pipeline.sweeps import sweep, tuning
 from pipeline.tasks import get_task
 from pipeline.tasks.targets import target_of
 from pipeline.training.callbacks import StopOnNonFiniteLoss
-from pipeline.training.fit import compile_model, log_selection, model_options, shift_curve, test_and_log
+from pipeline.training.fit import compile_model, log_selection, shift_curve, test_and_log
+from pipeline.training.recipe import Factory, enter_phase, scratch
 from pipeline.training.resume import Checkpoints, resume_dir
 from pipeline.training.runtime import Distribution, Throughput, build_optimizer
 
@@ -41,7 +41,16 @@ log = logging.getLogger(__name__)
 class Job:
     """Data loaded and checked, model built and compiled, resume folder opened: ready to fit."""
 
-    def __init__(self, cfg: Spec, dist: Distribution, output_dir: str | Path = ".", place: JobPlace | None = None):
+    def __init__(
+        self,
+        cfg: Spec,
+        dist: Distribution,
+        output_dir: str | Path = ".",
+        place: JobPlace | None = None,
+        factory: Factory = scratch,
+    ):
+        """`factory` makes the model and its phases (pipeline.training.recipe): the train stage's `scratch`, or
+        the transfer stage's reused backbone."""
         self.cfg, self.dist, self.output_dir = cfg, dist, Path(output_dir)  # the Hydra job folder
         self.place = place or JobPlace()  # in a sweep: its folder and job number (an Optuna trial reports to its study)
         self.task = get_task(cfg.data.task)
@@ -62,12 +71,8 @@ class Job:
         shape = self.splits["train"].image_shape
         self.input_channels = shape[-1]
         with dist.scope():  # variables mirrored on every replica
-            self.model = build_model(
-                cfg.model.name,
-                shape,
-                len(self.classes),
-                **model_options(plain(cfg.model)),
-            )
+            self.built = factory(cfg, shape, len(self.classes))
+        self.model = self.built.model
         self.checkpoints = Checkpoints(resume_dir(plain(cfg), dist.worker), cfg.trainer.resume)
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
@@ -76,21 +81,34 @@ class Job:
         self.train_batches = ImageBatches(self.splits["train"], None, batch, augment, True, cfg.seed, outputs, first,
                                           **loader)  # fmt: skip
         self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
+        self.phase = None  # the phase the model is compiled for
+        self.extra_callbacks: list[keras.callbacks.Callback] = []  # a notebook's own, after the epoch is recorded
+        self.compile_phase(0)
+
+    def compile_phase(self, index: int) -> None:
+        """Make phase `index`'s weights trainable and compile with its optimizer (its learning rate, scaled to
+        the global batch, its schedule over its epochs); sets the monitored metric and its direction."""
+        if self.phase == index:
+            return
+        cfg, phase, dist = self.cfg, self.built.phases[index], self.dist
+        trainable, unfrozen = enter_phase(self.built, phase)
         with dist.scope():
-            optimizer_cfg = plain(cfg.optimizer)
-            optimizer_cfg["lr"] = dist.scaled_lr(optimizer_cfg["lr"], cfg.trainer.lr_scaling)
-            steps = len(self.train_batches)
-            optimizer = build_optimizer(steps_per_epoch=steps, epochs=cfg.trainer.epochs, **optimizer_cfg)
-            loss_options = plain(cfg.loss)
+            options = {**plain(cfg.optimizer), "lr": dist.scaled_lr(phase.lr, cfg.trainer.lr_scaling)}
+            optimizer = build_optimizer(steps_per_epoch=len(self.train_batches), epochs=phase.epochs, **options)
             self.monitor, self.mode = compile_model(
                 self.model,
                 self.task,
-                loss_options,
+                plain(cfg.loss),
                 optimizer,
                 len(self.classes),
                 cfg.trainer.monitor,
                 cfg.trainer.jit_compile,
             )
+        self.phase, self.phase_weights = index, (trainable, unfrozen)
+        if len(self.built.phases) > 1 or self.built.backbone is not None:
+            first = sum(p.epochs for p in self.built.phases[:index])
+            log.info("phase %d: epochs %d-%d at lr %.2g, %d trainable weights, backbone blocks %s", index + 1,
+                     first + 1, first + phase.epochs, phase.lr, trainable, unfrozen)  # fmt: skip
 
     def store(self) -> tuple[str, str]:
         """The tracking URI and artifact root: the configured store for the chief, a local one for other workers
@@ -106,10 +124,12 @@ class Job:
         checksum = (read_manifest(self.root) or {}).get("checksum")  # generated sets carry a sha256 manifest
         for split, samples in self.splits.items():
             tracking.log_dataset(cfg.data.name, str(self.root.resolve()), split, samples, checksum)
-        tracking.log_dir(self.output_dir / ".hydra", "config")
+        if (self.output_dir / ".hydra").is_dir():  # a Hydra job's composed config (not from a notebook)
+            tracking.log_dir(self.output_dir / ".hydra", "config")
         tracking.log_text(yaml.safe_dump(plain(cfg), sort_keys=False), "config/resolved.yaml")
         flops = sum(layer_flops(layer) for layer in self.model.layers) / 1e9
-        tracking.log_metrics({"num_params": self.model.count_params(), "gflops": flops})
+        counts = {"num_params": self.model.count_params(), "gflops": flops, "train_images": len(self.splits["train"])}
+        tracking.log_metrics(counts)
         tracking.log_text(json.dumps(self.profile, indent=1), "data/profile.json")
         tracking.log_figure(profile_figure(self.profile), "data/profile.png")
         tracking.set_tags({"data_warnings": len(self.profile["warnings"]), "input_channels": self.input_channels})
@@ -122,29 +142,57 @@ class Job:
             listing = "".join(f"{path}: {reason}\n" for path, reason in self.bad_files.skipped.items())
             tracking.log_text(listing, "data/skipped_files.txt")
 
+    def record(self, tags: dict, params: dict, model_choice: str) -> float:
+        """Fit and test inside one MLflow run (nested under its sweep's parent, named by what the sweep varies,
+        the resumed run when resuming); returns the selected validation score (a pruned trial's last one)."""
+        cfg = self.cfg
+        uri, artifacts = self.store()  # only the chief records into the shared store
+        parent = sweep.parent_run_id(self.place) if self.dist.is_chief else None  # a multirun job nests under it
+        name = sweep.job_name(self.place) or cfg.tracking.run_name  # a sweep's child is named by what it varies
+        tags = {**tags, **sweep.job_tags(self.place)}
+        try:
+            where = (uri, cfg.tracking.experiment, name, artifacts, tags, parent, self.checkpoints.run_id)
+            with tracking.run(*where, system_metrics=cfg.tracking.system_metrics) as run:
+                if not self.checkpoints.resuming:  # a resumed run has its params, config, data and counts already
+                    tracking.log_params(params)
+                    self.log_inputs()
+                self.fit(run.info.run_id)
+                headline = self.test(model_choice)
+        except tracking.Stopped:  # an Optuna sweep's trial, pruned: KILLED with its epochs so far
+            self.checkpoints.discard()
+            return self.pruned
+        self.checkpoints.discard()  # the run is complete: nothing left to resume
+        link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
+        log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", self.monitor, self.selected,
+                 self.task.headline, headline)  # fmt: skip
+        log.info("checkpoint %s; job folder %s; run %s (cnn ui to browse)", self.checkpoint_path, self.output_dir,
+                 link)  # fmt: skip
+        return self.selected
+
     def fit(self, run_id: str) -> None:
-        """Keras fit with the best checkpoint (by the monitored metric, in its direction), backups and every
-        epoch's metrics; then the best epoch's model is loaded (evaluated, not the last one) and its validation
-        score kept in `selected`: the value a sweep ranks by."""
-        cfg, checkpoints = self.cfg, self.checkpoints
+        """Keras fit, phase by phase, with the best checkpoint (by the monitored metric, in its direction),
+        backups and every epoch's metrics; then the kept epoch's model is loaded (the best one, or the last for
+        a factory that keeps the last) and its validation score kept in `selected`: the value a sweep ranks by.
+        A resumed run skips the phases its backups finished and goes on inside the one that was in flight."""
+        checkpoints, phases = self.checkpoints, self.built.phases
         checkpoints.start(run_id)
         pruning = tuning.pruning_callbacks(self.monitor, self.mode, self.place)  # in an Optuna sweep's job: its trial
+        current = checkpoints.latest_phase()  # 0 unless a later phase has a backup
+        start = sum(p.epochs for p in phases[:current])
         try:
-            self.model.fit(
-                self.train_batches,
-                validation_data=self.val_batches,
-                epochs=cfg.trainer.epochs,
-                verbose=progress_verbosity(cfg.trainer.verbose),
-                shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
-                callbacks=[
-                    StopOnDataError(self.train_batches, self.val_batches),  # first: before anything records
-                    StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
-                    Throughput(len(self.splits["train"])),  # before the callbacks that record each epoch's logs
-                    *checkpoints.callbacks(self.monitor, self.mode),
-                    tracking.MetricsCallback(),
-                    *pruning,  # last: the epoch is recorded before the trial may stop here
-                ],
-            )
+            for index in range(current, len(phases)):
+                end = start + phases[index].epochs
+                self.compile_phase(index)
+                if self.built.backbone is not None and checkpoints.done_epochs <= start:  # not replayed on resume
+                    trainable, unfrozen = self.phase_weights
+                    tracking.log_metrics({"trainable_params": trainable, "unfrozen_blocks": len(unfrozen)}, step=start)
+                if end <= checkpoints.done_epochs and index + 1 < len(phases):  # finished before the run stopped
+                    checkpoints.restore(self.model, index)
+                else:
+                    self.fit_phase(index, start, end, pruning)
+                if pruning and pruning[0].pruned is not None:
+                    break
+                start = end
         finally:
             self.train_batches.close()
             self.val_batches.close()
@@ -152,11 +200,41 @@ class Job:
         if self.pruned is not None:  # its epochs so far are recorded; no test, no model
             tracking.set_tags({"pruned": "true", "pruned_at_epoch": self.pruned.epoch + 1})
             raise tracking.Stopped("KILLED", f"pruned by the Optuna study after epoch {self.pruned.epoch + 1}")
-        best_path = self.output_dir / "checkpoints" / "best.keras"
         self.log_skipped()
-        checkpoints.keep_best(best_path)
-        self.model = keras.models.load_model(best_path)
-        self.selected = log_selection(checkpoints.history(), self.monitor, self.mode)  # what a sweep ranks by
+        last = self.built.keep == "last"
+        self.checkpoint_path = self.output_dir / "checkpoints" / ("last.keras" if last else "best.keras")
+        if last:  # the model in memory is the last epoch's
+            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            self.model.save(self.checkpoint_path)
+        else:
+            checkpoints.keep_best(self.checkpoint_path)
+            self.model = keras.models.load_model(self.checkpoint_path)
+        history = checkpoints.history()
+        kept = len(history.get(self.monitor, [])) - 1 if last else None
+        self.selected = log_selection(history, self.monitor, self.mode, kept=kept)  # what a sweep ranks by
+
+    def fit_phase(self, index: int, start: int, end: int, pruning: list) -> None:
+        """Epochs start..end-1 of phase `index` (a backup of this phase, when resuming, is restored first)."""
+        cfg, checkpoints = self.cfg, self.checkpoints
+        # Keras advances a PyDataset's epoch between the epochs of one fit, not at its end: a phase starts its own
+        self.train_batches.epoch = max(start, checkpoints.done_epochs)
+        self.model.fit(
+            self.train_batches,
+            validation_data=self.val_batches,
+            initial_epoch=start,
+            epochs=end,
+            verbose=progress_verbosity(cfg.trainer.verbose),
+            shuffle=False,  # ImageBatches shuffles, by (seed, epoch), so a resumed run sees the same batches
+            callbacks=[
+                StopOnDataError(self.train_batches, self.val_batches),  # first: before anything records
+                StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
+                Throughput(len(self.splits["train"])),  # before the callbacks that record each epoch's logs
+                *checkpoints.callbacks(self.monitor, self.mode, index, best=self.built.keep == "best"),
+                tracking.MetricsCallback(),
+                *self.extra_callbacks,
+                *pruning,  # last: the epoch is recorded before the trial may stop here
+            ],
+        )
 
     def served_inputs(self, mapped: np.ndarray) -> tuple[np.ndarray, dict]:
         """(input example, preprocessing record) of the logged model: when the files are not 8-bit values the

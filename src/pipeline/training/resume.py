@@ -1,7 +1,8 @@
 """Training that survives being killed: per-config checkpoints, the MLflow run id, and every epoch's logs.
 
 The folder <paths.output_dir>/resume/<data>-<model>-<config digest>/ holds, while a training runs:
-    backup/      weights + optimizer state after the last finished epoch (AtomicBackupAndRestore: never half-written)
+    backup/      weights + optimizer state after the last finished epoch (AtomicBackupAndRestore: never half-written);
+                 backup-phase<n>/ for each later phase of a job trained in phases (its own optimizer)
     best.keras   the best epoch so far (ModelCheckpoint)
     state.json   {"run_id": ..., "epochs": {epoch: logs}, "seeds": {epoch: [...]}} - each epoch's logs and
                  the dropout layers' random states (not in Keras' backup), written before the backup
@@ -59,12 +60,12 @@ class Checkpoints:
     """The resume folder of one training config; `resume=False` starts afresh (discarding an old backup)."""
 
     def __init__(self, folder: Path, resume: bool):
-        self.folder, self.backup, self.best = folder, folder / "backup", folder / "best.keras"
+        self.folder, self.best = folder, folder / "best.keras"
         self.state_path = folder / "state.json"
-        metadata = self.backup / "training_metadata.json"
         state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
-        if resume and state.get("run_id") and metadata.is_file():
-            self.done_epochs = json.loads(metadata.read_text())["epoch"]
+        backed_up = self._backed_up()
+        if resume and state.get("run_id") and backed_up:
+            self.done_epochs = max(backed_up.values())
             self.run_id = state["run_id"]
             # epochs after the backup were in flight when the run died: they are trained again
             self.epochs = {int(e): logs for e, logs in state.get("epochs", {}).items() if int(e) < self.done_epochs}
@@ -78,7 +79,31 @@ class Checkpoints:
                     )
                 shutil.rmtree(folder)
             self.done_epochs, self.run_id, self.epochs, self.seeds = 0, None, {}, {}
+        self._restore_seeds = self.done_epochs > 0
         folder.mkdir(parents=True, exist_ok=True)
+
+    def backup(self, phase: int = 0) -> Path:
+        """The backup folder of a phase (each phase compiles its own optimizer, so keeps its own backup)."""
+        return self.folder / ("backup" if phase == 0 else f"backup-phase{phase}")
+
+    def _backed_up(self) -> dict[int, int]:
+        """{phase: epochs done} of every phase with a complete backup."""
+        found = {}
+        for metadata in self.folder.glob("backup*/training_metadata.json"):
+            name = metadata.parent.name
+            phase = int(name.removeprefix("backup-phase")) if name != "backup" else 0
+            found[phase] = int(json.loads(metadata.read_text())["epoch"])
+        return found
+
+    def latest_phase(self) -> int:
+        """The last phase with a backup when resuming (0 otherwise): the earlier ones are done."""
+        return max(self._backed_up(), default=0) if self.resuming and self.done_epochs else 0
+
+    def restore(self, model: keras.Model, phase: int) -> None:
+        """Load phase `phase`'s backup into the model (compiled for that phase): a finished phase's end state."""
+        restorer = AtomicBackupAndRestore(str(self.backup(phase)), delete_checkpoint=False)
+        restorer.set_model(model)
+        restorer._load_model()
 
     @property
     def resuming(self) -> bool:
@@ -101,13 +126,17 @@ class Checkpoints:
         values = [logs[monitor] for logs in self.epochs.values() if math.isfinite(logs.get(monitor, math.nan))]
         return (max if mode == "max" else min)(values) if values else None
 
-    def callbacks(self, monitor: str, mode: str = "max") -> list[keras.callbacks.Callback]:
-        """In this order at each epoch end: record logs, best checkpoint, backup (then MetricsCallback)."""
+    def callbacks(
+        self, monitor: str, mode: str = "max", phase: int = 0, best: bool = True
+    ) -> list[keras.callbacks.Callback]:
+        """In this order at each epoch end: record logs, best checkpoint (with `best`), the phase's backup (then
+        MetricsCallback)."""
         checkpoints = self
 
         class RecordEpoch(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                if checkpoints.done_epochs:  # dropout continues its random stream where the killed run was
+                if checkpoints._restore_seeds:  # dropout continues its random stream where the killed run was
+                    checkpoints._restore_seeds = False
                     for variable, value in zip(
                         _seed_states(self.model), checkpoints.seeds[checkpoints.done_epochs - 1]
                     ):
@@ -118,17 +147,15 @@ class Checkpoints:
                 checkpoints.seeds[epoch] = [keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)]
                 checkpoints._save()
 
-        return [
-            RecordEpoch(),
-            keras.callbacks.ModelCheckpoint(
-                self.best,
-                monitor=monitor,
-                mode=mode,  # val_loss: the lowest epoch is the best
-                save_best_only=True,
-                initial_value_threshold=self.best_so_far(monitor, mode),
-            ),
-            AtomicBackupAndRestore(str(self.backup), delete_checkpoint=False),
-        ]
+        keep = keras.callbacks.ModelCheckpoint(
+            self.best,
+            monitor=monitor,
+            mode=mode,  # val_loss: the lowest epoch is the best
+            save_best_only=True,
+            initial_value_threshold=self.best_so_far(monitor, mode),
+        )
+        backup = AtomicBackupAndRestore(str(self.backup(phase)), delete_checkpoint=False)
+        return [RecordEpoch(), *([keep] if best else []), backup]
 
     def keep_best(self, best_path: Path) -> None:
         """Copy the best model to best_path (the Hydra output dir)."""

@@ -1,6 +1,8 @@
-"""The library behind the transfer stage (pipeline.commands.transfer): reuse a trained network on a small set.
+"""The transfer stage's model factory (pipeline.commands.transfer): reuse a trained network on a small set.
 
-Strategies, all with the same epoch budget:
+It trains through the same Job as the train stage (pipeline.training.job), so it streams, resumes, prunes,
+distributes and logs alike; what differs is the model (a source's backbone under a new head) and its
+phases. Strategies, all with the same epoch budget:
   scratch             the source's architecture, freshly initialised, everything trained
   feature_extraction  the backbone frozen (inference mode), only a new head trained
   fine_tune           head warm-up, then the top `fine_tune_blocks` blocks too, at lr x lr_factor
@@ -10,11 +12,10 @@ Strategies, all with the same epoch budget:
 import logging
 
 import keras
-import numpy as np
 
 from pipeline import tracking
 from pipeline.config.options import TRANSFER_STRATEGIES as STRATEGIES
-from pipeline.console import progress_verbosity
+from pipeline.config.spec import Spec
 from pipeline.errors import ConfigError
 from pipeline.models.backbone_unet import backbone_unet
 from pipeline.models.backbones import (
@@ -22,33 +23,32 @@ from pipeline.models.backbones import (
     application,
     classifier_backbone,
     feature_map_backbone,
-    set_trainable,
     transfer_classifier,
 )
-from pipeline.tasks import Task
+from pipeline.tasks import Task, get_task
 from pipeline.tasks.targets import target_of
-from pipeline.training.runtime import build_optimizer
+from pipeline.training.recipe import Built, Phase
 
 log = logging.getLogger(__name__)
 
 
 def phases(
     strategy: str, epochs: int, warmup_epochs: int, lr: float, lr_factor: float, fine_tune_blocks: int
-) -> list[tuple[int, float, int | None]]:
-    """(epochs, learning rate, top blocks trainable; None: all) of each training phase."""
+) -> list[Phase]:
+    """The training phases of a strategy: epochs, learning rate, top blocks trainable (None: all)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"transfer.strategy={strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
     if strategy == "scratch":
-        return [(epochs, lr, None)]
+        return [Phase(epochs, lr, None)]
     if strategy == "feature_extraction":
-        return [(epochs, lr, 0)]
+        return [Phase(epochs, lr, 0)]
     if not 0 < warmup_epochs < epochs:
         raise ConfigError(
             f"transfer.warmup_epochs={warmup_epochs} is invalid for {strategy}: must be in 1..trainer.epochs-1 "
             f"(trainer.epochs={epochs})"
         )
     top = fine_tune_blocks if strategy == "fine_tune" else None
-    return [(warmup_epochs, lr, 0), (epochs - warmup_epochs, lr * lr_factor, top)]
+    return [Phase(warmup_epochs, lr, 0), Phase(epochs - warmup_epochs, lr * lr_factor, top)]
 
 
 def load_backbone(
@@ -83,41 +83,13 @@ def build_transfer_model(
     return transfer_classifier(backbone, num_classes, training, head_dropout)
 
 
-def fit_phases(
-    model: keras.Model,
-    backbone: keras.Model,
-    schedule: list[tuple[int, float, int | None]],
-    compile_model,
-    train_batches,
-    val_batches,
-    optimizer_cfg: dict,
-    verbose,
-) -> dict[str, list[float]]:
-    """Train phase by phase (recompiling after each change of what is trainable); one joined history."""
-    history, start = {}, 0
-    for epochs, lr, top_blocks in schedule:
-        unfrozen = set_trainable(backbone, top_blocks)
-        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-        log.info(
-            "epochs %d-%d at lr %.2g: %d trainable weights, backbone blocks %s",
-            start + 1,
-            start + epochs,
-            lr,
-            trainable,
-            unfrozen,
-        )
-        tracking.log_metrics({"trainable_params": trainable, "unfrozen_blocks": len(unfrozen)}, step=start)
-        options = {**optimizer_cfg, "lr": lr}
-        compile_model(build_optimizer(steps_per_epoch=len(train_batches), epochs=epochs, **options))
-        phase = model.fit(
-            train_batches,
-            validation_data=val_batches,
-            initial_epoch=start,
-            epochs=start + epochs,
-            verbose=progress_verbosity(verbose),
-            callbacks=[tracking.MetricsCallback()],
-        ).history
-        for key, values in phase.items():
-            history.setdefault(key, []).extend(values)
-        start += epochs
-    return history
+def factory(cfg: Spec, input_shape: tuple, num_classes: int) -> Built:
+    """The transfer stage's model (pipeline.training.recipe.Factory): cfg.transfer.source's backbone under a new
+    head, trained by cfg.transfer.strategy's phases, its last epoch kept."""
+    t, task = cfg.transfer, get_task(cfg.data.task)
+    fresh = t.strategy == "scratch"
+    backbone, source_run = load_backbone(str(t.source), task, input_shape, cfg.tracking.uri, fresh, t.weights, t.alpha)
+    model = build_transfer_model(backbone, task, num_classes, t.strategy, t.head_dropout, t.base_filters)
+    schedule = phases(t.strategy, cfg.trainer.epochs, t.warmup_epochs, cfg.optimizer.lr, t.lr_factor,
+                      t.fine_tune_blocks)  # fmt: skip
+    return Built(model, schedule, backbone, keep="last", tags={"source_run": source_run} if source_run else {})

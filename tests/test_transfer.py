@@ -3,9 +3,12 @@
 import keras
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from helpers import find_runs, run_stage
+from pipeline.config import conf_dir
+from pipeline.config.schema import check_schema
 from pipeline.config.spec import spec
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model
@@ -115,7 +118,14 @@ def test_a_fine_tune_stopped_in_any_phase_resumes_to_the_uninterrupted_result(co
 
 
 def test_warmup_must_leave_epochs_to_fine_tune():
-    with pytest.raises(ConfigError, match="transfer.warmup_epochs=3 is invalid for full"):
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(
+            "transfer",
+            ["transfer.source=MobileNetV2", "transfer.strategy=full", "trainer.epochs=3", "transfer.warmup_epochs=3"],
+        )
+    with pytest.raises(ConfigError, match=r"^transfer.warmup_epochs=3 is invalid for full: must be in 1..trainer"):
+        check_schema(cfg)  # before TensorFlow loads
+    with pytest.raises(ValueError, match="warmup_epochs=3 leaves no epoch of 3"):
         phases("full", 3, 3, 1e-3, 0.1, 2)
     assert phases("fine_tune", 10, 4, 1e-3, 0.1, 2) == [Phase(4, 1e-3, 0), Phase(6, pytest.approx(1e-4), 2)]
 

@@ -311,6 +311,22 @@ def check_schema(cfg: DictConfig) -> None:
     model, data = OmegaConf.select(cfg, "model.name"), OmegaConf.select(cfg, "data.task")
     if model is not None and data is not None and "transfer" not in cfg:  # transfer: the model is its source's
         check_task(model, cfg.data.name, data)
+    for check in CROSS_FIELD:
+        check(cfg)
+
+
+def check_transfer_warmup(cfg: DictConfig) -> None:
+    """fine_tune and full train the head alone first: transfer.warmup_epochs must leave epochs to fine-tune."""
+    strategy, warmup = OmegaConf.select(cfg, "transfer.strategy"), OmegaConf.select(cfg, "transfer.warmup_epochs")
+    epochs = OmegaConf.select(cfg, "trainer.epochs")
+    if strategy in ("fine_tune", "full") and not 0 < warmup < epochs:
+        raise ConfigError(
+            f"transfer.warmup_epochs={warmup} is invalid for {strategy}: must be in 1..trainer.epochs-1 "
+            f"(trainer.epochs={epochs})"
+        )
+
+
+CROSS_FIELD = [check_transfer_warmup]  # checks that read several keys, after each key's own
 
 
 def check_task(model_name: str, data_name: str, task: str) -> None:

@@ -42,11 +42,8 @@ def phases(
         return [Phase(epochs, lr, None)]
     if strategy == "feature_extraction":
         return [Phase(epochs, lr, 0)]
-    if not 0 < warmup_epochs < epochs:
-        raise ConfigError(
-            f"transfer.warmup_epochs={warmup_epochs} is invalid for {strategy}: must be in 1..trainer.epochs-1 "
-            f"(trainer.epochs={epochs})"
-        )
+    if not 0 < warmup_epochs < epochs:  # the schema's check_transfer_warmup answers this for a command
+        raise ValueError(f"warmup_epochs={warmup_epochs} leaves no epoch of {epochs} to {strategy}")
     top = fine_tune_blocks if strategy == "fine_tune" else None
     return [Phase(warmup_epochs, lr, 0), Phase(epochs - warmup_epochs, lr * lr_factor, top)]
 

@@ -3,7 +3,8 @@
     KERAS_BACKEND=jax python bench/gpu.py --out results/        # on the GPU host, ~6 min
     KERAS_BACKEND=jax python bench/gpu.py --smoke --out /tmp/g  # the same steps on a CPU, tiny sizes (a test)
 
-Measures, each in a fresh process (pipeline.commands.bench's children), images/s after the first (compiling) epoch:
+Measures, each in a fresh process (pipeline.benchmarks.measures, run by pipeline.benchmarks.suite), images/s
+after the first (compiling) epoch:
 (a) the default U-Net (64 px) and a 256-px U-Net: bfloat16 vs float32, jit_compile on vs off, the train
     stage vs a bare Keras fit; (b) `model=unet_paper` with a 572-px network input (388-px images mirrored to
     572 by overlap-tile, as the paper and NVIDIA's example feed it: 572 in, 388 out), batch 8, bfloat16,
@@ -33,7 +34,8 @@ def device_name() -> str:
 
 def plan(scratch: Path, smoke: bool):
     """(name, what it runs) in order of value: the headline rows first, so a short budget still gives them."""
-    from pipeline.commands.bench import _child, folder_overrides, linked_set, train_stage
+    from pipeline.benchmarks.datasets import folder_overrides, linked_set
+    from pipeline.benchmarks.suite import child, train_stage
     from pipeline.data.samples import usable_cores
 
     n64, n256, n388, epochs = (64, 32, 8, 2) if smoke else (2000, 512, 256, 3)
@@ -50,7 +52,7 @@ def plan(scratch: Path, smoke: bool):
         paper += ("model.base_filters=4",)
 
     def bare(precision, jit, overrides):
-        return lambda: _child("bare_fit", precision=precision, jit=jit, epochs=epochs, overrides=overrides)[0]
+        return lambda: child("bare_fit", precision=precision, jit=jit, epochs=epochs, overrides=overrides)[0]
 
     def stage(overrides, precision="mixed_bfloat16", jit=True):
         extra = (
@@ -61,7 +63,7 @@ def plan(scratch: Path, smoke: bool):
         return lambda: train_stage(epochs, scratch, (*overrides, *extra))[0]
 
     def stream(workers):
-        return lambda: _child("streaming_pipeline", epochs=epochs, workers=workers,
+        return lambda: child("streaming_pipeline", epochs=epochs, workers=workers,
                               overrides=folder_overrides(set256, 256))[0]  # fmt: skip
 
     cores = usable_cores()

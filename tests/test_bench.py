@@ -4,11 +4,12 @@ import json
 import subprocess
 import sys
 
-from pipeline.commands.bench import RESULT, table
+from pipeline.benchmarks.measures import RESULT
+from pipeline.benchmarks.report import table
 
 
 def test_a_measurement_runs_in_a_fresh_process_and_reports_json():
-    command = [sys.executable, "-m", "pipeline.commands.bench", "--child", "matmul_ceiling", json.dumps({"size": 64})]
+    command = [sys.executable, "-m", "pipeline.benchmarks.measures", "matmul_ceiling", json.dumps({"size": 64})]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]

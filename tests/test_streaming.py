@@ -148,7 +148,7 @@ def test_streamed_training_memory_does_not_grow_with_the_set(tmp_path):
     import os
     import sys
 
-    from pipeline.commands.bench import linked_tree, tree_overrides
+    from pipeline.benchmarks.datasets import linked_tree, tree_overrides
 
     root, peaks = linked_tree(tmp_path, 256, 32, 4100), {}
     for images in (1000, 4000):

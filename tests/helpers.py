@@ -102,3 +102,18 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+ONNX_CLIENT = Path(__file__).with_name("onnx_client.py")
+
+
+def onnx_client(model: Path, images: list[Path], out: Path):
+    """Run tests/onnx_client.py (only the ONNX file, its metadata and Pillow/NumPy/ONNX Runtime) in an isolated
+    Python; returns (its output, each image's argmax classes, the class names the file holds)."""
+    import numpy as np
+
+    command = [sys.executable, "-I", str(ONNX_CLIENT), str(model), str(out), *map(str, images)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=out.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = np.load(out)
+    return found["output"], found["classes"], list(found["names"])

@@ -1,13 +1,16 @@
 """Exports run by their own runtimes (TensorFlow's SavedModel loader, ONNX Runtime, the LiteRT interpreter)
 predict what Keras predicts; a layer a format cannot take is named; the stage logs the figure."""
 
+import json
+
 import keras
 import numpy as np
 import onnxruntime
 import pytest
+from PIL import Image
 
-from helpers import run_stage
-from pipeline.deploy import exporting
+from helpers import onnx_client, run_stage
+from pipeline.deploy import contract, exporting
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 
@@ -33,6 +36,25 @@ def test_every_format_predicts_what_keras_predicts(name, tmp_path):
         assert exported.shape == expected.shape, fmt
         assert np.abs(exported - expected).max() <= 1e-4, fmt
         assert exporting.parity(model, fmt, path, images) == pytest.approx(np.abs(exported - expected).max(), abs=1e-7)
+
+
+def test_every_format_carries_the_contract_and_names_its_input_images(tmp_path):
+    model = build_model("lenet5", (32, 32, 1), 3)
+    terms = contract.describe((32, 32, 1), ["a", "b", "c"], "classification", "probabilities", "per image",
+                              {"mode": "range", "range": [0, 4095], "percentiles": [1, 99.8]}, "run123")  # fmt: skip
+    paths = {fmt: exporting.export(model, fmt, tmp_path / fmt, terms) for fmt in exporting.FORMATS}
+    session = onnxruntime.InferenceSession(str(paths["onnx"]))
+    assert json.loads(session.get_modelmeta().custom_metadata_map["contract"]) == terms
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert contract.read(paths["saved_model"] / "assets") == terms  # a SavedModel's own place for extra files
+    assert contract.read(paths["litert"].parent) == terms
+    import tensorflow as tf
+
+    [name] = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"].structured_input_signature[1]
+    assert name == "images"
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert Interpreter(model_path=str(paths["litert"])).get_signature_list()["serving_default"]["inputs"] == ["images"]
 
 
 def test_a_mixed_precision_model_is_exported_in_float32(tmp_path):
@@ -69,19 +91,66 @@ def test_a_layer_a_format_cannot_take_is_named_with_the_reason(fmt, why, tmp_pat
     exporting.export(model, "saved_model", tmp_path / "sm")  # the format that takes it still does
 
 
-def test_the_stage_logs_the_artefact_and_its_parity_under_the_source_run(tiny_unet):
+@pytest.fixture(scope="module")
+def tiny_unet_onnx(tiny_unet):
+    """The tiny U-Net exported to ONNX by the stage: (project, client, run, export run, the .onnx file)."""
     project, client, run = tiny_unet
     result = run_stage("export", project, f"source={run.info.run_id}", "format=onnx", "num_images=16")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "parity_max_abs_diff=" in result.stdout
     [export] = client.search_runs([run.info.experiment_id], "tags.stage = 'export'")
+    return project, client, run, export, project / "outputs" / "export" / run.info.run_id / "onnx" / "model.onnx"
+
+
+def test_the_stage_logs_the_artefact_and_its_parity_under_the_source_run(tiny_unet_onnx):
+    project, client, run, export, written = tiny_unet_onnx
     assert export.data.tags["mlflow.parentRunId"] == run.info.run_id
     assert export.info.status == "FINISHED"
     assert export.data.params["format"] == "onnx"
     assert export.data.metrics["parity_max_abs_diff"] <= 1e-4
-    assert [a.path for a in client.list_artifacts(export.info.run_id, "export/onnx")] == ["export/onnx/model.onnx"]
-    written = project / "outputs" / "export" / run.info.run_id / "onnx" / "model.onnx"
+    logged = {a.path for a in client.list_artifacts(export.info.run_id, "export/onnx")}
+    assert logged == {"export/onnx/model.onnx", "export/onnx/contract.json"}
     assert written.is_file()  # a folder of its own source: another model's export cannot overwrite it
+
+
+def test_the_onnx_file_describes_itself_in_its_own_metadata(tiny_unet_onnx):
+    _, _, run, _, written = tiny_unet_onnx
+    session = onnxruntime.InferenceSession(str(written))
+    meta = session.get_modelmeta().custom_metadata_map
+    contract = json.loads(meta["contract"])
+    assert [i.name for i in session.get_inputs()] == ["images"] and session.get_inputs()[0].shape[1:] == [32, 32, 3]
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]  # not tf2onnx's Identity:0
+    assert contract["class_names"] == ["background", "circle", "square", "triangle"]
+    assert contract["input"]["shape"] == [None, 32, 32, 3] and contract["input"]["intensity"] is None  # 8-bit
+    assert contract["input"]["value_range"] == [0, 255] and contract["input"]["layout"] == "NHWC"
+    assert contract["source_run"] == run.info.run_id
+    assert contract["test_metric"] == {
+        "name": "test_mean_iou",
+        "value": pytest.approx(run.data.metrics["test_mean_iou"]),
+    }
+    assert contract["data"]["name"] == "shapes" and len(contract["data"]["train_digest"]) >= 8
+    assert meta["input_size"] == "32x32" and meta["class_names"] == json.dumps(contract["class_names"])
+
+
+def test_a_plain_onnx_client_reading_only_the_metadata_predicts_what_cnn_predict_writes(tiny_unet_onnx, tmp_path):
+    project, _, run, _, written = tiny_unet_onnx
+    images = sorted((project / "data" / "shapes_debug" / "test" / "images").iterdir())[:6]
+    assert images, "the tiny run's test images"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in images:
+        (raw / path.name).write_bytes(path.read_bytes())
+    result = run_stage(
+        "predict", project, f"source={run.info.run_id}", f"input_dir={raw}", f"output_dir={tmp_path}/out"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output, classes, names = onnx_client(written, sorted(raw.iterdir()), tmp_path / "client.npz")
+    assert names == ["background", "circle", "square", "triangle"]
+    for path, mine, probabilities in zip(sorted(raw.iterdir()), classes, output):
+        predicted = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{path.stem}.png"))
+        assert (predicted == mine).mean() >= 0.99, path.name
+        top = np.sort(probabilities, axis=-1)
+        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < 1e-3  # only near-ties differ
 
 
 def test_an_unknown_format_is_one_line_listing_the_valid_ones(tiny_unet):

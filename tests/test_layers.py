@@ -25,7 +25,7 @@ ALLOWED = {  # folder (or top-level module) -> the folders and modules it may im
     "evaluation": {"config", "tasks", "tracking"},
     "interpret": {"config", "data", "lecture", "models", "plots", "tasks"},
     "tasks": {"config", "data", "evaluation", "interpret", "models", "plots", "training"},
-    "training": {"config", "data", "lecture", "models", "plots", "sweeps", "tasks", "tracking"},
+    "training": {"config", "data", "deploy", "lecture", "models", "plots", "sweeps", "tasks", "tracking"},
     "tracking": {"config", "data", "deploy", "models"},
     "deploy": {"data", "models", "tracking"},
     "sweeps": {"config", "data", "evaluation", "plots", "tracking"},

@@ -233,3 +233,30 @@ def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(
     truth = np.stack([np.asarray(Image.open(project / "deep" / "test" / "masks" / f"{f.stem}.png")) for f in files])
     truth = truth // 255
     assert (masks == truth).mean() > 0.9  # and they are right
+
+
+@pytest.mark.slow
+def test_a_plain_onnx_client_maps_raw_16_bit_files_from_the_file_s_metadata_alone(cells_runs, tmp_path):
+    """Without the project: the ONNX file's contract says the files' 0..4095 map to 0..255 (and rounds), and
+    a client doing only that predicts the masks cnn predict writes from the same raw TIFFs."""
+    from helpers import onnx_client, run_stage
+
+    project, client, deep, _ = cells_runs
+    result = run_stage("export", project / "a", f"source={deep.info.run_id}", "format=onnx", "num_images=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = project / "a" / "outputs" / "export" / deep.info.run_id / "onnx" / "model.onnx"
+    raw = project / "deep" / "test" / "images"
+    out = tmp_path / "predicted"
+    result = run_stage("predict", project / "a", f"source={deep.info.run_id}", f"input_dir={raw}",
+                       f"output_dir={out}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(raw.iterdir())
+    output, classes, names = onnx_client(model, files, tmp_path / "client.npz")
+    assert names == ["background", "cell"]
+    agree = []
+    for path, mine, probabilities in zip(files, classes, output):
+        predicted = np.asarray(Image.open(out / "masks" / f"{path.stem}.png"))
+        agree.append((predicted == mine).mean())
+        top = np.sort(probabilities, axis=-1)
+        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < 1e-3, path.name  # near-ties only
+    assert min(agree) >= 0.99, agree

@@ -5,7 +5,9 @@ runtime on the source run's test images and compared with Keras.
 Writes <output_dir>/<source>/<format>/ (a run id, a model name@alias or -v<version>, a file's stem: exports of
 other sources are never overwritten; re-exporting a source replaces its own files and says so) and decodes
 only the `num_images` test images it checks, none of the training data.
-Logs to a run nested under the source: the artefact (export/<format>/), the metric parity_max_abs_diff
+The artefact carries the source's contract (pipeline.deploy.contract: input name `images`, size, channels,
+value range and intensity mapping, class names, output, lineage) in the format's own place. Logs to a run
+nested under the source: the artefact (export/<format>/), its contract.json, the metric parity_max_abs_diff
 (max |exported - Keras| over every output value) and the runtime's name. Exports compute in float32: a model
 trained in mixed precision is exported with its float32 weights, compared with Keras in float32, and the
 metric float32_vs_trained_max_abs_diff says how far that moves its outputs. A gap above `tolerance` (1e-4)
@@ -14,6 +16,7 @@ layer and why. Formats go through TensorFlow (pipeline.deploy.exporting): under 
 re-runs itself with KERAS_BACKEND=tensorflow when TensorFlow is installed.
 """
 
+import json
 import logging
 import os
 import subprocess
@@ -58,7 +61,7 @@ def main(cfg: DictConfig) -> float:
     from pipeline import tracking
     from pipeline.data.samples import decode_all
     from pipeline.data.sources import prepare_data, split_samples
-    from pipeline.deploy import exporting
+    from pipeline.deploy import contract, exporting
     from pipeline.deploy.serving import Predictor
     from pipeline.errors import ConfigError, DataError
 
@@ -78,8 +81,13 @@ def main(cfg: DictConfig) -> float:
     if folder.exists():
         log.info("replacing the earlier %s export of this source in %s", name, folder)
     log.info("exporting %s as %s to %s", model.name, name, folder)
+    terms = tracking.load_contract(str(cfg.source), cfg.tracking.uri)
+    if terms is None:  # a model logged or saved without one: only its input is known
+        log.warning("source=%s carries no contract (class names, intensity mapping): the export describes only "
+                    "its input", cfg.source)  # fmt: skip
+        terms = contract.describe(expected, [], "unknown", "outputs", "the model's main output", None, source_run)
     served = exporting.serving_model(model)  # float32, main output: built once for the export and its checks
-    path = exporting.export(served, name, folder)
+    path = exporting.export(served, name, folder, terms)
     keras_outputs = Predictor(served, cfg.batch_size).predict(images)
     found = exporting.compare(served, name, path, images, cfg.batch_size, cfg.tolerance, keras_outputs)
     gap, runtime = found.max_abs_diff, exporting.FORMATS[name].runtime
@@ -102,6 +110,7 @@ def main(cfg: DictConfig) -> float:
             tracking.log_dir(path, f"export/{name}/{path.name}")
         else:
             tracking.log_artifact(path, f"export/{name}")
+        tracking.log_text(json.dumps(terms, indent=1), f"export/{name}/{contract.CONTRACT_FILE}")
         if gap > cfg.tolerance:
             raise DataError(
                 f"format={name}: the export differs from the Keras model beyond tolerance={cfg.tolerance} on "

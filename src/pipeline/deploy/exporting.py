@@ -1,13 +1,16 @@
 """A trained model in the formats deployment tools take, each run by its own runtime and checked against Keras.
 
     from pipeline.deploy import exporting
-    path = exporting.export(model, "onnx", folder)               # the inference model (main output, no loss)
+    path = exporting.export(model, "onnx", folder, terms)        # the inference model (main output, no loss)
     gap = exporting.parity(model, "onnx", path, images)           # max |probability difference| vs Keras
 The stage over these is `cnn export` (it logs the artefact and the figure to MLflow).
 
 Each format goes through Keras 3's `Model.export` on the TensorFlow backend: `saved_model` (TF Serving,
 `tf.saved_model.load`), `onnx` (tf2onnx, run here with ONNX Runtime) and `litert` (the TFLite converter,
-run with TensorFlow's LiteRT interpreter, for phones and microcontrollers). ONNX from the JAX backend
+run with TensorFlow's LiteRT interpreter, for phones and microcontrollers). Each carries the model's contract
+(pipeline.deploy.contract) in the format's own place: ONNX metadata_props (its input named `images`, its
+output after the contract's output), the SavedModel's assets/contract.json, contract.json beside the LiteRT
+flatbuffer (LiteRT's metadata writer, tflite_support, is unmaintained). ONNX from the JAX backend
 (jax2onnx 0.17) was tried and left: its MaxPool node has a pooling size ONNX Runtime rejects. A layer a
 format cannot take is found by exporting each kind of layer alone (`unsupported_layer`), so the refusal
 names it.
@@ -30,6 +33,7 @@ import keras
 import numpy as np
 
 from pipeline.console import native_stderr_captured
+from pipeline.deploy import contract as contracts
 from pipeline.errors import ConfigError
 from pipeline.models.precision import float32_model, is_float32
 
@@ -108,15 +112,48 @@ def serving_model(model: keras.Model) -> keras.Model:
     return served
 
 
-def _write(model: keras.Model, name: str, folder: Path) -> Path:
-    """Export as `name` into folder and load it back once with its runtime (a converter may write a file its
-    runtime refuses: both count as the format not taking the model)."""
+def _write(model: keras.Model, name: str, folder: Path, contract: dict | None = None) -> Path:
+    """Export as `name` into folder with its contract, and load it back once with its runtime (a converter may
+    write a file its runtime refuses: both count as the format not taking the model)."""
     fmt = get_format(name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / fmt.artefact
     model.export(str(path), format=fmt.keras_format, verbose=False)
+    if contract is not None:
+        attach_contract(name, path, contract)
     fmt.run(path, np.zeros((1, *model.inputs[0].shape[1:]), np.float32))
     return path
+
+
+def attach_contract(name: str, path: Path, contract: dict) -> None:
+    """The contract in the format's own place; for ONNX also its input and output renamed to the contract's."""
+    if name == "onnx":
+        _annotate_onnx(path, contract)
+    elif name == "saved_model":
+        (path / "assets").mkdir(exist_ok=True)
+        contracts.write(contract, path / "assets")
+    else:
+        contracts.write(contract, path.parent)
+
+
+def _annotate_onnx(path: Path, contract: dict) -> None:
+    """Rename the graph's one input and output (tf2onnx names them after TensorFlow's tensors, `Identity:0`)
+    and write the contract into metadata_props."""
+    import onnx
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    renames = {graph.input[0].name: contract["input"]["name"], graph.output[0].name: contract["output"]["name"]}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(item, item) for item in node.input]
+        node.output[:] = [renames.get(item, item) for item in node.output]
+    del graph_model.metadata_props[:]
+    for key, value in contracts.metadata_props(contract).items():
+        graph_model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(path))
 
 
 _REASONS = (  # (pattern in a converter's or runtime's message, the reason in plain words)
@@ -183,15 +220,15 @@ def unsupported_layer(model: keras.Model, name: str) -> tuple[keras.layers.Layer
     return None
 
 
-def export(model: keras.Model, name: str, folder: str | Path) -> Path:
-    """The model's inference form written as `name` in folder; a model the format cannot take is refused in
-    one line naming the layer and why."""
+def export(model: keras.Model, name: str, folder: str | Path, contract: dict | None = None) -> Path:
+    """The model's inference form written as `name` in folder, carrying `contract` (pipeline.deploy.contract);
+    a model the format cannot take is refused in one line naming the layer and why."""
     check_requirements(name)
     served = serving_model(model)
     captured = io.StringIO()
     try:
         with _quiet(captured):
-            return _write(served, name, Path(folder))
+            return _write(served, name, Path(folder), contract)
     except Exception as err:  # noqa: BLE001 - converters raise anything; the layer probe says which part
         found = unsupported_layer(served, name)
         where = f"layer {found[0].name!r} ({type(found[0]).__name__}): {found[1]}" if found else None

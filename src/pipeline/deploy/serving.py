@@ -11,8 +11,9 @@ What it predicts: class probabilities per pixel, (batch, height, width, classes)
 model; per image, (batch, classes), for a classifier; boxes (x_min, y_min, x_max, y_max as fractions of
 the image) for a localizer. Input: images (batch, height, width, channels) float32 holding the values of
 the image files, resized to the model's input size: 0..255 for 8-bit files; for 16-bit or float files
-their own values, which the training run's intensity mapping (data.intensity, kept in the model folder as
-preprocessing.json) turns into the model's 0..255 exactly as training did. The logged signature names both.
+their own values, which the training run's intensity mapping (data.intensity, kept in the model folder's
+contract.json: pipeline.deploy.contract) turns into the model's 0..255 exactly as training did. The logged
+signature names both.
 """
 
 import json
@@ -67,11 +68,14 @@ def _load_pyfunc(path: str) -> Predictor:
 
 
 def _intensity(folder: Path):
-    """The mapping preprocessing.json records beside the model (searched up from the data folder), or None."""
-    for place in (folder, *folder.parents[:2]):
-        if (place / PREPROCESSING_FILE).is_file():
-            from pipeline.data.pixels import Intensity
+    """The intensity mapping the model's contract records (contract.json, searched up from the data folder; a
+    model logged with preprocessing.json instead is read too), or None for 8-bit inputs."""
+    from pipeline.data.pixels import Intensity
+    from pipeline.deploy import contract
 
+    found = contract.read(folder)
+    recorded = (found or {}).get("input", {}).get("intensity")
+    for place in (folder, *folder.parents[:2]):
+        if found is None and (place / PREPROCESSING_FILE).is_file():
             recorded = json.loads((place / PREPROCESSING_FILE).read_text()).get("intensity")
-            return Intensity.from_config(recorded) if recorded else None
-    return None
+    return Intensity.from_config(recorded) if recorded else None

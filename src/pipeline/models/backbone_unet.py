@@ -33,7 +33,7 @@ def backbone_unet(
     except ValueError as err:
         raise ConfigError(f"model.skips: {err}") from None
     tapped = keras.Model(encoder.inputs, [*taps, encoder.output], name="encoder")
-    inputs = keras.Input(encoder.inputs[0].shape[1:], name="image")
+    inputs = keras.Input(encoder.inputs[0].shape[1:], name="images")
     *features, x = tapped(inputs, training=encoder_training)
     for level, skip in reversed(list(enumerate(features, start=1))):
         filters = base_filters * 2**level

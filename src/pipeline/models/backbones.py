@@ -62,7 +62,7 @@ def application(
     if alpha is not None and name != "MobileNetV2":
         raise ConfigError(f"transfer.alpha={alpha} is only an option of MobileNetV2, not {name}")
     expected = describe(name, input_shape, alpha)
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = ImagenetPreprocessing(mode, name="preprocess")(inputs)
     try:  # one flat model (input_tensor), so every layer can be frozen or tapped for U-Net skips
         network = builder(include_top=False, weights=None, input_tensor=x, **options)
@@ -159,7 +159,7 @@ def transfer_classifier(
     """
     if num_classes < 2:
         raise ConfigError(f"num_classes={num_classes} is invalid: classification needs >= 2 classes")
-    inputs = keras.Input(backbone.inputs[0].shape[1:], name="image")
+    inputs = keras.Input(backbone.inputs[0].shape[1:], name="images")
     x = backbone(inputs, training=backbone_training)
     if len(x.shape) == 4:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -41,7 +41,7 @@ def lenet5(input_shape: tuple[int, int, int], num_classes: int, activation: str 
         raise ConfigError(
             f"LeNet-5 needs inputs of at least 28x28 (got {input_shape[0]}x{input_shape[1]}); set data.image_size=32"
         )
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     x = layers.Conv2D(6, 5, activation=activation, name="C1")(x)
     x = layers.AveragePooling2D(2, name="S2")(x)
@@ -58,7 +58,7 @@ def mlp(
 ) -> keras.Model:
     """Fully-connected baseline: every pixel to every hidden unit, no locality, no weight sharing."""
     _check(num_classes, hidden=list(hidden))
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Flatten(name="flatten")(layers.Rescaling(1 / 255.0, name="rescale")(inputs))
     for i, units in enumerate(hidden, start=1):
         x = layers.Dense(units, activation="relu", name=f"fc{i}")(x)
@@ -98,7 +98,7 @@ def convnet(
     size = min(input_shape[:2])
     if pool and size < 2**m:
         raise ConfigError(f"layer stage{m}_pool: {m} 2x2 poolings need inputs of at least {2**m} px (got {size})")
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     for stage, convs in enumerate(per_stage, start=1):
         for i in range(1, convs + 1):
@@ -171,7 +171,7 @@ def alexnet(
     _check(num_classes)
     f = [max(1, int(c * width)) for c in (96, 256, 384, 384, 256)]
     fc = max(8, int(4096 * width))
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     if small_input:
         x = layers.Conv2D(f[0], 3, padding="same", activation="relu", name="conv1")(x)
@@ -228,7 +228,7 @@ def resnet(
         raise ConfigError(f"model.layout={layout!r} is unknown; valid: {', '.join(RESNET_LAYOUTS)}")
     _check(num_classes, width=width)
     block, repeats = RESNET_LAYOUTS[layout]
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     if small_input:
         x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
@@ -288,7 +288,7 @@ def googlenet(
     def scaled(spec):
         return [max(1, int(c * width)) for c in spec]
 
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     if small_input:
         x = layers.Conv2D(max(8, int(192 * width)), 3, padding="same", activation="relu", name="stem_conv")(x)
@@ -327,7 +327,7 @@ def neocognitron(
     _check(num_classes, stages=stages, filters=filters, kernel_size=kernel_size)
     if min(input_shape[:2]) < 2**stages:
         raise ConfigError(f"layer C{stages}: {stages} C-cell poolings need inputs of at least {2**stages} px")
-    inputs = keras.Input(input_shape, name="image")
+    inputs = keras.Input(input_shape, name="images")
     x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     for s in range(1, stages + 1):
         x = layers.Conv2D(filters * 2 ** (s - 1), kernel_size, padding="same", activation="relu", name=f"S{s}")(x)

@@ -29,7 +29,7 @@ def segnet(
     """Encoder: [conv-bn-relu x n, 2x2 max pool (switches kept)] x depth; decoder mirrors it with unpooling."""
     check_common(depth, base_filters, num_classes, dropout)
     check_poolable(*input_shape[:2], depth)
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = keras.Input(shape=input_shape, name="images")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     switches = []
     for level in range(depth):

@@ -80,7 +80,7 @@ def unet(
         raise ConfigError(f"model.upsampling={upsampling!r} is unknown; valid: {', '.join(UPSAMPLING)}")
     check_poolable(*input_shape[:2], depth)
 
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = keras.Input(shape=input_shape, name="images")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if stem is not None:
         x = FixedKernelConv2D(stem, stem_options, trainable=stem_trainable, name="stem")(x)
@@ -149,7 +149,7 @@ def unet_paper(
     """The 2015 paper's U-Net: valid convs, cropped skips; 572 -> 388 at depth 4 (see module docstring)."""
     check_common(depth, base_filters, num_classes)
     height, width = input_shape[:2]
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = keras.Input(shape=input_shape, name="images")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if overlap_tile:
         pads = []

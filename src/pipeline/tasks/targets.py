@@ -21,6 +21,7 @@ class Target:
     image_class = False  # the target is the image's class (k-per-class subsets, label counts, auxiliary heads)
     croppable = True  # a crop of the image has a target of its own (data.fit=crop)
     served_output = "probabilities"  # the logged model's output name
+    served_meaning = "(batch, classes) softmax probabilities per image; argmax is the index into class_names"
     dtype = np.int32
 
     def shape(self, height: int, width: int) -> tuple[int, ...]:
@@ -57,6 +58,10 @@ class Mask(Target):
     kind = "mask"
     spatial = True
     in_index = False
+    served_meaning = (
+        "(batch, height, width, classes) softmax probabilities per pixel; argmax over the last axis is the "
+        "index into class_names"
+    )
 
     def shape(self, height, width):
         return (height, width)
@@ -86,6 +91,7 @@ class Label(Target):
 class Boxes(Target):
     kind = "boxes"
     served_output = "boxes"
+    served_meaning = "(batch, 4) box x_min, y_min, x_max, y_max as fractions of the image's width and height"
     dtype = np.float32
 
     def shape(self, height, width):
@@ -125,6 +131,7 @@ class Values(Target):
 
     kind = "values"
     served_output = "values"
+    served_meaning = "(batch, outputs) one value in 0..1 per name in class_names (e.g. the fraction each covers)"
     croppable = False
     dtype = np.float32
 

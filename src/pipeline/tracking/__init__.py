@@ -9,6 +9,7 @@ served pyfunc a logged model carries) and models (custom layers to load).
 
 from pipeline.tracking.models import (
     inference_model,
+    load_contract,
     load_model,
     load_run_config,
     log_keras_model,
@@ -36,6 +37,7 @@ from pipeline.tracking.queries import (
 from pipeline.tracking.runs import (
     MetricsCallback,
     Stopped,
+    active_run_datasets,
     epoch_logs,
     flatten,
     log_artifact,
@@ -55,6 +57,7 @@ from pipeline.tracking.store import check_reachable, client, prepare_store, retr
 __all__ = [
     "MetricsCallback",
     "Stopped",
+    "active_run_datasets",
     "check_reachable",
     "child_runs",
     "client",
@@ -69,6 +72,7 @@ __all__ = [
     "get_run",
     "last_run_metric",
     "latest_run_id",
+    "load_contract",
     "load_model",
     "load_run_config",
     "log_artifact",

@@ -1,6 +1,5 @@
 """Models in the store: logging a Keras model, and loading one back from a file, a run or a model URI."""
 
-import json
 import re
 import types
 from pathlib import Path
@@ -13,22 +12,23 @@ from mlflow.models import Model
 from pipeline.tracking.store import use_store
 
 
-def _save_keras_model(path: str, mlflow_model: Model, preprocessing: dict | None = None, **kwargs) -> None:
+def _save_keras_model(path: str, mlflow_model: Model, contract: dict | None = None, **kwargs) -> None:
     """mlflow.keras.save_model, then this package's code into code/ and pipeline.deploy.serving as the
     python_function loader, so the model loads where `pipeline` was never imported (see pipeline.deploy.serving);
-    `preprocessing` (the intensity mapping of raw file values) as preprocessing.json beside MLmodel."""
+    the model's contract (pipeline.deploy.contract: input, intensity mapping, classes, output) as contract.json
+    beside MLmodel."""
     import shutil
 
     from mlflow.pyfunc import add_to_model
 
     import pipeline
-    import pipeline.deploy.serving
+    from pipeline.deploy import contract as contracts
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
-    if preprocessing:
-        (folder / pipeline.deploy.serving.PREPROCESSING_FILE).write_text(json.dumps(preprocessing, indent=1) + "\n")
+    if contract:
+        contracts.write(contract, folder)
     source = Path(pipeline.__file__).parent
     shutil.copytree(source, folder / "code" / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     keras_pyfunc = mlflow_model.flavors["python_function"]
@@ -55,12 +55,12 @@ def log_keras_model(
     example: np.ndarray,
     name: str = "model",
     output: str = "probabilities",
-    preprocessing: dict | None = None,
+    contract: dict | None = None,
 ) -> str:
     """Log the inference model with its input example and a signature: `images` in, `output` out
     (probabilities per pixel or per image, or boxes); returns the model URI. It loads anywhere: see
-    pipeline.deploy.serving. `preprocessing` ({"intensity": ..., "channels": ...}) is kept beside it as
-    preprocessing.json: the served model applies that mapping to raw file values.
+    pipeline.deploy.serving. Its `contract` (pipeline.deploy.contract) is kept beside it as contract.json
+    and in the MLmodel's metadata: the served model applies its intensity mapping to raw file values.
 
     Requirements are given explicitly: inferring them would re-import the model in a subprocess.
     """
@@ -68,10 +68,11 @@ def log_keras_model(
     from mlflow.types import Schema, TensorSpec
 
     import pipeline.deploy.serving
+    from pipeline.deploy import contract as contracts
 
     model = inference_model(model)
     example = np.asarray(example, dtype=np.float32)
-    mapping = (preprocessing or {}).get("intensity")
+    mapping = (contract or {}).get("input", {}).get("intensity")
     intensity = None
     if mapping:
         from pipeline.data.pixels import Intensity
@@ -79,7 +80,7 @@ def log_keras_model(
         intensity = Intensity.from_config(mapping)
     predicted = pipeline.deploy.serving.Predictor(model, intensity=intensity).predict(example)
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), "images")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), contracts.INPUT_NAME)]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *predicted.shape[1:]), output)]),
     )
     backend = keras.config.backend()
@@ -91,7 +92,8 @@ def log_keras_model(
         name=name,
         flavor=_KERAS_FLAVOR,
         model=model,
-        preprocessing=preprocessing,
+        contract=contract,
+        metadata={"contract": contract} if contract else None,
         signature=signature,
         input_example=example,
         pip_requirements=requirements,
@@ -125,26 +127,50 @@ def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
                 ) from None
             raise DataError(f"{source}: not a loadable .keras model ({err})") from None
     try:
-        if source.startswith("m-"):
-            source = f"models:/{source}"
-        if source.startswith("models:/") and not source.startswith("models:/m-"):
-            model_uri, run_id = source, registered_version(source).run_id  # the registry: name@alias, name/version
-        elif source.startswith(("runs:/", "models:/")):
-            model_uri, run_id = source, None
-            if source.startswith("runs:/"):
-                run_id = source.split("/")[1]
-            else:
-                run_id = mlflow.get_logged_model(source.split("/")[1]).source_run_id
-        else:
-            model_uri, run_id = run_model_uri(source), source
+        model_uri, run_id = _model_uri(source)
         return mlflow.keras.load_model(model_uri), run_id
     except mlflow.exceptions.MlflowException as err:
-        message = str(err).splitlines()[0]
-        raise DataError(
-            f"source={source!r}: not found in the MLflow store at {uri} ({message}); valid: a run id, "
-            "runs:/<run id>/model, models:/<model id>, m-<model id>, models:/<name>@<alias>, models:/<name>/<version>, "
-            "or a path to a .keras file"
-        ) from None
+        raise _not_found(source, uri, err) from None
+
+
+def _model_uri(source: str) -> tuple[str, str | None]:
+    """(model URI, run id) of a run id, runs:/, models:/ or m- source."""
+    if source.startswith("m-"):
+        source = f"models:/{source}"
+    if source.startswith("models:/") and not source.startswith("models:/m-"):
+        return source, registered_version(source).run_id  # the registry: name@alias, name/version
+    if source.startswith("runs:/"):
+        return source, source.split("/")[1]
+    if source.startswith("models:/"):
+        return source, mlflow.get_logged_model(source.split("/")[1]).source_run_id
+    return run_model_uri(source), source
+
+
+def _not_found(source: str, uri: str, err: Exception):
+    from pipeline.errors import DataError
+
+    message = str(err).splitlines()[0]
+    return DataError(
+        f"source={source!r}: not found in the MLflow store at {uri} ({message}); valid: a run id, "
+        "runs:/<run id>/model, models:/<model id>, m-<model id>, models:/<name>@<alias>, models:/<name>/<version>, "
+        "or a path to a .keras file"
+    )
+
+
+def load_contract(source: str, uri: str) -> dict | None:
+    """The contract (pipeline.deploy.contract) of the model `source` names, as load_model takes it: from the
+    logged model's metadata, or contract.json beside a .keras file; None when it has none."""
+    from pipeline.deploy import contract
+
+    path = Path(source)
+    if source.endswith(".keras") or path.is_file():
+        return contract.read(path.parent)
+    use_store(uri)
+    try:
+        model_uri, _ = _model_uri(source)
+        return (mlflow.models.get_model_info(model_uri).metadata or {}).get("contract")
+    except mlflow.exceptions.MlflowException as err:
+        raise _not_found(source, uri, err) from None
 
 
 def run_model_uri(run_id: str) -> str:

@@ -150,6 +150,12 @@ def metric_steps(key: str) -> set[int]:
     return {m.step for m in history}
 
 
+def active_run_datasets() -> tuple[str, dict[str, str]]:
+    """The active run's id and its dataset inputs' digests by name ({"shapes-train": "3f2a..."})."""
+    run = client(mlflow.get_tracking_uri()).get_run(mlflow.active_run().info.run_id)
+    return run.info.run_id, {item.dataset.name: item.dataset.digest for item in run.inputs.dataset_inputs}
+
+
 def ui_link(uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI: on the tracking server itself, or (a local store) in `cnn ui`."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"

@@ -24,6 +24,7 @@ from pipeline.data.samples import cache_splits, decode_all, worker_count
 from pipeline.data.sequence import ImageBatches, StopOnDataError
 from pipeline.data.shapes import read_manifest
 from pipeline.data.sources import class_names, intensity, prepare_data, split_samples
+from pipeline.deploy import contract
 from pipeline.lecture.arithmetic import layer_flops
 from pipeline.plots import viz
 from pipeline.sweeps import sweep, tuning
@@ -261,8 +262,14 @@ class Job:
             shifts = list(cfg.data.test_shifts)
             shift_curve(self.model, self.task, x_test, y_test, self.classes, batch, shifts, model_choice)
         tracking.log_figure(viz.training_curves(self.checkpoints.history()), "plots/training_curves.png")
+        target = target_of(self.task.target)
+        example, preprocessing = self.served_inputs(x_test[:2])
+        run_id, digests = tracking.active_run_datasets()
+        data = {"name": cfg.data.name, "train_digest": digests.get(f"{cfg.data.name}-train")}
+        terms = contract.describe(self.model.inputs[0].shape[1:], self.classes, self.task.name, target.served_output,
+                                  target.served_meaning, preprocessing["intensity"], run_id, data,
+                                  {"name": f"test_{self.task.headline}", "value": headline})  # fmt: skip
+        contract.write(terms, self.checkpoint_path.parent)  # beside the checkpoint: `cnn export source=<.keras>`
         if cfg.tracking.log_model:
-            output = target_of(self.task.target).served_output
-            example, preprocessing = self.served_inputs(x_test[:2])
-            tracking.log_keras_model(self.model, example, output=output, preprocessing=preprocessing)
+            tracking.log_keras_model(self.model, example, output=target.served_output, contract=terms)
         return headline

@@ -11,7 +11,7 @@ from PIL import Image
 
 from helpers import onnx_client, run_stage
 from pipeline.deploy import contract, exporting
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model
 
 # the default U-Net, SegNet (unpooling switches), the paper's U-Net (mirror padding, cropped skips), LeNet-5
@@ -111,6 +111,28 @@ def test_the_stage_logs_the_artefact_and_its_parity_under_the_source_run(tiny_un
     logged = {a.path for a in client.list_artifacts(export.info.run_id, "export/onnx")}
     assert logged == {"export/onnx/model.onnx", "export/onnx/contract.json"}
     assert written.is_file()  # a folder of its own source: another model's export cannot overwrite it
+
+
+def test_the_export_is_scored_on_the_whole_test_split_as_the_training_run_scored_it(tiny_unet_onnx):
+    """The metric gate: the export's runtime and Keras (float32) each score the source's whole test split; Keras'
+    figure is the training run's own held-out estimate (an independent reference: the train stage computed it)."""
+    project, _, run, export, _ = tiny_unet_onnx
+    metrics = export.data.metrics
+    # the run scored its model in its own precision (mixed bfloat16 where the CPU has it); the export is float32
+    close = 1e-6 if run.data.tags["precision"] == "float32" else 5e-3
+    assert metrics["test_mean_iou_keras"] == pytest.approx(run.data.metrics["test_mean_iou"], abs=close)
+    assert metrics["metric_images"] == len(list((project / "data" / "shapes_debug" / "test" / "images").iterdir()))
+    assert abs(metrics["metric_delta"]) <= 0.001
+    assert metrics["metric_delta"] == pytest.approx(metrics["test_mean_iou_exported"] - metrics["test_mean_iou_keras"])
+
+
+def test_the_metric_gate_fails_past_its_bound_naming_both_scores():
+    assert exporting.metric_gate("onnx", "test_mean_iou", 0.90, 0.9005, 0.001) == pytest.approx(0.0005)
+    with pytest.raises(
+        DataError, match=r"format=onnx: test_mean_iou 0\.8950 vs Keras 0\.9000 \(delta -0\.0050\) exceeds"
+    ):
+        exporting.metric_gate("onnx", "test_mean_iou", 0.90, 0.895, 0.001)
+    assert exporting.metric_gate("onnx", "test_accuracy", 0.9, 0.1, None) == pytest.approx(-0.8)  # null: not checked
 
 
 def test_the_onnx_file_describes_itself_in_its_own_metadata(tiny_unet_onnx):

@@ -60,15 +60,16 @@ def main(cfg: DictConfig) -> float:
         _rerun_on_tensorflow(keras.config.backend())
     from pipeline import tracking
     from pipeline.data.samples import decode_all
-    from pipeline.data.sources import prepare_data, split_samples
+    from pipeline.data.sources import class_names, prepare_data, split_samples
     from pipeline.deploy import contract, exporting
     from pipeline.deploy.serving import Predictor
     from pipeline.errors import ConfigError, DataError
+    from pipeline.tasks import get_task
 
     name = str(cfg.format)
     exporting.check_requirements(name)
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
-    data = cfg.data
+    data, source = cfg.data, None
     if cfg.use_source_data and source_run and (source := tracking.load_run_config(source_run)):
         data = OmegaConf.create(source["data"])
     indexed = split_samples(data, prepare_data(data, progress=False), cache=False)[cfg.split]  # an index: no decoding
@@ -93,6 +94,19 @@ def main(cfg: DictConfig) -> float:
     gap, runtime = found.max_abs_diff, exporting.FORMATS[name].runtime
     print(f"parity_max_abs_diff={gap:.3g} ({runtime} vs Keras, {len(images)} {cfg.split} images of {data.name}: "
           f"{found.line(cfg.tolerance)})")  # fmt: skip
+    scores = None
+    if cfg.max_metric_delta is not None and data.get("task"):  # the metric gate: the whole split, both runtimes
+        task = get_task(data.task)
+        classes = terms["class_names"] or class_names(data, prepare_data(data, progress=False))
+        x, y = decode_all(indexed, desc=f"decoding {cfg.split} for the metric").arrays()
+        ignore = ((source or {}).get("loss") or {}).get("ignore_label") if cfg.use_source_data and source_run else None
+        options = {"batch_size": cfg.batch_size, "num_examples": 0, "ignore_label": ignore}
+        keras_value = task.evaluate(served, x, y, classes, **options).value
+        exported_value = task.evaluate(exporting.Exported(name, path), x, y, classes, **options).value
+        scores = (f"{cfg.split}_{task.headline}", keras_value, exported_value, len(x))
+        delta = exported_value - keras_value
+        print(f"{scores[0]}: {exported_value:.4f} ({runtime}) vs {keras_value:.4f} (Keras) on {len(x)} {cfg.split} "
+              f"images: delta {delta:+.4f} (max_metric_delta={cfg.max_metric_delta})")  # fmt: skip
     tags = {"stage": "export", "format": name, "source": str(cfg.source), "runtime": runtime}
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags, source_run
@@ -117,6 +131,12 @@ def main(cfg: DictConfig) -> float:
                 f"{len(images)} {cfg.split} images ({found.line(cfg.tolerance)}); the artefact is logged for "
                 "inspection; tolerance=<bigger> accepts it"
             )
+        if scores is not None:
+            metric, keras_value, exported_value, count = scores
+            tracking.log_metrics({f"{metric}_keras": keras_value, f"{metric}_exported": exported_value,
+                                  "metric_images": count})  # fmt: skip
+            delta = exporting.metric_gate(name, metric, keras_value, exported_value, cfg.max_metric_delta)
+            tracking.log_metrics({"metric_delta": delta})
     log.info("%s written to %s and logged (max |diff| %.3g)", name, path, gap)
     return gap
 

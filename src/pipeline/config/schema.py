@@ -174,6 +174,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "num_images": _rule(positive_int, "a positive integer"),
     "format": _choice(EXPORT_FORMATS),
     "tolerance": _rule(positive_number, "a number > 0"),
+    "max_metric_delta": _rule(lambda v: v is None or (_number(v) and v >= 0), "null or a number >= 0"),
     "max_channels": _rule(positive_int, "a positive integer"),
     "maximization.max_layers": _rule(positive_int, "a positive integer"),
     "maximization.filters": _rule(positive_int, "a positive integer"),

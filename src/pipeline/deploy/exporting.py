@@ -38,28 +38,36 @@ from pipeline.errors import ConfigError
 from pipeline.models.precision import float32_model, is_float32
 
 
-def _run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
+def _load_saved_model(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     [name] = serve.structured_input_signature[1]
-    return next(iter(serve(**{name: tf.constant(images)}).values())).numpy()
+    return lambda images: next(iter(serve(**{name: tf.constant(images)}).values())).numpy()
 
 
-def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+def _load_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: images})[0]
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
 
 
-def _run_litert(path: Path, images: np.ndarray) -> np.ndarray:
+def _load_litert(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter  # the runtime a device runs (tf.lite's is deprecated)
 
-    interpreter = Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner()
-    [name] = interpreter.get_signature_list()["serving_default"]["inputs"]
-    return next(iter(runner(**{name: images}).values()))
+    runners = {}  # one interpreter per batch shape: a flatbuffer's tensors are allocated for one shape
+
+    def run(images: np.ndarray) -> np.ndarray:
+        if images.shape not in runners:
+            interpreter = Interpreter(model_path=str(path))
+            [name] = interpreter.get_signature_list()["serving_default"]["inputs"]
+            runners[images.shape] = (interpreter.get_signature_runner(), name)
+        runner, name = runners[images.shape]
+        return next(iter(runner(**{name: images}).values()))
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -71,13 +79,16 @@ class Format:
     artefact: str
     needs: tuple[str, ...]
     runtime: str
-    run: Callable[[Path, np.ndarray], np.ndarray]
+    load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]  # the artefact in its runtime, once
+
+    def run(self, path: Path, images: np.ndarray) -> np.ndarray:
+        return self.load(path)(images)
 
 
 FORMATS: dict[str, Format] = {
-    "saved_model": Format("tf_saved_model", "saved_model", ("tensorflow",), "tf.saved_model", _run_saved_model),
-    "onnx": Format("onnx", "model.onnx", ("tensorflow", "tf2onnx", "onnxruntime"), "onnxruntime", _run_onnx),
-    "litert": Format("litert", "model.tflite", ("tensorflow", "ai_edge_litert"), "ai_edge_litert", _run_litert),
+    "saved_model": Format("tf_saved_model", "saved_model", ("tensorflow",), "tf.saved_model", _load_saved_model),
+    "onnx": Format("onnx", "model.onnx", ("tensorflow", "tf2onnx", "onnxruntime"), "onnxruntime", _load_onnx),
+    "litert": Format("litert", "model.tflite", ("tensorflow", "ai_edge_litert"), "ai_edge_litert", _load_litert),
 }
 
 
@@ -241,9 +252,33 @@ def export(model: keras.Model, name: str, folder: str | Path, contract: dict | N
 
 def predict(name: str, path: str | Path, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """The exported artefact's outputs for images, from the format's own runtime, in batches."""
-    run = get_format(name).run
-    images = np.asarray(images, np.float32)
-    return np.concatenate([run(Path(path), images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return Exported(name, path).predict(images, batch_size)
+
+
+class Exported:
+    """An exported artefact loaded once in its format's runtime, with Keras' `predict` call: what the tasks'
+    `evaluate` runs, so an export is scored by the same code as the Keras model."""
+
+    def __init__(self, name: str, path: str | Path):
+        self.name, self.path, self.run = name, Path(path), get_format(name).load(Path(path))
+
+    def predict(self, images: np.ndarray, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
+        images = np.asarray(images, np.float32)
+        return np.concatenate([self.run(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def metric_gate(name: str, metric: str, keras_value: float, exported_value: float, max_delta: float | None) -> float:
+    """exported - Keras of the test metric; a DataError when its size exceeds max_delta (None: not checked)."""
+    from pipeline.errors import DataError
+
+    delta = exported_value - keras_value
+    if max_delta is not None and not abs(delta) <= max_delta:
+        raise DataError(
+            f"format={name}: {metric} {exported_value:.4f} vs Keras {keras_value:.4f} (delta {delta:+.4f}) exceeds "
+            f"max_metric_delta={max_delta}; the artefact is logged for inspection; max_metric_delta=<bigger> "
+            "accepts it"
+        )
+    return delta
 
 
 @dataclass(frozen=True)

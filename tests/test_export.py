@@ -168,11 +168,13 @@ def test_a_plain_onnx_client_reading_only_the_metadata_predicts_what_cnn_predict
     assert result.returncode == 0, result.stderr[-3000:]
     output, classes, names = onnx_client(written, sorted(raw.iterdir()), tmp_path / "client.npz")
     assert names == ["background", "circle", "square", "triangle"]
+    # cnn predict runs the model in its trained precision (mixed bfloat16 where the CPU has it), the export float32
+    near = 1e-3 if run.data.tags["precision"] == "float32" else 1e-2
     for path, mine, probabilities in zip(sorted(raw.iterdir()), classes, output):
         predicted = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{path.stem}.png"))
         assert (predicted == mine).mean() >= 0.99, path.name
         top = np.sort(probabilities, axis=-1)
-        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < 1e-3  # only near-ties differ
+        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < near  # only near-ties differ
 
 
 def test_an_unknown_format_is_one_line_listing_the_valid_ones(tiny_unet):

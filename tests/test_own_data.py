@@ -253,10 +253,13 @@ def test_a_plain_onnx_client_maps_raw_16_bit_files_from_the_file_s_metadata_alon
     files = sorted(raw.iterdir())
     output, classes, names = onnx_client(model, files, tmp_path / "client.npz")
     assert names == ["background", "cell"]
+    # cnn predict runs the model in its trained precision (mixed bfloat16 where the CPU has it: ~2^-8 relative),
+    # the export in float32: they may differ only where the top two classes are that close
+    near = 1e-3 if deep.data.tags["precision"] == "float32" else 1e-2
     agree = []
     for path, mine, probabilities in zip(files, classes, output):
         predicted = np.asarray(Image.open(out / "masks" / f"{path.stem}.png"))
         agree.append((predicted == mine).mean())
         top = np.sort(probabilities, axis=-1)
-        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < 1e-3, path.name  # near-ties only
+        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < near, path.name  # near-ties only
     assert min(agree) >= 0.99, agree

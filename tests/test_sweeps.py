@@ -310,7 +310,9 @@ def test_a_failing_job_ends_failed_and_so_does_its_sweep(tmp_path):
     runs = {r.data.tags["stage"] + r.info.status: r for r in client.search_runs(["1"])}
     assert set(runs) == {"sweepFAILED", "trainFINISHED", "trainFAILED"}
     failed = runs["trainFAILED"]
-    assert failed.data.tags["error"].startswith("ValueError: Input 0 with name 'image' of layer 'unet' is incompatible")
+    assert failed.data.tags["error"].startswith(
+        "ValueError: Input 0 with name 'images' of layer 'unet' is incompatible"
+    )
     assert "Traceback" in mlflow.artifacts.load_text(f"{failed.info.artifact_uri}/error/traceback.txt")
     parent = runs["sweepFAILED"]
     assert parent.data.tags["unfinished_children"] == "1"

@@ -66,7 +66,7 @@ class MlflowSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         with one_line_errors("the sweep could not record itself (its MLflow parent run), so it"):
             check_swept_keys(config)  # before any parent run, study or data exists
-            from pipeline.config.spec import spec
+            from pipeline.config.spec import Spec, spec
             from pipeline.sweeps.sweep import SweepParent
 
             hydra = config.hydra
@@ -76,8 +76,11 @@ class MlflowSweep(Callback):
             }
             if params := OmegaConf.select(config, "hydra.sweeper.params"):
                 tags["search_space"] = json.dumps(OmegaConf.to_container(params))
+            # only the store's keys: others may name a job's Hydra values (run_name: ${hydra:runtime.choices.model}),
+            # which do not exist in the launching process
+            store = Spec({key: config.tracking[key] for key in ("uri", "experiment", "artifact_root")})
             self.parent = SweepParent()
-            self.parent.start(Path(hydra.sweep.dir), spec(config.tracking), spec(config.data), tags,
+            self.parent.start(Path(hydra.sweep.dir), store, spec(config.data), tags,
                               swept_keys(config), [str(o) for o in hydra.overrides.task],
                               OmegaConf.select(config, "sweep.register"))  # fmt: skip
 

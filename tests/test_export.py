@@ -126,6 +126,18 @@ def test_the_export_is_scored_on_the_whole_test_split_as_the_training_run_scored
     assert metrics["metric_delta"] == pytest.approx(metrics["test_mean_iou_exported"] - metrics["test_mean_iou_keras"])
 
 
+def test_the_source_cards_lists_the_export_with_its_parity_and_metric_delta(tiny_unet_onnx):
+    project, client, run, export, _ = tiny_unet_onnx
+    result = run_stage("card", project, f"source={run.info.run_id}", "json=true", "refresh=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [listed] = json.loads(result.stdout)["exports"]
+    assert listed["format"] == "onnx" and listed["run_id"] == export.info.run_id and listed["status"] == "FINISHED"
+    assert listed["metric_delta"] == export.data.metrics["metric_delta"]
+    assert listed["parity_max_abs_diff"] == export.data.metrics["parity_max_abs_diff"]
+    logged = client.download_artifacts(run.info.run_id, "model_card.md", str(project / "card"))
+    assert f"| onnx | `{export.info.run_id}` | FINISHED |" in open(logged).read()  # refreshed by the export
+
+
 def test_the_metric_gate_fails_past_its_bound_naming_both_scores():
     assert exporting.metric_gate("onnx", "test_mean_iou", 0.90, 0.9005, 0.001) == pytest.approx(0.0005)
     with pytest.raises(

@@ -33,6 +33,21 @@ def test_evaluate_by_alias_reproduces_the_runs_test_metric(registered):
     assert abs(evaluation.data.metrics["test_accuracy"] - run.data.metrics["test_accuracy"]) < 1e-9
 
 
+def test_the_model_card_prints_by_alias_with_its_test_interval_and_classes(registered):
+    project, client, run, _ = registered
+    result = run_stage("card", project, "source=models:/digits-lenet5@champion", "refresh=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    card, metrics = result.stdout, run.data.metrics
+    assert card.startswith("# Model card: lenet5 (classification)") and run.info.run_id in card
+    low, high = metrics["test_accuracy_ci_low"], metrics["test_accuracy_ci_high"]
+    assert low <= metrics["test_accuracy"] <= high
+    assert f"test_accuracy = {metrics['test_accuracy']:.4f} (95 % bootstrap interval" in card
+    assert f"{low:.4f}..{high:.4f}" in card and f"{int(metrics['test_images'])} images" in card
+    assert f"| 7 | {metrics['test_precision_7']:.4f} | {metrics['test_recall_7']:.4f} |" in card
+    logged = client.download_artifacts(run.info.run_id, "model_card.md", str(project / "card-alias"))
+    assert open(logged).read().startswith("# Model card: lenet5")  # logged by the training run itself
+
+
 def test_a_version_names_the_same_model_and_run(registered):
     from pipeline.tracking import load_model
 

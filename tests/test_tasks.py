@@ -43,7 +43,7 @@ def test_every_task_has_what_the_stages_ask_for():
         assert task.name == name and task.target in TARGETS
         # scores are maximised, errors (regression's mae) minimised: the monitor and the headline agree
         assert task.monitor.startswith("val_") and direction(task.monitor) == direction(task.headline)
-        for method in ("loss_and_metrics", "check_targets", "evaluate", "predict", "explain"):
+        for method in ("loss_and_metrics", "check_targets", "tally", "outputs", "predict", "explain"):
             assert callable(getattr(task, method)), (name, method)
 
 

@@ -52,6 +52,9 @@ def test_test_metrics_under_their_documented_keys(trained):
     for key in ("test_mean_iou", "test_pixel_accuracy", "test_dice", "test_iou_background"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["num_params"] > 0
+    # the held-out estimate with its 95 % bootstrap interval over the test images
+    assert metrics["test_mean_iou_ci_low"] <= metrics["test_mean_iou"] <= metrics["test_mean_iou_ci_high"]
+    assert metrics["test_mean_iou_ci_high"] - metrics["test_mean_iou_ci_low"] > 0
 
 
 def test_artifacts_hold_config_pictures_and_checkpointed_model(trained):

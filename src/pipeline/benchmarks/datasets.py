@@ -8,14 +8,16 @@ from pathlib import Path
 def linked_set(root: Path, size: int, distinct: int, train: int, held_out: int = 16) -> Path:
     """A segmentation folder set of `train` training images at size x size, made of `distinct` generated shapes
     images hard-linked under new names (every file is read and decoded on its own; only the disk is spared),
-    plus `held_out` val and test images. Built once per (size, distinct, train) under root."""
+    plus `held_out` val and test images (linked the same way). Built once per (size, distinct, train, held_out)
+    under root."""
     from pipeline.data.shapes import ShapesSpec, generate
 
-    out = root / f"linked{size}-{distinct}-{train}"
+    out = root / f"linked{size}-{distinct}-{train}" / f"held-out-{held_out}"
     if (out / "train" / "images").is_dir() and len(list((out / "train" / "images").iterdir())) == train:
         return out
-    source = root / f"shapes{size}-{distinct}"
-    counts = (("train", distinct), ("val", held_out), ("test", held_out))
+    held = min(held_out, distinct)  # generated; more are links to these
+    source = root / f"shapes{size}-{distinct}-{held}"
+    counts = (("train", distinct), ("val", held), ("test", held))
     spec = ShapesSpec(image_size=size, counts=counts, min_size=size // 10, max_size=size // 4)
     generate(source, spec, progress=False)
     for split in ("train", "val", "test"):

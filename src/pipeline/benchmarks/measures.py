@@ -162,12 +162,25 @@ def keras_workers_pipeline(epochs: int, workers: int, overrides=()) -> dict:
     return {"images_per_sec": rates}
 
 
+def save_model(size: int, classes: int, path: str) -> dict:
+    """The default U-Net for size x size RGB images, untrained, saved as a .keras file (what `cnn evaluate`
+    scores in the memory rows: its weights do not change what a split costs)."""
+    from pipeline.models import build_model
+    from pipeline.training.fit import model_options
+
+    cfg = spec(compose([]))
+    model = build_model(cfg.model.name, (size, size, 3), classes, **model_options(plain(cfg.model)))
+    model.save(path)
+    return {"path": path}
+
+
 MEASURES = {
     "keras_workers_pipeline": keras_workers_pipeline,
     "bare_fit": bare_fit,
     "input_pipeline": input_pipeline,
     "streaming_pipeline": streaming_pipeline,
     "matmul_ceiling": matmul_ceiling,
+    "save_model": save_model,
 }
 
 

@@ -31,6 +31,12 @@ def streaming_rows(m: dict) -> list[tuple[str, str, float, str]]:
     return rows
 
 
+def evaluation_row(peaks: dict) -> tuple[str, str, float, str]:
+    small, large = (peaks.get(n, peaks.get(str(n))) for n in (1000, 4000))
+    name = "peak memory: `cnn evaluate`, 4,000 vs 1,000 streamed 256-px test images (U-Net, folder set)"
+    return name, f"{large:.0f} vs {small:.0f} MiB", large / small, "≤ 1.15"
+
+
 def stage_row(stage: float, bare: float) -> tuple[str, str, float, str]:
     return "train stage vs bare `model.fit`", f"{stage:.0f} vs {bare:.0f} img/s", stage / bare, "≥ 0.95"
 
@@ -74,6 +80,8 @@ def table(m: dict, repeats: int, epochs: int) -> str:
         ),
     ]
     rows += streaming_rows(m)
+    if "evaluate_rss" in m:
+        rows.append(evaluation_row(m["evaluate_rss"]))
     if "config_errors" in m:
         rows.append(config_error_row(m["config_errors"]))
     lines = [

@@ -93,6 +93,7 @@ def measure(repeats: int, epochs: int) -> dict:
         print("matmul ceiling", flush=True)
         found["ceiling"] = child("matmul_ceiling")[0]["flops_per_sec"]
         found.update(measure_streaming(Path(scratch), repeats, epochs))
+        found["evaluate_rss"] = evaluation_memory(Path(scratch))
         print("config errors", flush=True)
         found["config_errors"] = config_errors(Path(scratch), repeats)
     return {"rates": rates, "peaks": peaks, **found}
@@ -158,3 +159,27 @@ def stage_vs_bare(repeats: int, epochs: int) -> tuple[float, float]:
             print(f"[{repeat + 1}/{repeats}] train stage", flush=True)
             rates["stage"] += train_stage(epochs, Path(scratch))[0]["images_per_sec"]
     return median(rates["stage"]), median(rates["bare"])
+
+
+EVALUATED = (1000, 4000)
+
+
+def evaluation_memory(scratch: Path, counts: tuple[int, ...] = EVALUATED, size: int = 256) -> dict[int, float]:
+    """Peak memory (MiB) of `cnn evaluate` scoring the first N of a streamed folder set's test images at
+    size x size, per N: a split streamed batch by batch costs the same at any length."""
+    from pipeline import tracking
+
+    folder = linked_set(scratch, size, 64, 16, held_out=max(counts))
+    model = scratch / f"unet{size}.keras"
+    if not model.exists():
+        child("save_model", size=size, classes=4, path=str(model))
+    peaks = {}
+    for count in counts:
+        print(f"cnn evaluate on {count} streamed {size}-px test images (peak memory)", flush=True)
+        command = [sys.executable, "-m", "pipeline.commands.evaluate", f"source={model}", "use_source_data=false",
+                   *folder_overrides(folder, size, f"data.splits.test={count}", "num_examples=2"),
+                   f"hydra.run.dir={scratch}/evaluate-{count}", f"tracking.artifact_root={scratch}/art"]  # fmt: skip
+        _, peaks[count] = run(command, {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db"})
+        if not tracking.last_run_metric(f"sqlite:///{scratch}/mlflow.db", "bench", "test_mean_iou"):
+            raise RuntimeError(f"cnn evaluate on {count} images logged no test_mean_iou")
+    return peaks

@@ -3,6 +3,7 @@
     cnn bench                  # prints the table and writes bench/results.md
     cnn bench --repeats 3 --epochs 4
     cnn bench --only stage        # the first row alone: the train stage vs bare model.fit
+    cnn bench --only evaluate_memory  # peak memory of cnn evaluate on 4,000 vs 1,000 streamed test images
 
 Each measurement runs in a fresh Python process (its own TensorFlow runtime, its own peak memory), in
 interleaved order and repeated, and the table reports medians and ratios: absolute speeds on a shared
@@ -24,17 +25,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3, help="per measurement; the first is dropped")
     parser.add_argument("--out", type=Path, default=project_root() / "bench" / "results.md")
-    parser.add_argument("--only", choices=["config_errors", "stage"], help="measure one row alone and print it")
+    parser.add_argument("--only", choices=["config_errors", "stage", "evaluate_memory"],
+                        help="measure one row alone and print it")  # fmt: skip
     args = parser.parse_args()
-    from pipeline.benchmarks.report import config_error_row, stage_row, table, table_row
-    from pipeline.benchmarks.suite import config_errors, measure, stage_vs_bare
+    from pipeline.benchmarks.report import config_error_row, evaluation_row, stage_row, table, table_row
+    from pipeline.benchmarks.suite import config_errors, evaluation_memory, measure, stage_vs_bare
 
     if args.only == "stage":
         print(table_row(*stage_row(*stage_vs_bare(args.repeats, args.epochs))))
         return
     if args.only:
         with tempfile.TemporaryDirectory() as scratch:
-            print(table_row(*config_error_row(config_errors(Path(scratch), args.repeats))))
+            if args.only == "evaluate_memory":
+                print(table_row(*evaluation_row(evaluation_memory(Path(scratch)))))
+            else:
+                print(table_row(*config_error_row(config_errors(Path(scratch), args.repeats))))
         return
     if args.epochs < 2 or args.repeats < 1:
         parser.error("--epochs must be >= 2 (the first epoch is dropped) and --repeats >= 1")

@@ -20,6 +20,7 @@ COMMANDS = {  # command -> (entry module, what it does)
     "transfer": ("pipeline.commands.transfer", "reuse a trained network on a small set"),
     "transfer-study": ("pipeline.commands.transfer_study", "summarise a transfer multirun"),
     "export": ("pipeline.commands.export", "a run's model as saved_model, onnx or litert, checked against Keras"),
+    "card": ("pipeline.commands.card", "print a model's card: input, metrics with intervals, lineage, exports"),
     "register": ("pipeline.commands.register", "register a run's model as a version in the MLflow registry (+ alias)"),
     "compare": ("pipeline.commands.compare", "leaderboard of a sweep or an experiment"),
     "bench": ("pipeline.commands.bench", "the benchmark table"),

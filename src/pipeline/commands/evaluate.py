@@ -3,7 +3,9 @@ it as a run nested under its source.
 
     cnn evaluate source=<run id>            # the run's logged model, on the run's own data
     cnn evaluate source=outputs/.../checkpoints/best.keras split=val tta=true
-Logs the task's scores with the split as prefix (test_mean_iou, test_accuracy, test_box_iou, ...), its
+The split streams from its files batch by batch (a split of any size runs in the memory of a few batches).
+Logs the task's scores with the split as prefix (test_mean_iou, test_accuracy, test_box_iou, ...; the headline
+with its 95 % bootstrap interval over images, test_mean_iou_ci_low and _ci_high), its
 pictures (confusion matrix, best and worst predictions, surest errors, boxes drawn) and, for classifiers
 and localizers, predictions.csv (each image's prediction).
 """
@@ -23,9 +25,11 @@ def main(cfg: DictConfig) -> float:
 
     check_schema(cfg)
     from pipeline import tracking
-    from pipeline.data.sources import class_names, load_data, prepare_data
-    from pipeline.errors import ConfigError
+    from pipeline.data.folders import BadFiles
+    from pipeline.data.samples import worker_count
+    from pipeline.data.sources import class_names, prepare_data, split_samples
     from pipeline.tasks import get_task
+    from pipeline.tasks.scoring import evaluate
     from pipeline.training.fit import log_report
 
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
@@ -35,19 +39,20 @@ def main(cfg: DictConfig) -> float:
     task = get_task(data.task)
     root = prepare_data(data, progress=False)
     classes = class_names(data, root)
-    images, targets = load_data(data, root, cfg.split)
-    expected = tuple(model.inputs[0].shape[1:])
-    if images.shape[1:] != expected:
-        raise ConfigError(f"data.image_size gives {images.shape[1:]} images but the model expects {expected}")
-    report = task.evaluate(
+    bad = BadFiles(data.get("on_bad_file", "error"))
+    samples = split_samples(data, root, bad, cache=False)[cfg.split]  # an index: streamed batch by batch
+    report = evaluate(
+        task,
         model,
-        images,
-        targets,
+        samples,
         classes,
         cfg.batch_size,
         num_examples=cfg.num_examples,
         tta=cfg.tta,
         ignore_label=loss.get("ignore_label"),
+        bad=bad,
+        workers=worker_count(data.get("workers", "auto")),
+        desc=f"scoring {cfg.split}",
     )
     prefix = "test" if cfg.split == "test" else cfg.split
     tags = {"stage": "evaluate", "task": task.name, "data": data.name, "source": str(cfg.source), "tta": str(cfg.tta)}

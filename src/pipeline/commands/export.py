@@ -59,12 +59,13 @@ def main(cfg: DictConfig) -> float:
     if keras.config.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
         _rerun_on_tensorflow(keras.config.backend())
     from pipeline import tracking
-    from pipeline.data.samples import decode_all
+    from pipeline.data.samples import decode_all, worker_count
     from pipeline.data.sources import class_names, prepare_data, split_samples
-    from pipeline.deploy import contract, exporting
+    from pipeline.deploy import card, contract, exporting
     from pipeline.deploy.serving import Predictor
     from pipeline.errors import ConfigError, DataError
     from pipeline.tasks import get_task
+    from pipeline.tasks.scoring import evaluate
 
     name = str(cfg.format)
     exporting.check_requirements(name)
@@ -98,15 +99,16 @@ def main(cfg: DictConfig) -> float:
     if cfg.max_metric_delta is not None and data.get("task"):  # the metric gate: the whole split, both runtimes
         task = get_task(data.task)
         classes = terms["class_names"] or class_names(data, prepare_data(data, progress=False))
-        x, y = decode_all(indexed, desc=f"decoding {cfg.split} for the metric").arrays()
         ignore = ((source or {}).get("loss") or {}).get("ignore_label") if cfg.use_source_data and source_run else None
-        options = {"batch_size": cfg.batch_size, "num_examples": 0, "ignore_label": ignore}
-        keras_value = task.evaluate(served, x, y, classes, **options).value
-        exported_value = task.evaluate(exporting.Exported(name, path), x, y, classes, **options).value
-        scores = (f"{cfg.split}_{task.headline}", keras_value, exported_value, len(x))
+        options = {"batch_size": cfg.batch_size, "num_examples": 0, "ignore_label": ignore, "confidence": False,
+                   "workers": worker_count(data.get("workers", "auto"))}  # fmt: skip
+        keras_value = evaluate(task, served, indexed, classes, desc="scoring with Keras", **options).value
+        exported = exporting.Exported(name, path)
+        exported_value = evaluate(task, exported, indexed, classes, desc=f"scoring with {runtime}", **options).value
+        scores = (f"{cfg.split}_{task.headline}", keras_value, exported_value, len(indexed))
         delta = exported_value - keras_value
-        print(f"{scores[0]}: {exported_value:.4f} ({runtime}) vs {keras_value:.4f} (Keras) on {len(x)} {cfg.split} "
-              f"images: delta {delta:+.4f} (max_metric_delta={cfg.max_metric_delta})")  # fmt: skip
+        print(f"{scores[0]}: {exported_value:.4f} ({runtime}) vs {keras_value:.4f} (Keras) on {len(indexed)} "
+              f"{cfg.split} images: delta {delta:+.4f} (max_metric_delta={cfg.max_metric_delta})")  # fmt: skip
     tags = {"stage": "export", "format": name, "source": str(cfg.source), "runtime": runtime}
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags, source_run
@@ -137,6 +139,8 @@ def main(cfg: DictConfig) -> float:
                                   "metric_images": count})  # fmt: skip
             delta = exporting.metric_gate(name, metric, keras_value, exported_value, cfg.max_metric_delta)
             tracking.log_metrics({"metric_delta": delta})
+    if source_run:  # the source's card lists this export's parity and metric delta
+        card.log(cfg.tracking.uri, source_run)
     log.info("%s written to %s and logged (max |diff| %.3g)", name, path, gap)
     return gap
 

@@ -164,6 +164,8 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "name": _rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty model name"),
     "alias": _rule(lambda v: v is None or isinstance(v, str), "null or an alias such as champion"),
     "tta": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "json": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "refresh": _rule(lambda v: isinstance(v, bool), "true or false"),
     "batch_size": _rule(positive_int, "a positive integer"),
     "num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "mode": _choice(PREDICT_MODES),

@@ -158,6 +158,15 @@ def parse_bytes(value) -> int:
     raise ConfigError(f"data.cache_budget={value!r} is invalid; valid: a size such as 2GiB, 512MiB or 1000000")
 
 
+def read_or_skip(samples: Samples, i: int, bad: BadFiles) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sample i decoded, or None when it is a bad file `bad` skips (else its DataError is raised)."""
+    try:
+        return samples.read(i)
+    except DataError as err:
+        bad.handle(err, Path(samples.name(i)))
+        return None
+
+
 def decode_all(samples: Samples, bad: BadFiles | None = None, workers: int = 1, desc: str = "") -> ArraySamples:
     """Every sample decoded into memory (in `workers` threads), bad files raised or skipped by `bad`."""
     if isinstance(samples, ArraySamples):
@@ -165,11 +174,7 @@ def decode_all(samples: Samples, bad: BadFiles | None = None, workers: int = 1, 
     bad = bad or BadFiles()
 
     def one(i):
-        try:
-            return samples.read(i)
-        except DataError as err:
-            bad.handle(err, Path(samples.name(i)))
-            return None
+        return read_or_skip(samples, i, bad)
 
     from tqdm.auto import tqdm
 

@@ -21,12 +21,12 @@ def direction(monitor: str) -> str:
 
 @dataclass
 class Report:
-    """A test evaluation: scores by name, the headline score's name, pictures by artifact path, predictions."""
+    """A split's evaluation: scores by name, the headline score's name, pictures by artifact path, the rows."""
 
     scores: dict[str, float]
     headline: str
     figures: dict = field(default_factory=dict)
-    predicted: np.ndarray | None = None
+    count: int = 0  # images scored
     table: str | None = None  # CSV text, one row per image (classifiers and localizers), logged as predictions.csv
 
     @property
@@ -52,9 +52,13 @@ class Task(Protocol):
 
     def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None: ...
 
-    def evaluate(
-        self, model, images: np.ndarray, targets: np.ndarray, classes: list[str], batch_size: int, **options
-    ) -> Report: ...
+    def tally(self, classes: list[str], num_examples: int, ignore_label: int | None = None):
+        """What scores a split batch by batch (pipeline.tasks.scoring.Tally); pipeline.tasks.scoring.evaluate
+        runs it."""
+
+    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        """The model's main output for a batch of float32 images (with tta, averaged over flips where the task
+        allows)."""
 
     def predict(
         self, model, images: list[np.ndarray], names: list[str], classes: list[str], out: Path, **options

@@ -11,6 +11,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import confusion_matrix
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
+from pipeline.tasks.scoring import TopK
 
 
 def probabilities_of(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -48,6 +49,57 @@ def write_csv(path: Path, names: list[str], probabilities: np.ndarray, classes: 
             writer.writerow([name, classes[int(np.argmax(row))], *(f"{p:.6f}" for p in row)])
 
 
+class ClassificationTally:
+    """Per image: true and predicted label and the probabilities (the scores, predictions.csv and the bootstrap
+    come from these rows); kept pictures: the first 4·num_examples and the surest mistakes."""
+
+    def __init__(self, classes: list[str], num_examples: int = 6):
+        self.classes, self.num_examples = classes, num_examples
+        self.labels, self.probabilities = [], []
+        self.first, self.surest_wrong = TopK(4 * num_examples), TopK(4 * num_examples)
+
+    def add(self, start, images, targets, outputs) -> None:
+        self.labels.append(np.asarray(targets, np.int64))
+        self.probabilities.append(outputs)
+        if not self.num_examples:
+            return
+        predicted = outputs.argmax(axis=-1)
+        for k, (image, label, guess, row) in enumerate(zip(images, targets, predicted, outputs)):
+            self.first.offer(-(start + k), start + k, image, label, guess)
+            if guess != label:
+                self.surest_wrong.offer(row[guess], start + k, image, label, guess)
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.labels) > 1:
+            self.labels, self.probabilities = [np.concatenate(self.labels)], [np.concatenate(self.probabilities)]
+        return self.labels[0], self.probabilities[0]
+
+    def headline_of(self, indices: np.ndarray) -> float:
+        labels, probabilities = self._rows()
+        return float(np.mean(probabilities[indices].argmax(axis=-1) == labels[indices]))
+
+    def report(self) -> Report:
+        labels, probabilities = self._rows()
+        scores, cm, predicted = scores_of(probabilities, labels, self.classes)
+        if not self.num_examples:  # scores only
+            return Report(scores, "accuracy")
+        classes = self.classes
+        table = "".join(
+            [f"index,true,label,{','.join(classes)}\n"]
+            + [
+                f"{i},{classes[t]},{classes[p]},{','.join(f'{v:.6f}' for v in row)}\n"
+                for i, (t, p, row) in enumerate(zip(labels, predicted, probabilities))
+            ]
+        )
+        figures = {
+            "plots/test_predictions.png": viz.classification_grid(*self.first.columns(), classes),
+            "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, classes),
+        }
+        if len(self.surest_wrong):
+            figures["plots/worst_errors.png"] = viz.classification_grid(*self.surest_wrong.columns(), classes)
+        return Report(scores, "accuracy", figures, table=table)
+
+
 class Classification:
     name = "classification"
     target = "label"
@@ -69,32 +121,11 @@ class Classification:
                 f"{low}..{high}; valid: a list of {high + 1} class names (one per label)"
             )
 
-    def evaluate(self, model, images, targets, classes, batch_size: int = 32, num_examples: int = 6, **_) -> Report:
-        probabilities = probabilities_of(model, images, batch_size)
-        scores, cm, predicted = scores_of(probabilities, targets, classes)
-        if num_examples == 0:  # scores only
-            return Report(scores, self.headline, {}, predicted)
-        table = "".join(
-            [f"index,true,label,{','.join(classes)}\n"]
-            + [
-                f"{i},{classes[t]},{classes[p]},{','.join(f'{v:.6f}' for v in row)}\n"
-                for i, (t, p, row) in enumerate(zip(targets, predicted, probabilities))
-            ]
-        )
-        shown = slice(0, 4 * num_examples)
-        wrong = np.flatnonzero(predicted != targets)
-        worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][: 4 * num_examples]  # surest mistakes
-        figures = {
-            "plots/test_predictions.png": viz.classification_grid(
-                images[shown], targets[shown], predicted[shown], classes
-            ),
-            "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, classes),
-        }
-        if len(worst):
-            figures["plots/worst_errors.png"] = viz.classification_grid(
-                images[worst], targets[worst], predicted[worst], classes
-            )
-        return Report(scores, self.headline, figures, predicted, table)
+    def tally(self, classes: list[str], num_examples: int = 6, **_):
+        return ClassificationTally(classes, num_examples)
+
+    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return probabilities_of(model, images, len(images))
 
     def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, files=None, **_) -> Written:
         """predictions.csv (file as found, label, one probability per class) and a contact sheet of the images."""

@@ -13,6 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
+from pipeline.tasks.scoring import TopK
 
 
 def predict_boxes(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -25,6 +26,44 @@ def draw_box(image: np.ndarray, box: np.ndarray, colour=(255, 0, 0)) -> Image.Im
     x0, y0, x1, y1 = (box * np.array([width, height, width, height])).tolist()
     ImageDraw.Draw(picture).rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=2)
     return picture
+
+
+class LocalizationTally:
+    """Per image: true and predicted box and their IoU; kept pictures: the first 16 and the 2·num_examples
+    lowest IoUs."""
+
+    def __init__(self, num_examples: int = 6):
+        self.num_examples, self.rows = num_examples, []
+        self.first, self.worst = TopK(16 if num_examples else 0), TopK(2 * num_examples)
+
+    def add(self, start, images, targets, outputs) -> None:
+        ious = keras.ops.convert_to_numpy(box_iou(targets, outputs))
+        self.rows.append(np.concatenate([targets, outputs, ious[:, None]], axis=1))
+        for k, (image, box, guess, iou) in enumerate(zip(images, targets, outputs, ious)):
+            self.first.offer(-(start + k), start + k, image, box, guess)
+            self.worst.offer(-iou, start + k, image, box, guess)
+
+    def _rows(self) -> np.ndarray:
+        if len(self.rows) > 1:
+            self.rows = [np.concatenate(self.rows)]
+        return self.rows[0]
+
+    def headline_of(self, indices: np.ndarray) -> float:
+        return float(self._rows()[indices, 8].mean())
+
+    def report(self) -> Report:
+        rows = self._rows()
+        ious = rows[:, 8]
+        scores = {"box_iou": float(ious.mean()), "box_iou_above_0.5": float((ious > 0.5).mean())}
+        if not self.num_examples:  # scores only
+            return Report(scores, "box_iou")
+        figures = {
+            "plots/test_predictions.png": viz.box_grid(*self.first.columns()),
+            "plots/worst_boxes.png": viz.box_grid(*self.worst.columns()),
+        }
+        lines = [f"{i},{','.join(f'{v:.5f}' for v in row[:8])},{row[8]:.5f}\n" for i, row in enumerate(rows)]
+        header = "index,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max,iou\n"
+        return Report(scores, "box_iou", figures, table=header + "".join(lines))
 
 
 class Localization:
@@ -43,23 +82,11 @@ class Localization:
                 "valid: boxes (N, 4) = x_min, y_min, x_max, y_max as fractions of the image size"
             )
 
-    def evaluate(self, model, images, targets, classes, batch_size: int = 32, num_examples: int = 6, **_) -> Report:
-        predicted = predict_boxes(model, images, batch_size)
-        ious = keras.ops.convert_to_numpy(box_iou(targets, predicted))
-        scores = {"box_iou": float(ious.mean()), "box_iou_above_0.5": float((ious > 0.5).mean())}
-        if num_examples == 0:  # scores only
-            return Report(scores, self.headline, {}, predicted)
-        worst = np.argsort(ious)[: 2 * num_examples]
-        figures = {
-            "plots/test_predictions.png": viz.box_grid(images[:16], targets[:16], predicted[:16]),
-            "plots/worst_boxes.png": viz.box_grid(images[worst], targets[worst], predicted[worst]),
-        }
-        rows = [
-            f"{i},{','.join(f'{v:.5f}' for v in (*t, *p))},{iou:.5f}\n"
-            for i, (t, p, iou) in enumerate(zip(targets, predicted, ious))
-        ]
-        header = "index,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max,iou\n"
-        return Report(scores, self.headline, figures, predicted, header + "".join(rows))
+    def tally(self, classes: list[str], num_examples: int = 6, **_):
+        return LocalizationTally(num_examples)
+
+    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return predict_boxes(model, images, len(images))
 
     def predict(self, model, images, names, classes, out: Path, batch_size=32, num_logged=8, files=None, **_):
         """boxes.csv (file as found, x_min, y_min, x_max, y_max in pixels of the original image) and each image

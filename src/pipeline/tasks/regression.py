@@ -30,6 +30,36 @@ def regression_scores(truth: np.ndarray, predicted: np.ndarray, names: list[str]
     return scores
 
 
+class RegressionTally:
+    """Per image: its true and predicted values (K numbers each: small enough to keep for any split)."""
+
+    def __init__(self, classes: list[str], num_examples: int = 6):
+        self.classes, self.num_examples, self.truth, self.predicted = classes, num_examples, [], []
+
+    def add(self, start, images, targets, outputs) -> None:
+        self.truth.append(np.asarray(targets, np.float32))
+        self.predicted.append(outputs)
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.truth) > 1:
+            self.truth, self.predicted = [np.concatenate(self.truth)], [np.concatenate(self.predicted)]
+        return self.truth[0], self.predicted[0]
+
+    def headline_of(self, indices: np.ndarray) -> float:
+        truth, predicted = self._rows()
+        return float(np.abs(predicted[indices] - truth[indices]).mean())
+
+    def report(self) -> Report:
+        truth, predicted = self._rows()
+        scores = regression_scores(truth, predicted, self.classes)
+        if not self.num_examples:
+            return Report(scores, "mae")
+        figures = {"plots/predicted_vs_true.png": viz.values_scatter(truth, predicted, self.classes)}
+        header = "index," + ",".join([*(f"true_{c}" for c in self.classes), *self.classes]) + "\n"
+        rows = [f"{i},{','.join(f'{v:.5f}' for v in (*t, *p))}\n" for i, (t, p) in enumerate(zip(truth, predicted))]
+        return Report(scores, "mae", figures, table=header + "".join(rows))
+
+
 class Regression:
     name = "regression"
     target = "values"
@@ -48,15 +78,11 @@ class Regression:
         if len(targets) and not np.isfinite(targets).all():
             raise ConfigError(f"the {split} split of data={data_name} has targets that are NaN or infinite")
 
-    def evaluate(self, model, images, targets, classes, batch_size: int = 32, num_examples: int = 6, **_) -> Report:
-        predicted = predict_values(model, images, batch_size)
-        scores = regression_scores(targets, predicted, classes)
-        if num_examples == 0:
-            return Report(scores, self.headline, {}, predicted)
-        figures = {"plots/predicted_vs_true.png": viz.values_scatter(targets, predicted, classes)}
-        header = "index," + ",".join([*(f"true_{c}" for c in classes), *classes]) + "\n"
-        rows = [f"{i},{','.join(f'{v:.5f}' for v in (*t, *p))}\n" for i, (t, p) in enumerate(zip(targets, predicted))]
-        return Report(scores, self.headline, figures, predicted, header + "".join(rows))
+    def tally(self, classes: list[str], num_examples: int = 6, **_):
+        return RegressionTally(classes, num_examples)
+
+    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return predict_values(model, images, len(images))
 
     def predict(self, model, images, names, classes, out: Path, batch_size=32, files=None, **_) -> Written:
         """predictions.csv: the file as found and one predicted value per output name."""

@@ -14,6 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
+from pipeline.tasks.scoring import TopK
 from pipeline.training.losses import SegmentationLoss
 
 
@@ -30,27 +31,53 @@ def predict_probabilities(
     return probabilities
 
 
-def evaluate(
-    model: keras.Model,
-    images: np.ndarray,
-    masks: np.ndarray,
-    classes: list[str],
-    batch_size: int = 32,
-    tta: bool = False,
-    ignore_label: int | None = None,
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Scores over the whole split from one confusion matrix; also the matrix and the predicted labels."""
-    predicted = np.argmax(predict_probabilities(model, images, batch_size, tta), axis=-1).astype(np.uint8)
-    cm = confusion_matrix(masks, predicted, len(classes), ignore_label)
-    return segmentation_scores(cm, classes), cm, predicted
+def per_image_matrices(masks: np.ndarray, predicted: np.ndarray, num_classes: int, ignore_label=None) -> np.ndarray:
+    """(N, C, C) int64: each image's confusion matrix (their sum is the split's)."""
+    return np.stack([confusion_matrix(m, p, num_classes, ignore_label) for m, p in zip(masks, predicted)])
 
 
-def per_image_mean_iou(masks: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """Mean IoU of each image on its own (for finding the best and worst predictions)."""
-    names = [str(c) for c in range(num_classes)]
-    return np.array(
-        [segmentation_scores(confusion_matrix(m, p, num_classes), names)["mean_iou"] for m, p in zip(masks, predicted)]
-    )
+class SegmentationTally:
+    """Per image: its confusion matrix (the split's scores come from their sum, never a mean of image means; a
+    bootstrap resamples them) and its own mean IoU, which picks the best and worst pictures kept."""
+
+    def __init__(self, classes: list[str], num_examples: int = 4, ignore_label: int | None = None):
+        self.classes, self.num_examples, self.ignore_label = classes, num_examples, ignore_label
+        self.matrices: list[np.ndarray] = []
+        self.first, self.best, self.worst = TopK(num_examples), TopK(num_examples), TopK(num_examples)
+
+    def add(self, start, images, targets, outputs) -> None:
+        predicted = np.argmax(outputs, axis=-1).astype(np.uint8)
+        matrices = per_image_matrices(targets, predicted, len(self.classes), self.ignore_label)
+        self.matrices.append(matrices)
+        if not self.num_examples:
+            return
+        names = [str(c) for c in range(len(self.classes))]
+        for k, (image, mask, labels, cm) in enumerate(zip(images, targets, predicted, matrices)):
+            score = segmentation_scores(cm, names)["mean_iou"]
+            self.first.offer(-(start + k), start + k, image, mask, labels)
+            self.best.offer(score, start + k, image, mask, labels)
+            self.worst.offer(-score, start + k, image, mask, labels)
+
+    def headline_of(self, indices: np.ndarray) -> float:
+        return segmentation_scores(self._stacked()[indices].sum(axis=0), self.classes)["mean_iou"]
+
+    def _stacked(self) -> np.ndarray:
+        if len(self.matrices) > 1:
+            self.matrices = [np.concatenate(self.matrices)]
+        return self.matrices[0]
+
+    def report(self) -> Report:
+        cm = self._stacked().sum(axis=0)
+        scores = segmentation_scores(cm, self.classes)
+        if not self.num_examples:  # scores only
+            return Report(scores, "mean_iou")
+        figures = {
+            "plots/test_predictions.png": viz.prediction_grid(*self.first.columns(), self.classes),
+            "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, self.classes),
+            "plots/worst_predictions.png": viz.prediction_grid(*self.worst.columns(), self.classes),
+            "plots/best_predictions.png": viz.prediction_grid(*self.best.columns(), self.classes),
+        }
+        return Report(scores, "mean_iou", figures)
 
 
 def predict_resized(model: keras.Model, image: np.ndarray, tta: bool = False) -> np.ndarray:
@@ -147,31 +174,11 @@ class Segmentation:
     def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:
         """Masks are checked file by file as they are read (pipeline.data.folders)."""
 
-    def evaluate(
-        self,
-        model,
-        images: np.ndarray,
-        targets: np.ndarray,
-        classes: list[str],
-        batch_size: int = 32,
-        num_examples: int = 4,
-        tta: bool = False,
-        ignore_label: int | None = None,
-    ) -> Report:
-        scores, cm, predicted = evaluate(model, images, targets, classes, batch_size, tta, ignore_label)
-        if num_examples == 0:  # scores only
-            return Report(scores, self.headline, {}, predicted)
-        order = np.argsort(per_image_mean_iou(targets, predicted, len(classes)))
-        shown = slice(0, num_examples)
-        figures = {
-            "plots/test_predictions.png": viz.prediction_grid(images[shown], targets[shown], predicted[shown], classes),
-            "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, classes),
-        }
-        for name, picked in (("worst", order[:num_examples]), ("best", order[::-1][:num_examples])):
-            figures[f"plots/{name}_predictions.png"] = viz.prediction_grid(
-                images[picked], targets[picked], predicted[picked], classes
-            )
-        return Report(scores, self.headline, figures, predicted)
+    def tally(self, classes: list[str], num_examples: int = 4, ignore_label: int | None = None, **_):
+        return SegmentationTally(classes, num_examples, ignore_label)
+
+    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return predict_probabilities(model, images, len(images), tta)
 
     def predict(
         self,

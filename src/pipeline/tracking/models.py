@@ -133,6 +133,18 @@ def load_model(source: str, uri: str) -> tuple[keras.Model, str | None]:
         raise _not_found(source, uri, err) from None
 
 
+def model_run(source: str, uri: str) -> str:
+    """The id of the run that produced the model `source` names (a run id, runs:/, models:/ or m-), without
+    loading the model; one line when the store has no such run or model."""
+    use_store(uri)
+    try:
+        if not source.startswith(("runs:/", "models:/", "m-")):
+            return mlflow.get_run(source).info.run_id
+        return _model_uri(source)[1]
+    except mlflow.exceptions.MlflowException as err:
+        raise _not_found(source, uri, err) from None
+
+
 def _model_uri(source: str) -> tuple[str, str | None]:
     """(model URI, run id) of a run id, runs:/, models:/ or m- source."""
     if source.startswith("m-"):

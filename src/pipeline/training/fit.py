@@ -1,6 +1,7 @@
 """The library behind the train and transfer stages: compile a model for its task, score the test split
 and log what a run records. Plain functions; the train and transfer commands call them."""
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from pipeline.config.spec import plain
 from pipeline.errors import ConfigError
 from pipeline.plots import viz
 from pipeline.tasks import Report, Task, direction
+from pipeline.tasks.scoring import CONFIDENCE, evaluate
 from pipeline.tasks.targets import target_of
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,15 @@ def compile_model(
     return monitor, direction(monitor)
 
 
-def shift_curve(model, task: Task, x_test, y_test, classes, batch: int, shifts: list[int], name: str) -> None:
+def shift_curve(model, task: Task, samples, classes, batch: int, shifts: list[int], name: str, **read) -> None:
     """The headline score on the test images moved right by each shift (np.roll: the scene wraps around),
     logged as metric shift_accuracy with the shift as its step, so MLflow overlays the curves of several runs."""
     scores = []
     for shift in shifts:
-        moved = np.roll(x_test, shift, axis=2)
-        scores.append(task.evaluate(model, moved, y_test, classes, batch, num_examples=0).value)
+        moved = functools.partial(np.roll, shift=shift, axis=2)
+        report = evaluate(task, model, samples, classes, batch, num_examples=0, transform=moved, confidence=False,
+                          desc=f"scoring shift {shift}", **read)  # fmt: skip
+        scores.append(report.value)
         tracking.log_metrics({f"shift_{task.headline}": scores[-1]}, step=shift)
     tracking.log_figure(viz.accuracy_against_shift(shifts, {name: scores}), f"plots/{task.headline}_vs_shift.png")
     log.info("%s against shift %s: %s", task.headline, shifts, [round(a, 3) for a in scores])
@@ -96,26 +100,28 @@ def log_report(report: Report, prefix: str = "test") -> None:
     """A report's scores as <prefix>_<name> metrics, its pictures as artifacts, and the headline tag (the
     held-out estimate shown beside the selection metric; nothing ranks by it)."""
     tracking.log_metrics({f"{prefix}_{name}": value for name, value in report.scores.items()})
+    tracking.log_metrics({f"{prefix}_images": report.count})
     tracking.set_tags({"headline_metric": f"{prefix}_{report.headline}"})
     for path, figure in report.figures.items():
         tracking.log_figure(figure, path)
-    log.info("%s %s: %.4f", prefix, report.headline, report.value)
+    low, high = (report.scores.get(f"{report.headline}_ci_{end}", math.nan) for end in ("low", "high"))
+    log.info("%s %s: %.4f (%.0f%% bootstrap interval over images %.4f..%.4f)", prefix, report.headline,
+             report.value, 100 * CONFIDENCE, low, high)  # fmt: skip
 
 
 def test_and_log(
     model: keras.Model,
     task: Task,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
+    samples,
     classes: list[str],
     batch_size: int,
     num_examples: int,
     ignore_label: int | None = None,
+    **read,
 ) -> float:
-    """Scores the test split, logs test_* metrics and pictures; returns the headline metric (to report, never
-    to select by)."""
-    report = task.evaluate(
-        model, x_test, y_test, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label
-    )
+    """Scores the test split (Samples, streamed batch by batch), logs test_* metrics (the headline with its
+    bootstrap interval) and pictures; returns the headline metric (to report, never to select by)."""
+    report = evaluate(task, model, samples, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label,
+                      desc="scoring test", **read)  # fmt: skip
     log_report(report)
     return report.value

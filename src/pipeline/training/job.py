@@ -20,15 +20,15 @@ from pipeline.data.folders import BadFiles
 from pipeline.data.pixels import raw_example, served_mapping
 from pipeline.data.profile import check_profile
 from pipeline.data.profile import figure as profile_figure
-from pipeline.data.samples import cache_splits, decode_all, worker_count
+from pipeline.data.samples import cache_splits, worker_count
 from pipeline.data.sequence import ImageBatches, StopOnDataError
 from pipeline.data.shapes import read_manifest
 from pipeline.data.sources import class_names, intensity, prepare_data, split_samples
-from pipeline.deploy import contract
+from pipeline.deploy import card, contract
 from pipeline.lecture.arithmetic import layer_flops
 from pipeline.plots import viz
 from pipeline.sweeps import sweep, tuning
-from pipeline.tasks import get_task
+from pipeline.tasks import get_task, scoring
 from pipeline.tasks.targets import target_of
 from pipeline.training.callbacks import StopOnNonFiniteLoss
 from pipeline.training.fit import compile_model, log_selection, shift_curve, test_and_log
@@ -163,6 +163,8 @@ class Job:
             self.checkpoints.discard()
             return self.pruned
         self.checkpoints.discard()  # the run is complete: nothing left to resume
+        if self.dist.is_chief:  # the finished run's card, in the run and beside its checkpoint
+            card.log(uri, run.info.run_id, self.checkpoint_path.parent, self.contract)
         link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
         log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", self.monitor, self.selected,
                  self.task.headline, headline)  # fmt: skip
@@ -253,23 +255,24 @@ class Job:
         """Scores and pictures of the test split (the chosen model's held-out estimate), the training curves,
         and the model; returns the test headline."""
         cfg = self.cfg
-        # the test split is scored in memory (figures need its images); data.splits.test caps it
-        x_test, y_test = decode_all(self.splits["test"], self.bad_files, self.workers, "decoding test").arrays()
+        test = self.splits["test"]  # streamed batch by batch from its files, or cached
         batch, examples = cfg.trainer.batch_size, cfg.tracking.num_examples
+        read = {"bad": self.bad_files, "workers": self.workers}
         ignore = cfg.loss.get("ignore_label")
-        headline = test_and_log(self.model, self.task, x_test, y_test, self.classes, batch, examples, ignore)
+        headline = test_and_log(self.model, self.task, test, self.classes, batch, examples, ignore, **read)
         if cfg.data.get("test_shifts"):
             shifts = list(cfg.data.test_shifts)
-            shift_curve(self.model, self.task, x_test, y_test, self.classes, batch, shifts, model_choice)
+            shift_curve(self.model, self.task, test, self.classes, batch, shifts, model_choice, **read)
         tracking.log_figure(viz.training_curves(self.checkpoints.history()), "plots/training_curves.png")
         target = target_of(self.task.target)
-        example, preprocessing = self.served_inputs(x_test[:2])
+        example, preprocessing = self.served_inputs(next(scoring.batches(test, 2, self.bad_files))[1])
         run_id, digests = tracking.active_run_datasets()
         data = {"name": cfg.data.name, "train_digest": digests.get(f"{cfg.data.name}-train")}
         terms = contract.describe(self.model.inputs[0].shape[1:], self.classes, self.task.name, target.served_output,
                                   target.served_meaning, preprocessing["intensity"], run_id, data,
                                   {"name": f"test_{self.task.headline}", "value": headline})  # fmt: skip
         contract.write(terms, self.checkpoint_path.parent)  # beside the checkpoint: `cnn export source=<.keras>`
+        self.contract = terms
         if cfg.tracking.log_model:
             tracking.log_keras_model(self.model, example, output=target.served_output, contract=terms)
         return headline

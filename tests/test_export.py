@@ -92,14 +92,86 @@ def test_a_layer_a_format_cannot_take_is_named_with_the_reason(fmt, why, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def tiny_unet_onnx(tiny_unet):
-    """The tiny U-Net exported to ONNX by the stage: (project, client, run, export run, the .onnx file)."""
+def tiny_unet_exports(tiny_unet):
+    """The tiny U-Net exported by the stage in every format (format=all): (project, client, run, the export
+    runs by format, the table printed)."""
     project, client, run = tiny_unet
-    result = run_stage("export", project, f"source={run.info.run_id}", "format=onnx", "num_images=16")
+    result = run_stage("export", project, f"source={run.info.run_id}", "format=all", "num_images=16",
+                       "latency_runs=5")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "parity_max_abs_diff=" in result.stdout
-    [export] = client.search_runs([run.info.experiment_id], "tags.stage = 'export'")
-    return project, client, run, export, project / "outputs" / "export" / run.info.run_id / "onnx" / "model.onnx"
+    exports = client.search_runs([run.info.experiment_id], "tags.stage = 'export'")
+    return project, client, run, {e.data.tags["format"]: e for e in exports}, result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_unet_onnx(tiny_unet_exports):
+    """(project, client, run, its ONNX export run, the .onnx file)."""
+    project, client, run, exports, _ = tiny_unet_exports
+    return (
+        project,
+        client,
+        run,
+        exports["onnx"],
+        project / "outputs" / "export" / run.info.run_id / "onnx" / "model.onnx",
+    )
+
+
+def test_format_all_tables_every_format_beside_keras(tiny_unet_exports):
+    """One row per format with its size, parity, test metric, delta, latency and verdict, as logged by each
+    format's own run; the same table in the source run and beside the exports."""
+    project, client, run, exports, printed = tiny_unet_exports
+    assert set(exports) == {"saved_model", "onnx", "litert"}
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ") for line in printed.splitlines() if line.startswith("| ")
+    }
+    assert set(rows) >= {"keras (float32)", "saved_model", "onnx", "litert"}
+    for name, export in exports.items():
+        metrics = export.data.metrics
+        assert export.info.status == "FINISHED" and rows[name][-1].strip(" |") == "passed"
+        assert rows[name][2] == f"{metrics['parity_max_abs_diff']:.2e}"
+        assert rows[name][3] == f"{metrics['test_mean_iou_exported']:.4f}"
+        assert float(rows[name][1]) == pytest.approx(metrics["size_bytes"] / 1e6, abs=0.01)
+        assert 0 < metrics["latency_batch1_median_ms"] <= metrics["latency_batch1_p95_ms"]
+    onnx_file = project / "outputs" / "export" / run.info.run_id / "onnx" / "model.onnx"
+    assert exports["onnx"].data.metrics["size_bytes"] == onnx_file.stat().st_size
+    table = (project / "outputs" / "export" / run.info.run_id / "formats.md").read_text()
+    assert table in printed
+    assert open(client.download_artifacts(run.info.run_id, "export/formats.md", str(project / "t"))).read() == table
+
+
+def test_a_corrupted_weight_fails_the_metric_gate_in_a_failed_run_with_its_delta(tiny_unet_onnx, tmp_path):
+    """One value changed in the exported file (the last convolution's bias of one class, +100: every pixel that
+    class) is caught by the gate: the run is FAILED, the metric delta logged, one error line says both scores."""
+    import onnx
+    from onnx import numpy_helper
+
+    project, client, run, _, written = tiny_unet_onnx
+    graph = onnx.load(str(written))
+    last_conv = next(node for node in reversed(graph.graph.node) if node.op_type == "Conv")
+    [bias] = [init for init in graph.graph.initializer if init.name == last_conv.input[2]]
+    values = numpy_helper.to_array(bias).copy()
+    values[1] += 100.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    corrupted = tmp_path / "model.onnx"
+    onnx.save(graph, str(corrupted))
+    result = run_stage("export", project, f"source={run.info.run_id}", "format=onnx", f"artefact={corrupted}",
+                       "num_images=4", "latency_runs=2")  # fmt: skip
+    assert result.returncode != 0
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "exceeds max_metric_delta=0.001" in line and "Traceback" not in result.stderr
+    [failed] = client.search_runs([run.info.experiment_id], "tags.stage = 'export' and attributes.status = 'FAILED'")
+    assert failed.data.params["artefact"] == str(corrupted)
+    assert failed.data.metrics["metric_delta"] < -0.001
+    assert f"{failed.data.metrics['test_mean_iou_exported']:.4f} vs Keras" in line
+
+
+def test_an_artefact_its_runtime_cannot_load_is_one_line(tmp_path):
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x08\x07 truncated")
+    with pytest.raises(DataError, match=r"model.onnx: onnxruntime cannot load it as onnx: "):
+        exporting.Exported("onnx", broken)
+    with pytest.raises(DataError, match=r"no such litert artefact"):
+        exporting.Exported("litert", tmp_path / "missing.tflite")
 
 
 def test_the_stage_logs_the_artefact_and_its_parity_under_the_source_run(tiny_unet_onnx):
@@ -130,7 +202,7 @@ def test_the_source_cards_lists_the_export_with_its_parity_and_metric_delta(tiny
     project, client, run, export, _ = tiny_unet_onnx
     result = run_stage("card", project, f"source={run.info.run_id}", "json=true", "refresh=false")
     assert result.returncode == 0, result.stderr[-3000:]
-    [listed] = json.loads(result.stdout)["exports"]
+    [listed] = [e for e in json.loads(result.stdout)["exports"] if e["run_id"] == export.info.run_id]
     assert listed["format"] == "onnx" and listed["run_id"] == export.info.run_id and listed["status"] == "FINISHED"
     assert listed["metric_delta"] == export.data.metrics["metric_delta"]
     assert listed["parity_max_abs_diff"] == export.data.metrics["parity_max_abs_diff"]
@@ -194,5 +266,5 @@ def test_an_unknown_format_is_one_line_listing_the_valid_ones(tiny_unet):
     result = run_stage("export", project, f"source={run.info.run_id}", "format=tflite")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "error: format='tflite' is unknown; valid: saved_model, onnx, litert"
+    assert last == "error: format='tflite' is unknown; valid: saved_model, onnx, litert, all"
     assert "Traceback" not in result.stderr

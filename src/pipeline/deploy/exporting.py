@@ -257,14 +257,30 @@ def predict(name: str, path: str | Path, images: np.ndarray, batch_size: int = 3
 
 class Exported:
     """An exported artefact loaded once in its format's runtime, with Keras' `predict` call: what the tasks'
-    `evaluate` runs, so an export is scored by the same code as the Keras model."""
+    scoring runs, so an export is scored by the same code as the Keras model. A file its runtime cannot load
+    is one line naming it."""
 
     def __init__(self, name: str, path: str | Path):
-        self.name, self.path, self.run = name, Path(path), get_format(name).load(Path(path))
+        from pipeline.errors import DataError
+
+        self.name, self.path = name, Path(path)
+        fmt = get_format(name)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: no such {name} artefact")
+        try:
+            self.run = fmt.load(self.path)
+        except Exception as err:  # noqa: BLE001 - each runtime raises its own kinds
+            raise DataError(f"{self.path}: {fmt.runtime} cannot load it as {name}: {_reason(err)}") from None
 
     def predict(self, images: np.ndarray, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
         images = np.asarray(images, np.float32)
         return np.concatenate([self.run(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def gate_failure(name: str, metric: str, keras_value: float, exported_value: float, max_delta: float) -> str:
+    delta = exported_value - keras_value
+    return (f"format={name}: {metric} {exported_value:.4f} vs Keras {keras_value:.4f} (delta {delta:+.4f}) exceeds "
+            f"max_metric_delta={max_delta}")  # fmt: skip
 
 
 def metric_gate(name: str, metric: str, keras_value: float, exported_value: float, max_delta: float | None) -> float:
@@ -273,12 +289,84 @@ def metric_gate(name: str, metric: str, keras_value: float, exported_value: floa
 
     delta = exported_value - keras_value
     if max_delta is not None and not abs(delta) <= max_delta:
-        raise DataError(
-            f"format={name}: {metric} {exported_value:.4f} vs Keras {keras_value:.4f} (delta {delta:+.4f}) exceeds "
-            f"max_metric_delta={max_delta}; the artefact is logged for inspection; max_metric_delta=<bigger> "
-            "accepts it"
-        )
+        raise DataError(gate_failure(name, metric, keras_value, exported_value, max_delta) + "; the artefact is "
+                        "logged for inspection; max_metric_delta=<bigger> accepts it")  # fmt: skip
     return delta
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency of one image (median and 95th percentile over `runs` calls after warm-up) and throughput of
+    batches of 32, in the runtime's own call."""
+
+    median_ms: float
+    p95_ms: float
+    batch32_images_per_sec: float
+    runs: int
+
+    def metrics(self) -> dict[str, float]:
+        return {"latency_batch1_median_ms": self.median_ms, "latency_batch1_p95_ms": self.p95_ms,
+                "throughput_batch32_images_per_sec": self.batch32_images_per_sec}  # fmt: skip
+
+
+def latency(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, runs: int = 30, warmup: int = 3) -> Timing:
+    """`run` timed on the first image alone `runs` times and on batches of 32 (the images repeated)
+    max(3, runs // 10) times, each after `warmup` untimed calls."""
+    import time
+
+    one = np.asarray(images[:1], np.float32)
+    batch = np.resize(np.asarray(images, np.float32), (32, *images.shape[1:]))
+    for _ in range(warmup):
+        run(one), run(batch)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(one)
+        times.append(time.perf_counter() - start)
+    rounds = max(3, runs // 10)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        run(batch)
+    rate = 32 * rounds / (time.perf_counter() - start)
+    return Timing(1000 * float(np.median(times)), 1000 * float(np.percentile(times, 95)), rate, runs)
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of the artefact: the file, or every file under a SavedModel's folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of `cnn export format=all`'s table."""
+
+    format: str
+    size: int | None
+    parity: float
+    metric: float | None
+    delta: float | None
+    timing: Timing
+    verdict: str
+
+
+def table(rows: list[Row], reference: Row, metric: str) -> str:
+    """The formats side by side (Markdown): size on disk, parity, the metric and its delta from Keras, latency
+    at batch 1 (median, p95) and throughput at batch 32, and pass/fail."""
+
+    def cell(value, spec):
+        return "–" if value is None else format(value, spec)
+
+    head = (f"| format | size (MB) | parity max abs diff | {metric} | delta | batch 1 median (ms) | batch 1 p95 (ms) "
+            "| batch 32 (img/s) | check |\n|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    lines = [
+        f"| {r.format} | {cell(r.size and r.size / 1e6, '.2f')} | {cell(r.parity, '.2e')} | {cell(r.metric, '.4f')} "
+        f"| {cell(r.delta, '+.4f')} | {r.timing.median_ms:.2f} | {r.timing.p95_ms:.2f} | "
+        f"{r.timing.batch32_images_per_sec:.0f} | {r.verdict} |\n"
+        for r in (reference, *rows)
+    ]
+    runs = reference.timing.runs
+    return head + "".join(lines) + f"\nLatency over {runs} calls after 3 warm-up calls, this machine, one process.\n"
 
 
 @dataclass(frozen=True)
@@ -303,14 +391,15 @@ def compare(
     batch_size: int = 32,
     tolerance: float = 1e-4,
     expected: np.ndarray | None = None,
+    loaded: Exported | None = None,
 ) -> Parity:
-    """The artefact (run by its format's runtime) against the Keras model in float32, on images (`expected`:
-    the float32 Keras outputs, when already computed)."""
+    """The artefact (run by its format's runtime, `loaded` when already loaded) against the Keras model in
+    float32, on images (`expected`: the float32 Keras outputs, when already computed)."""
     from pipeline.deploy.serving import Predictor
 
     if expected is None:
         expected = Predictor(serving_model(model), batch_size).predict(images)
-    exported = predict(name, path, images, batch_size)
+    exported = (loaded or Exported(name, path)).predict(images, batch_size)
     gap = np.abs(exported - expected)
     classes = model.outputs[0].shape[-1] > 1 and np.allclose(expected.sum(-1), 1, atol=1e-3)  # probabilities
     agreement = float(np.mean(exported.argmax(-1) == expected.argmax(-1))) if classes else None

@@ -198,8 +198,8 @@ def test_16_bit_tiffs_train_as_well_as_their_8_bit_copy_into_a_grey_model(cells_
     from pipeline import tracking
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'a'}/mlflow.db")
-    info = mlflow.models.get_model_info(tracking.run_model_uri(deep.info.run_id))
-    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 1]  # a 1-channel model
+    terms = tracking.load_contract(deep.info.run_id, f"sqlite:///{project / 'a'}/mlflow.db")
+    assert terms["input"]["shape"] == [None, 32, 32, 1]  # a 1-channel model
     assert deep.data.tags["input_channels"] == "1"
     profile_json = client.download_artifacts(deep.info.run_id, "data/profile.json", str(project))
     recorded = json.loads(open(profile_json).read())
@@ -224,8 +224,13 @@ def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'a'}/mlflow.db")
     served = mlflow.pyfunc.load_model(tracking.run_model_uri(deep.info.run_id))
-    values = np.stack([np.asarray(Image.open(f)).astype(np.float32)[..., None] for f in files])  # 0..4095 as found
-    masks = served.predict(values).argmax(-1)
+    import base64
+
+    # the raw 16-bit TIFFs as a client has them: their bytes, and their values (0..4095) as arrays
+    encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
+    masks = np.stack([np.asarray(a["mask"]) for a in served.predict({"images": encoded})])
+    values = [np.asarray(Image.open(f)).astype(np.float32) for f in files]
+    assert np.array_equal(np.stack([np.asarray(a["mask"]) for a in served.predict({"images": values})]), masks)
     for path, mask in zip(files, masks):
         written = Image.open(out / "masks" / f"{path.stem}.png")
         assert written.mode == "P"  # a palette PNG: indices that viewers show in colour

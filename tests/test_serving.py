@@ -1,5 +1,6 @@
 """A logged model loads and predicts where `pipeline` was never imported, and serves over HTTP."""
 
+import base64
 import json
 import os
 import subprocess
@@ -32,7 +33,8 @@ mlflow.set_tracking_uri(sys.argv[1])
 out = {}
 for name, uri in json.loads(sys.argv[2]).items():
     images = np.load(sys.argv[3] + f"/{name}.npy")
-    out[name] = mlflow.pyfunc.load_model(uri).predict(images).tolist()
+    answers = mlflow.pyfunc.load_model(uri).predict({"images": list(images)}, params={"probabilities": True})
+    out[name] = [answer["probabilities"] for answer in answers]
 out["pipeline_from"] = sys.modules["pipeline"].__file__
 print("RESULT " + json.dumps(out))
 """
@@ -101,24 +103,89 @@ def test_models_of_keras_layers_load_with_the_keras_flavor_in_a_fresh_process(lo
         assert result[name + "_compiled"] is False  # no loss, no optimizer
 
 
-def test_the_logged_signature_names_images_in_and_probabilities_out(logged):
+def test_the_logged_signature_takes_images_of_any_kind_and_the_probabilities_param(logged):
     import mlflow
 
     _, uri, found = logged
     mlflow.set_tracking_uri(uri)
     info = mlflow.models.get_model_info(found["segnet"][0])
-    assert info.signature.inputs.to_dict()[0]["name"] == "images"
-    output = info.signature.outputs.to_dict()[0]
-    assert output["name"] == "probabilities" and list(output["tensor-spec"]["shape"]) == [-1, 64, 64, 4]
+    assert [(c["name"], c["type"]) for c in info.signature.inputs.to_dict()] == [("images", "any")]
+    assert [(p["name"], p["default"]) for p in info.signature.params.to_dict()] == [("probabilities", False)]
     assert info.flavors["python_function"]["loader_module"] == "pipeline.deploy.serving"
     assert "compile_config" not in str(info.flavors)  # an inference model: no loss, no optimizer
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_with_the_keras_prediction(logged, tmp_path):
-    """`mlflow models serve` on loopback: SegNet's probabilities over HTTP equal the Keras model's."""
+def test_images_of_any_size_are_answered_at_their_own_size_as_cnn_predict_does(logged):
+    """Arrays and encoded PNG bytes of other sizes than the model's: each answer is a mask at the image's own
+    size, the one pipeline.tasks.segmentation.predict_resized (cnn predict's resize mode) gives."""
+    import base64
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    from pipeline.data.folders import read_images
+    from pipeline.tasks.segmentation import predict_resized
+
+    folder, uri, found = logged
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pyfunc.load_model(found["unet"][0])
+    keras_model = tracking.load_model(found["unet"][0], uri)[0]
+    rng = np.random.default_rng(3)
+    small, large = rng.integers(0, 256, (40, 52, 3), np.uint8), rng.integers(0, 256, (90, 71, 3), np.uint8)
+    encoded = io.BytesIO()
+    Image.fromarray(large).save(encoded, format="PNG")
+    answers = served.predict({"images": [small, base64.b64encode(encoded.getvalue()).decode()]})
+    Image.fromarray(large).save(folder / "large.png")
+    [read] = read_images([folder / "large.png"], 3)  # what cnn predict reads from the same file
+    for answer, image in zip(answers, (small, read)):
+        mask = np.asarray(answer["mask"])
+        assert mask.shape == image.shape[:2]
+        assert np.array_equal(mask, predict_resized(keras_model, image).argmax(-1))
+    classifier = mlflow.pyfunc.load_model(found["lenet5"][0])
+    [answer] = classifier.predict({"images": [rng.integers(0, 256, (50, 45), np.uint8)]})
+    assert 0 <= answer["index"] < 10 and answer["label"] == str(answer["index"])
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("not base64!", r"images\[0\]: text that is not base64"),
+        (base64.b64encode(b"plain text").decode(), r"images\[0\]: 10 bytes that are no image file"),
+        (np.full((8, 8, 3), 300.0), r"images\[0\]: values 300..300 outside 0..255 and the model maps none"),
+        (np.zeros((8, 8, 2)), r"images\[0\]: an array of shape \(8, 8, 2\)"),
+    ],
+)
+def test_a_request_the_model_cannot_read_is_one_line_naming_the_image(logged, item, message):
+    from pipeline.deploy.serving import Predictor
+    from pipeline.errors import DataError
+
     _, uri, found = logged
-    model_uri, images, expected = found["segnet"]
+    model = tracking.load_model(found["unet"][0], uri)[0]
+    with pytest.raises(DataError, match=message):
+        Predictor(model).predict({"images": [item]})
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_two_pngs_of_different_sizes_with_masks_of_those_sizes(logged, tmp_path):
+    """`mlflow models serve` on loopback, the README's request: two PNG files as base64 (SegNet, 64x64 inputs,
+    sent 40x52 and 90x71), answered with masks of their own sizes, the ones the Keras model gives."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.data.folders import outputs_at_size
+
+    _, uri, found = logged
+    model_uri = found["segnet"][0]
+    keras_model = tracking.inference_model(tracking.load_model(model_uri, uri)[0])
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, size, np.uint8) for size in ((40, 52, 3), (90, 71, 3))]
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode())
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)  # mlflow starts uvicorn by name: the venv's bin on PATH, as activated
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -138,12 +205,16 @@ def test_mlflow_models_serve_answers_with_the_keras_prediction(logged, tmp_path)
                 time.sleep(1)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": images.tolist()}).encode(),
+            data=json.dumps({"dataframe_records": [{"images": text} for text in encoded]}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=60) as answer:
-            predicted = np.asarray(json.loads(answer.read())["predictions"], np.float32)
-        np.testing.assert_allclose(predicted, expected, atol=1e-5)
+            predictions = json.loads(answer.read())["predictions"]
+        for image, predicted in zip(images, predictions, strict=True):
+            mask = np.asarray(predicted["mask"])
+            assert mask.shape == image.shape[:2]
+            expected = outputs_at_size(lambda x: keras_model.predict(x, verbose=0), image, (64, 64)).argmax(-1)
+            assert (mask == expected).mean() >= 0.999  # another process, the same float32 model
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,5 +1,6 @@
 """The train stage end to end: a real subprocess, real Keras training, a real SQLite MLflow store."""
 
+import base64
 import json
 import re
 
@@ -76,14 +77,21 @@ def test_artifacts_hold_config_pictures_and_checkpointed_model(trained):
 
 
 def test_logged_model_has_a_signature_and_predicts(trained):
-    _, client, run = trained
+    project, client, run = trained
     [logged] = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
         output_format="list",
     )
     info = mlflow.models.get_model_info(logged.model_uri)
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 32, 32, 3)
+    assert info.signature.inputs.input_names() == ["images"]
+    assert info.metadata["contract"]["input"]["shape"] == [None, 32, 32, 3]
+    # the example is the first test files' bytes, base64: what a client sends
+    example = mlflow.models.Model.load(logged.model_uri).load_input_example(
+        mlflow.artifacts.download_artifacts(logged.model_uri)
+    )["images"]
+    [first, *_] = sorted((project / "data" / "shapes_debug" / "test" / "images").iterdir())
+    assert base64.b64decode(example[0]) == first.read_bytes()
     import pipeline.training.losses  # noqa: F401  (registers the custom loss the logged model was compiled with)
 
     model = mlflow.keras.load_model(logged.model_uri)

@@ -274,14 +274,33 @@ def load_split(
 
 
 def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """An (H, W, C) uint8 image resized (bilinear) to shape = (height, width), keeping its channel axis."""
+    """An (H, W, C) uint8 image resized (bilinear, Pillow) to shape = (height, width), keeping its channel axis;
+    float values (H, W, C) are resized bilinearly as floats (Keras), never rounded."""
     height, width = shape
     if image.shape[:2] == (height, width):
         return image
+    if image.dtype != np.uint8:
+        import keras
+
+        resized = keras.ops.image.resize(image.astype(np.float32)[None], (height, width), interpolation="bilinear")
+        return keras.ops.convert_to_numpy(resized)[0]
     resized = np.asarray(
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize((width, height), Image.BILINEAR)
     )
     return resized.reshape(height, width, image.shape[-1])
+
+
+def outputs_at_size(predict, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per-pixel outputs (H, W, C) for an (H, W, C) image of any size from `predict` (a batch at the model's
+    (height, width) `shape` -> its outputs): the image resized to the model's size (`resize_image`), its
+    outputs resized back to the image's own size (bilinear)."""
+    import keras
+
+    outputs = predict(resize_image(image, shape)[None].astype(np.float32))
+    if outputs.shape[1:3] == image.shape[:2]:
+        return outputs[0]
+    resized = keras.ops.image.resize(outputs, image.shape[:2], interpolation="bilinear")
+    return keras.ops.convert_to_numpy(resized)[0]
 
 
 def read_images(paths: list[Path], channels: int, intensity: Intensity = AUTO) -> list[np.ndarray]:

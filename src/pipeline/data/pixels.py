@@ -221,21 +221,3 @@ def served_mapping(intensity: Intensity, kinds: dict[str, int]) -> Intensity | N
     if known and all(kind.startswith("16-bit") for kind in known):
         return Intensity("range", (0.0, 65535.0))
     return None
-
-
-def raw_example(paths: list[Path], size: int, channels: int) -> np.ndarray | None:
-    """The first files' values at their own depth, resized (bilinear) to size x size: an input example for a
-    model that maps raw values; None when their channels are not the model's."""
-    import cv2
-
-    images = []
-    for path in paths:
-        with Image.open(path) as img:
-            depth = bit_depth(img)
-            img.load()
-            values = read_values(Path(path), img, depth).astype(np.float32)
-        if values.shape[-1] != channels:
-            return None
-        resized = cv2.resize(values, (size, size), interpolation=cv2.INTER_LINEAR)
-        images.append(resized.reshape(size, size, channels))
-    return np.stack(images) if images else None

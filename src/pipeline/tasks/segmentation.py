@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from pipeline.config import checked_call
 from pipeline.config.options import PREDICT_MODES, TILE_BLENDS
+from pipeline.data.folders import outputs_at_size
 from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.plots import viz
@@ -81,13 +82,9 @@ class SegmentationTally:
 
 
 def predict_resized(model: keras.Model, image: np.ndarray, tta: bool = False) -> np.ndarray:
-    """Probabilities (H, W, C) for an image of any size via the model's own input size."""
-    height, width = model.inputs[0].shape[1:3]
-    small = np.asarray(Image.fromarray(image.squeeze()).resize((width, height), Image.BILINEAR))
-    small = small.reshape(height, width, image.shape[-1])
-    probabilities = predict_probabilities(model, small[None], tta=tta)
-    resized = keras.ops.image.resize(probabilities, image.shape[:2], interpolation="bilinear")
-    return keras.ops.convert_to_numpy(resized)[0]
+    """Probabilities (H, W, C) for an image of any size via the model's own input size (as the served model)."""
+    shape = tuple(model.inputs[0].shape[1:3])
+    return outputs_at_size(lambda batch: predict_probabilities(model, batch, tta=tta), image, shape)
 
 
 def tile_weights(tile_h: int, tile_w: int, blend: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:

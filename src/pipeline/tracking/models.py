@@ -1,5 +1,6 @@
 """Models in the store: logging a Keras model, and loading one back from a file, a run or a model URI."""
 
+import logging
 import re
 import types
 from pathlib import Path
@@ -26,7 +27,15 @@ def _save_keras_model(path: str, mlflow_model: Model, contract: dict | None = No
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    signature = kwargs.pop("signature", None)  # the served model's (any images): mlflow.keras takes tensors only
+    quiet = logging.getLogger("mlflow.keras.save")  # it warns that the Keras flavour got no signature: it is set below
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        mlflow.keras.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    finally:
+        quiet.setLevel(level)
+    mlflow_model.signature = signature
     if contract:
         contracts.write(contract, folder)
     source = Path(pipeline.__file__).parent
@@ -52,41 +61,47 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 def log_keras_model(
     model: keras.Model,
-    example: np.ndarray,
+    example,
     name: str = "model",
     output: str = "probabilities",
     contract: dict | None = None,
 ) -> str:
-    """Log the inference model with its input example and a signature: `images` in, `output` out
-    (probabilities per pixel or per image, or boxes); returns the model URI. It loads anywhere: see
-    pipeline.deploy.serving. Its `contract` (pipeline.deploy.contract) is kept beside it as contract.json
-    and in the MLmodel's metadata: the served model applies its intensity mapping to raw file values.
+    """Log the inference model with an input example and its signature; returns the model URI. It loads
+    anywhere and answers per image at the image's own size (see pipeline.deploy.serving). `example`: images as
+    a client sends them (base64 text of image files, or arrays (H, W, C); an (N, H, W, C) array is N images).
+    Its `contract` (pipeline.deploy.contract) is kept beside it as contract.json and in the MLmodel's
+    metadata: the served model applies its intensity mapping to raw file values. `output` names the raw
+    tensor the exports give (the contract's).
 
     Requirements are given explicitly: inferring them would re-import the model in a subprocess.
     """
+    import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
+    from PIL import Image
 
     import pipeline.deploy.serving
     from pipeline.deploy import contract as contracts
 
     model = inference_model(model)
-    example = np.asarray(example, dtype=np.float32)
+    items = [item if isinstance(item, str) else np.asarray(item).tolist() for item in example]
     mapping = (contract or {}).get("input", {}).get("intensity")
     intensity = None
     if mapping:
         from pipeline.data.pixels import Intensity
 
         intensity = Intensity.from_config(mapping)
-    predicted = pipeline.deploy.serving.Predictor(model, intensity=intensity).predict(example)
+    pipeline.deploy.serving.Predictor(model, intensity=intensity, contract=contract).predict({"images": items})
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), contracts.INPUT_NAME)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *predicted.shape[1:]), output)]),
+        inputs=Schema([ColSpec(AnyType(), contracts.INPUT_NAME)]),  # a file's bytes (base64) or an array, any size
+        params=ParamSchema([ParamSpec("probabilities", "boolean", False)]),
     )
     backend = keras.config.backend()
     backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
     requirements = [f"keras=={keras.__version__}", f"{backend_module}=={__import__(backend_module).__version__}"]
     requirements += [f"numpy=={np.__version__}", f"omegaconf=={__import__('omegaconf').__version__}"]
+    requirements += [f"pillow=={Image.__version__}"]
     info = Model.log(
         artifact_path=None,
         name=name,
@@ -95,7 +110,7 @@ def log_keras_model(
         contract=contract,
         metadata={"contract": contract} if contract else None,
         signature=signature,
-        input_example=example,
+        input_example=pd.DataFrame({contracts.INPUT_NAME: items}),
         pip_requirements=requirements,
     )
     return info.model_uri

@@ -17,7 +17,7 @@ from pipeline.config.spec import JobPlace, Spec, plain
 from pipeline.console import progress_verbosity
 from pipeline.data.augment import build_augmentation
 from pipeline.data.folders import BadFiles
-from pipeline.data.pixels import raw_example, served_mapping
+from pipeline.data.pixels import served_mapping
 from pipeline.data.profile import check_profile
 from pipeline.data.profile import figure as profile_figure
 from pipeline.data.samples import cache_splits, worker_count
@@ -239,17 +239,18 @@ class Job:
             ],
         )
 
-    def served_inputs(self, mapped: np.ndarray) -> tuple[np.ndarray, dict]:
-        """(input example, preprocessing record) of the logged model: when the files are not 8-bit values the
-        model maps (16-bit, float, or a range/percentile mapping), the served model takes the files' own values
-        and applies the mapping, and its example is the first test files' raw values."""
+    def served_inputs(self, mapped: np.ndarray) -> tuple[list, dict]:
+        """(input example, preprocessing record) of the logged model: the first test files' bytes as base64 (what
+        a client sends: the served model reads them as `cnn predict` reads files), or the first test images'
+        values where the split has no files (bundled sets)."""
+        import base64
+
         mapping = served_mapping(self.intensity, self.profile["kinds"])
         preprocessing = {"channels": self.input_channels, "intensity": mapping.as_dict() if mapping else None}
         items = getattr(self.indexes["test"], "items", None)
-        if mapping is None or not items:
-            return mapped.astype(np.float32), preprocessing
-        raw = raw_example([path for path, _ in items[:2]], mapped.shape[1], mapped.shape[-1])
-        return (mapped.astype(np.float32) if raw is None else raw), preprocessing
+        if items:
+            return [base64.b64encode(Path(path).read_bytes()).decode("ascii") for path, _ in items[:2]], preprocessing
+        return list(mapped), preprocessing
 
     def test(self, model_choice: str) -> float:
         """Scores and pictures of the test split (the chosen model's held-out estimate), the training curves,

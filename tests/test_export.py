@@ -2,6 +2,7 @@
 predict what Keras predicts; a layer a format cannot take is named; the stage logs the figure."""
 
 import json
+import sys
 
 import keras
 import numpy as np
@@ -268,3 +269,19 @@ def test_an_unknown_format_is_one_line_listing_the_valid_ones(tiny_unet):
     last = result.stderr.strip().splitlines()[-1]
     assert last == "error: format='tflite' is unknown; valid: saved_model, onnx, litert, all"
     assert "Traceback" not in result.stderr
+
+
+def test_a_format_whose_runtime_is_missing_is_one_line_naming_the_package(monkeypatch):
+    """None in sys.modules is Python's own way of saying a module cannot be imported."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ConfigError, match=r"format=onnx needs onnxruntime, not installed: pip install"):
+        exporting.check_requirements("onnx")
+    exporting.check_requirements("saved_model")  # the others are unaffected
+
+
+def test_a_tolerance_out_of_range_is_one_line_before_anything_loads(tmp_path):
+    override, valid = "max_metric_delta=-1", "null or a number >= 0"
+    result = run_stage("export", tmp_path, "source=anything", override)
+    assert result.returncode == 2
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {override} is invalid: must be {valid}") and "Traceback" not in result.stderr

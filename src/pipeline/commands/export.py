@@ -143,6 +143,14 @@ class Checked:
             self._keras_value = self.score(self.served, "scoring with Keras")
         return self._keras_value
 
+    def mixed_gap(self) -> float | None:
+        """How far float32 moves a mixed-precision model's outputs (None for a float32 model): once per source."""
+        from pipeline.deploy import exporting
+
+        if not hasattr(self, "_mixed"):
+            self._mixed = exporting.precision_gap(self.model, self.images, self.cfg.batch_size, self.keras_outputs)
+        return self._mixed
+
     def keras_row(self):
         from pipeline.deploy import exporting
 
@@ -202,7 +210,7 @@ class Checked:
                                   "size_bytes": self.last_row.size, **timing.metrics()})  # fmt: skip
             if found.class_agreement is not None:
                 tracking.log_metrics({"parity_class_agreement": found.class_agreement})
-            mixed = exporting.precision_gap(self.model, images, cfg.batch_size, self.keras_outputs)
+            mixed = self.mixed_gap()
             if mixed is not None:  # trained in bfloat16 or float16
                 tracking.log_metrics({"float32_vs_trained_max_abs_diff": mixed})
                 policy = next(p.dtype_policy.name for p in self.model.layers if p.dtype_policy.name != "float32")

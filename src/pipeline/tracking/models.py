@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 from mlflow.models import Model
 
-from pipeline.tracking.store import use_store
+from pipeline.tracking.store import quiet_downloads, use_store
 
 
 def _save_keras_model(path: str, mlflow_model: Model, contract: dict | None = None, **kwargs) -> None:
@@ -276,6 +276,7 @@ def load_run_config(run_id: str) -> dict | None:
     import yaml
 
     try:
-        return yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/resolved.yaml"))
+        with quiet_downloads():
+            return yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config/resolved.yaml"))
     except (mlflow.exceptions.MlflowException, OSError):  # not a run of this pipeline: use the stage config
         return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.tracking.store import client, retry_locked, use_store
+from pipeline.tracking.store import client, quiet_downloads, retry_locked, use_store
 
 
 def last_run_metric(uri: str, experiment: str, key: str) -> list[float]:
@@ -39,7 +39,8 @@ def _store(uri: str):
 
 def download_artifact(uri: str, run_id: str, path: str) -> str:
     """A local copy of one artifact of a run; returns its path."""
-    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri)
+    with quiet_downloads():
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri)
 
 
 def metric_history(uri: str, run_id: str, key: str) -> tuple[list[int], list[float]]:

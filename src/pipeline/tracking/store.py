@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -125,3 +126,18 @@ def ensure_experiment(name: str, artifact_root: str | None) -> str:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
         return mlflow.get_experiment_by_name(name).experiment_id
+
+
+@contextlib.contextmanager
+def quiet_downloads():
+    """MLflow draws a progress bar for every artifact it downloads, even a one-line file: none inside this block."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

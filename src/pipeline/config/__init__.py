@@ -225,3 +225,18 @@ def positive_int(value) -> bool:
 
 def positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_seconds(value) -> float:
+    """trainer.max_time: seconds as a number, or a number with s, m or h (90m, 2h, 1.5h)."""
+    text = str(value).strip().lower()
+    try:
+        seconds = float(text[:-1]) * SECONDS[text[-1]] if text and text[-1] in SECONDS else float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"trainer.max_time={value!r} is invalid; valid: null, seconds > 0, or e.g. 90m, 2h")
+    return seconds

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, positive_int, positive_number
+from pipeline.config import conf_dir, parse_seconds, positive_int, positive_number
 from pipeline.config.options import (
     CACHE_MODES,
     EXPORT_FORMATS,
@@ -77,6 +77,14 @@ def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
 
 def _class_list(value) -> bool:
     return value is None or (len(value) >= 2 and len({str(c) for c in value}) == len(value))
+
+
+def _seconds(value) -> bool:
+    try:
+        parse_seconds(value)
+    except ConfigError:
+        return False
+    return True
 
 
 def _choice(options: tuple) -> tuple[Callable[[object], bool], str]:
@@ -138,6 +146,16 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.memory_growth": _rule(lambda v: isinstance(v, bool), "true or false"),
     "trainer.monitor": _rule(lambda v: v is None or isinstance(v, str), "null or a metric name such as val_loss"),
     "trainer.verbose": _choice(("auto", 0, 1, 2)),
+    "trainer.steps_per_execution": _rule(positive_int, "a positive integer"),
+    "trainer.early_stopping.patience": _rule(_optional(positive_int), "null (off) or a positive number of epochs"),
+    "trainer.early_stopping.min_delta": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "trainer.max_time": _rule(lambda v: v is None or _seconds(v), "null, seconds > 0, or e.g. 90m, 2h"),
+    "optimizer.use_ema": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "optimizer.ema_momentum": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.gradient_accumulation_steps": _rule(
+        lambda v: v is None or (_integer(v) and v >= 2), "null (off) or an integer >= 2"
+    ),  # fmt: skip
+    "loss.label_smoothing": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "optimizer.name": _choice(tuple(OPTIMIZERS)),
     "optimizer.lr": _rule(positive_number, "a number > 0"),
     "optimizer.schedule": _choice(SCHEDULES),
@@ -244,8 +262,9 @@ def global_keys() -> dict[str, frozenset[str]]:
                     found[group] |= _leaf_keys(content[group], "")
     for key in SCHEMA:
         group, _, rest = key.partition(".")
-        if group in found and rest:
-            found[group] |= _leaf_keys({rest: None}, "") | {rest}
+        if group in found and rest:  # the key and the nodes above it (early_stopping of early_stopping.patience)
+            parts = rest.split(".")
+            found[group] |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
     return {group: frozenset(keys) for group, keys in found.items()}
 
 

@@ -107,8 +107,13 @@ class Classification:
     headline = "accuracy"
 
     def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
-        """Cross-entropy on the labels (conf/loss configures the segmentation losses only)."""
-        return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        """Cross-entropy on the labels, smoothed by loss.label_smoothing (the other conf/loss terms are the
+        segmentation losses')."""
+        from pipeline.training.losses import SmoothedSparseCrossentropy
+
+        smoothing = float(loss_options.get("label_smoothing") or 0.0)
+        loss = SmoothedSparseCrossentropy(smoothing) if smoothing else keras.losses.SparseCategoricalCrossentropy()
+        return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:
         """Class labels must index data.classes."""

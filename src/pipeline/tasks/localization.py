@@ -73,6 +73,9 @@ class Localization:
     headline = "box_iou"
 
     def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        from pipeline.training.losses import refuse_smoothing
+
+        refuse_smoothing(loss_options, self.name)
         return keras.losses.Huber(delta=0.1), [BoxIoU()]
 
     def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:

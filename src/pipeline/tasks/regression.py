@@ -67,6 +67,9 @@ class Regression:
     headline = "mae"
 
     def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        from pipeline.training.losses import refuse_smoothing
+
+        refuse_smoothing(loss_options, self.name)
         return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
 
     def check_targets(self, targets: np.ndarray, classes: list[str], split: str, data_name: str) -> None:

@@ -16,7 +16,7 @@ from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 from pipeline.tasks.scoring import TopK
-from pipeline.training.losses import SegmentationLoss
+from pipeline.training.losses import SegmentationLoss, refuse_smoothing
 
 
 def predict_probabilities(
@@ -164,6 +164,7 @@ class Segmentation:
     headline = "mean_iou"
 
     def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
+        loss_options = refuse_smoothing(loss_options, self.name)
         loss = checked_call(SegmentationLoss, loss_options, "loss", num_classes=num_classes)
         iou = keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, ignore_class=loss.ignore_label, name="mean_iou")
         return loss, [iou]

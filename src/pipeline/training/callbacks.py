@@ -4,6 +4,7 @@ that survive any interruption."""
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -97,3 +98,85 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 "(valid: run without trainer.resume=true to start afresh)"
             )
         self.model._initial_epoch = epoch
+
+
+class CheckMonitor(keras.callbacks.Callback):
+    """At the first epoch's end: the metric the best checkpoint, early stopping and sweeps go by is one this run
+    logs, else one line naming what it logs (a typo in trainer.monitor costs one epoch, not a run)."""
+
+    def __init__(self, monitor: str):
+        super().__init__()
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and self.monitor not in logs:
+            from pipeline.errors import ConfigError
+
+            logged = ", ".join(sorted(key for key in logs if key.startswith("val_")))
+            raise ConfigError(f"trainer.monitor={self.monitor} is not a metric this run logs; valid: {logged}")
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """Stop after `patience` epochs in which the monitored metric did not improve on its best by more than
+    `min_delta` in its direction (trainer.early_stopping). `earlier`: the metric's values in this phase before
+    the run was resumed, so a resumed run stops at the epoch an uninterrupted one would."""
+
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float = 0.0, earlier: list | None = None):
+        super().__init__()
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best, self.wait, self.stopped_epoch = None, 0, None
+        for value in earlier or []:
+            self._see(value)
+
+    def _see(self, value: float) -> None:
+        if not math.isfinite(value):
+            self.wait += 1
+        elif self.best is None or (value > self.best + self.min_delta if self.mode == "max"
+                                   else value < self.best - self.min_delta):  # fmt: skip
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return  # CheckMonitor names the missing metric
+        self._see(float(value))
+        if self.wait >= self.patience:
+            self.model.stop_training, self.stopped_epoch = True, epoch
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """trainer.max_time: stop after the epoch that reaches `seconds` of training in this process (counted over
+    every phase of the run: one instance is shared)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.spent, self.stopped_epoch, self._start = seconds, 0.0, None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.spent += time.monotonic() - self._start
+        if self.spent >= self.seconds:
+            self.model.stop_training, self.stopped_epoch = True, epoch
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stopped_epoch is not None
+
+
+class EmaSwap(keras.callbacks.Callback):
+    """optimizer.use_ema, used as a pair around the best checkpoint: at an epoch's end the first puts the moving
+    average of the weights into the model (what is checkpointed), the second puts the raw weights back before
+    the backup (which keeps them and the optimizer's averages, to resume from). Validation runs on the averages
+    through `swapper` (keras.callbacks.SwapEMAWeights); at the end of fit Keras writes the averages into the
+    model."""
+
+    def __init__(self, swapper: keras.callbacks.SwapEMAWeights):
+        super().__init__()
+        self.swapper = swapper
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.swapper._swap_variables()  # Keras' own swap (in place, distribution-aware)

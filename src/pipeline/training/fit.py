@@ -33,6 +33,7 @@ def compile_model(
     num_classes: int,
     monitor: str | None = None,
     jit_compile: bool | str = False,
+    steps_per_execution: int = 1,
 ) -> tuple[str, str]:
     """Compile with the task's loss and metrics; returns the metric the best checkpoint is chosen by and
     its direction ("max" for scores, "min" for losses such as val_loss)."""
@@ -49,10 +50,12 @@ def compile_model(
             loss_weights=[1.0] + [0.3] * (len(model.outputs) - 1),
             metrics={main: metrics},
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
         )
         monitor = monitor or f"val_{main}_{task.monitor.removeprefix('val_')}"
     else:
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile,
+                      steps_per_execution=steps_per_execution)  # fmt: skip
         monitor = monitor or task.monitor
     return monitor, direction(monitor)
 

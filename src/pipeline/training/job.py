@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from pipeline import tracking
+from pipeline.config import parse_seconds
 from pipeline.config.spec import JobPlace, Spec, plain
 from pipeline.console import progress_verbosity
 from pipeline.data.augment import build_augmentation
@@ -30,7 +31,7 @@ from pipeline.plots import viz
 from pipeline.sweeps import sweep, tuning
 from pipeline.tasks import get_task, scoring
 from pipeline.tasks.targets import target_of
-from pipeline.training.callbacks import StopOnNonFiniteLoss
+from pipeline.training.callbacks import CheckMonitor, EarlyStop, StopOnNonFiniteLoss, TimeBudget
 from pipeline.training.fit import compile_model, log_selection, shift_curve, test_and_log
 from pipeline.training.recipe import Factory, enter_phase, scratch
 from pipeline.training.resume import Checkpoints, resume_dir
@@ -82,6 +83,9 @@ class Job:
         self.train_batches = ImageBatches(self.splits["train"], None, batch, augment, True, cfg.seed, outputs, first,
                                           **loader)  # fmt: skip
         self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
+        max_time = cfg.trainer.get("max_time")
+        self.budget = TimeBudget(parse_seconds(max_time)) if max_time is not None else None
+        self.early = None
         self.phase = None  # the phase the model is compiled for
         self.extra_callbacks: list[keras.callbacks.Callback] = []  # a notebook's own, after the epoch is recorded
         self.compile_phase(0)
@@ -104,6 +108,7 @@ class Job:
                 len(self.classes),
                 cfg.trainer.monitor,
                 cfg.trainer.jit_compile,
+                cfg.trainer.get("steps_per_execution", 1),
             )
         self.phase, self.phase_weights = index, (trainable, unfrozen)
         if len(self.built.phases) > 1 or self.built.backbone is not None:
@@ -195,6 +200,8 @@ class Job:
                     self.fit_phase(index, start, end, pruning)
                 if pruning and pruning[0].pruned is not None:
                     break
+                if self.budget is not None and self.budget.exhausted:
+                    break  # the time budget ends the run, not only the phase
                 start = end
         finally:
             self.train_batches.close()
@@ -204,6 +211,11 @@ class Job:
             tracking.set_tags({"pruned": "true", "pruned_at_epoch": self.pruned.epoch + 1})
             raise tracking.Stopped("KILLED", f"pruned by the Optuna study after epoch {self.pruned.epoch + 1}")
         self.log_skipped()
+        for reason, stop in (("max_time", self.budget), ("early_stopping", self.early)):
+            if stop is not None and stop.stopped_epoch is not None:
+                tracking.set_tags({"stopped_by": reason, "stopped_at_epoch": stop.stopped_epoch + 1})
+                log.info("stopped by trainer.%s after epoch %d", reason, stop.stopped_epoch + 1)
+                break
         last = self.built.keep == "last"
         self.checkpoint_path = self.output_dir / "checkpoints" / ("last.keras" if last else "best.keras")
         if last:  # the model in memory is the last epoch's
@@ -215,6 +227,20 @@ class Job:
         history = checkpoints.history()
         kept = len(history.get(self.monitor, [])) - 1 if last else None
         self.selected = log_selection(history, self.monitor, self.mode, kept=kept)  # what a sweep ranks by
+
+    def stops(self, start: int) -> list[keras.callbacks.Callback]:
+        """The recipes that end a phase early: trainer.early_stopping (its patience counted over this phase's
+        epochs, the resumed ones included) and trainer.max_time (one budget over every phase)."""
+        found: list[keras.callbacks.Callback] = []
+        patience = (self.cfg.trainer.get("early_stopping") or {}).get("patience")
+        if patience:
+            earlier = self.checkpoints.history().get(self.monitor, [])[start:]
+            min_delta = float(self.cfg.trainer.early_stopping.get("min_delta") or 0.0)
+            self.early = EarlyStop(self.monitor, self.mode, int(patience), min_delta, earlier)
+            found.append(self.early)
+        if self.budget is not None:
+            found.append(self.budget)
+        return found
 
     def fit_phase(self, index: int, start: int, end: int, pruning: list) -> None:
         """Epochs start..end-1 of phase `index` (a backup of this phase, when resuming, is restored first)."""
@@ -231,10 +257,18 @@ class Job:
             callbacks=[
                 StopOnDataError(self.train_batches, self.val_batches),  # first: before anything records
                 StopOnNonFiniteLoss(cfg.optimizer.lr, checkpoints.folder),
+                CheckMonitor(self.monitor),
                 Throughput(len(self.splits["train"])),  # before the callbacks that record each epoch's logs
-                *checkpoints.callbacks(self.monitor, self.mode, index, best=self.built.keep == "best"),
+                *checkpoints.callbacks(
+                    self.monitor,
+                    self.mode,
+                    index,
+                    best=self.built.keep == "best",
+                    ema=bool(cfg.optimizer.get("use_ema")),
+                ),  # fmt: skip
                 tracking.MetricsCallback(),
                 *self.extra_callbacks,
+                *self.stops(start),  # after the epoch is recorded
                 *pruning,  # last: the epoch is recorded before the trial may stop here
             ],
         )

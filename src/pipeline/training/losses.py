@@ -88,3 +88,33 @@ class SegmentationLoss(keras.losses.Loss):
             "class_weights": self.class_weights,
             "ignore_label": self.ignore_label,
         }
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against smoothed targets (1 - e) one-hot + e / classes (label smoothing,
+    Szegedy et al. 2016, section 7): Keras smooths only one-hot targets (CategoricalCrossentropy)."""
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"loss.label_smoothing={label_smoothing} is invalid: must be in [0, 1)")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = ops.shape(y_pred)[-1]
+        labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
+        targets = ops.one_hot(labels, classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def refuse_smoothing(loss_options: dict, task: str) -> dict:
+    """loss_options without label_smoothing, which only classifiers take: a non-zero value elsewhere is one line."""
+    options = dict(loss_options)
+    if options.pop("label_smoothing", 0.0):
+        raise ConfigError(f"loss.label_smoothing={loss_options['label_smoothing']} applies to classifiers; valid: 0 "
+                          f"for data.task={task}")  # fmt: skip
+    return options

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from pipeline import tracking
-from pipeline.training.callbacks import AtomicBackupAndRestore
+from pipeline.training.callbacks import AtomicBackupAndRestore, EmaSwap
 
 log = logging.getLogger(__name__)
 NOT_IN_DIGEST = ("resume", "verbose")  # trainer options that do not change what is trained
@@ -127,10 +127,11 @@ class Checkpoints:
         return (max if mode == "max" else min)(values) if values else None
 
     def callbacks(
-        self, monitor: str, mode: str = "max", phase: int = 0, best: bool = True
+        self, monitor: str, mode: str = "max", phase: int = 0, best: bool = True, ema: bool = False
     ) -> list[keras.callbacks.Callback]:
         """In this order at each epoch end: record logs, best checkpoint (with `best`), the phase's backup (then
-        MetricsCallback)."""
+        MetricsCallback). With `ema` (optimizer.use_ema) validation and the best checkpoint see the weights'
+        moving average, the backup the raw weights (pipeline.training.callbacks.EmaSwap)."""
         checkpoints = self
 
         class RecordEpoch(keras.callbacks.Callback):
@@ -155,7 +156,10 @@ class Checkpoints:
             initial_value_threshold=self.best_so_far(monitor, mode),
         )
         backup = AtomicBackupAndRestore(str(self.backup(phase)), delete_checkpoint=False)
-        return [RecordEpoch(), *([keep] if best else []), backup]
+        if not ema:
+            return [RecordEpoch(), *([keep] if best else []), backup]
+        swapper = keras.callbacks.SwapEMAWeights()  # validation on the averages
+        return [swapper, RecordEpoch(), EmaSwap(swapper), *([keep] if best else []), EmaSwap(swapper), backup]
 
     def keep_best(self, best_path: Path) -> None:
         """Copy the best model to best_path (the Hydra output dir)."""

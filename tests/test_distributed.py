@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -42,7 +43,7 @@ def test_two_workers_train_together_and_the_chief_logs_one_run(project):
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
     logs = [out + err for out, err in outputs]
-    scores = [line.split("test mean_iou:")[1] for log in logs for line in log.splitlines() if "test mean_iou:" in line]
+    scores = [found.group(1) for log in logs for found in re.finditer(r"test mean_iou: ([0-9.]+)", log)]
     # one replicated model: the same test score on both, up to the summation order of the all-reduce
     assert len(scores) == 2 and float(scores[0]) == pytest.approx(float(scores[1]), abs=0.005)
 

@@ -155,7 +155,7 @@ class Job:
         uri, artifacts = self.store()  # only the chief records into the shared store
         parent = sweep.parent_run_id(self.place) if self.dist.is_chief else None  # a multirun job nests under it
         name = sweep.job_name(self.place) or cfg.tracking.run_name  # a sweep's child is named by what it varies
-        tags = {**tags, **sweep.job_tags(self.place)}
+        tags = {**tags, **sweep.job_tags(self.place), "replicas": self.dist.replicas}  # devices x hosts
         try:
             where = (uri, cfg.tracking.experiment, name, artifacts, tags, parent, self.checkpoints.run_id)
             with tracking.run(*where, system_metrics=cfg.tracking.system_metrics) as run:

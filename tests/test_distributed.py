@@ -81,3 +81,15 @@ def test_auto_precision_follows_the_cpu():
     assert resolve_precision("float32") == "float32"
     with pytest.raises(ConfigError, match="trainer.precision='fp8' is unknown; valid: auto, float32"):
         resolve_precision("fp8")
+
+
+def test_under_jax_a_split_the_devices_cannot_share_evenly_is_one_line():
+    from pipeline.errors import ConfigError
+    from pipeline.training.runtime import Distribution
+
+    two = Distribution(replicas=2)
+    two.check_split_sizes({"train": 32, "val": 8, "test": 8}, backend="jax")
+    two.check_split_sizes({"train": 33}, backend="tensorflow")  # MirroredStrategy takes uneven batches
+    uneven = r"2 devices share every batch, but the train split has 33 images, so its last batch cannot be shared"
+    with pytest.raises(ConfigError, match=uneven + r" evenly; valid: data.splits.train=32"):
+        two.check_split_sizes({"train": 33, "val": 8}, backend="jax")

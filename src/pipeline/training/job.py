@@ -70,6 +70,7 @@ class Job:
         data = cfg.data
         self.splits = cache_splits(indexes, data.get("cache", "auto"), data.get("cache_budget", "2GiB"),
                                    self.bad_files, self.workers)  # fmt: skip
+        dist.check_split_sizes({split: len(samples) for split, samples in self.splits.items()})
         shape = self.splits["train"].image_shape
         self.input_channels = shape[-1]
         with dist.scope():  # variables mirrored on every replica
@@ -291,7 +292,7 @@ class Job:
         and the model; returns the test headline."""
         cfg = self.cfg
         test = self.splits["test"]  # streamed batch by batch from its files, or cached
-        batch, examples = cfg.trainer.batch_size, cfg.tracking.num_examples
+        batch, examples = self.dist.global_batch(cfg.trainer.batch_size), cfg.tracking.num_examples
         read = {"bad": self.bad_files, "workers": self.workers}
         ignore = cfg.loss.get("ignore_label")
         headline = test_and_log(self.model, self.task, test, self.classes, batch, examples, ignore, **read)

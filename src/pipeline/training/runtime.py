@@ -104,6 +104,19 @@ class Distribution:
     def global_batch(self, per_replica: int) -> int:
         return per_replica * self.replicas
 
+    def check_split_sizes(self, sizes: dict[str, int], backend: str | None = None) -> None:
+        """Under JAX, every batch is split evenly over the devices (jax.make_array_from_process_local_data): a
+        split whose last batch cannot be is one line (TensorFlow's strategies take uneven batches)."""
+        if self.replicas < 2 or (backend or keras.config.backend()) != "jax":
+            return
+        for split, size in sizes.items():
+            if size % self.replicas:
+                raise ConfigError(
+                    f"trainer.strategy: {self.replicas} devices share every batch, but the {split} split has {size} "
+                    f"images, so its last batch cannot be shared evenly; valid: data.splits.{split}="
+                    f"{size - size % self.replicas} (a multiple of {self.replicas}), or fewer devices"
+                )
+
     def scaled_lr(self, lr: float, rule: str = "linear") -> float:
         """The linear scaling rule (Goyal et al. 2017): k times the batch, k times the learning rate."""
         if rule not in LR_SCALING:

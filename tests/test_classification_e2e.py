@@ -31,7 +31,7 @@ def test_segmentation_model_on_a_classification_set_is_refused(project):
     assert f"{expected}; valid for classification: lenet5" in result.stderr
 
 
-@pytest.mark.slow  # the full 100-epoch recipe, yet about a minute: CI keeps it
+@pytest.mark.quality  # the full 100-epoch recipe: `make quality`, with the other full-length runs
 def test_digits_lenet5_stays_near_its_measured_accuracy(project):
     # measured 0.972-0.989 over seeds 42, 1, 2, 3 since each sample draws its own augmentation (README;
     # 0.986-0.994 before); one test image is 0.28 points and CPU kernels are not bit-reproducible run to

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_stage
+from helpers import find_runs, run_stage
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (the dev extra)"),
 ]
 
-COMMON = [*TINY, "trainer.epochs=2", "data.splits.train=32", "model.dropout=0.0", "trainer.precision=float32",
-          "augment=none", "tracking.log_model=false", "trainer.verbose=0"]  # fmt: skip
+# LeNet-5 on the bundled digits (no dropout, nothing to generate, seconds to compile)
+COMMON = ["data=digits", "model=lenet5", "trainer=debug", "trainer.epochs=2", "data.splits.train=64",
+          "trainer.precision=float32", "augment=none", "tracking.log_model=false", "trainer.verbose=0"]  # fmt: skip
 
 
 def train_on(project, devices: int, *overrides: str):
@@ -25,7 +26,7 @@ def train_on(project, devices: int, *overrides: str):
     result = run_stage("train", project, *COMMON, *overrides, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    [run] = find_runs(client, "shapes", "tags.stage = 'train'")
+    [run] = find_runs(client, "digits", "tags.stage = 'train'")
     curves = {key: [m.value for m in client.get_metric_history(run.info.run_id, key)] for key in ("loss", "val_loss")}
     return run, curves
 

@@ -61,7 +61,10 @@ def run(
         experiment_id = client(uri).get_run(parent_run_id or run_id).info.experiment_id
     else:
         experiment_id = ensure_experiment(experiment, artifact_root)
-    tags = {**provenance.run_tags(checkout() or PACKAGE_DIR), **(tags or {})}
+    # tag values are strings in every store (SQLite would keep an int; a tracking server's REST API refuses it)
+    tags = {
+        key: str(value) for key, value in {**provenance.run_tags(checkout() or PACKAGE_DIR), **(tags or {})}.items()
+    }
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(system_metrics)
         mlflow.set_system_metrics_samples_before_logging(1)  # each sample logged as taken: a kill loses none

@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import confusion_matrix
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
-from pipeline.tasks.scoring import TopK
+from pipeline.tasks.scoring import Stacked, TopK
 
 
 def probabilities_of(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -55,12 +55,12 @@ class ClassificationTally:
 
     def __init__(self, classes: list[str], num_examples: int = 6):
         self.classes, self.num_examples = classes, num_examples
-        self.labels, self.probabilities = [], []
+        self.labels, self.probabilities = Stacked(), Stacked()
         self.first, self.surest_wrong = TopK(4 * num_examples), TopK(4 * num_examples)
 
     def add(self, start, images, targets, outputs) -> None:
-        self.labels.append(np.asarray(targets, np.int64))
-        self.probabilities.append(outputs)
+        self.labels.add(np.asarray(targets, np.int64))
+        self.probabilities.add(outputs)
         if not self.num_examples:
             return
         predicted = outputs.argmax(axis=-1)
@@ -70,9 +70,7 @@ class ClassificationTally:
                 self.surest_wrong.offer(row[guess], start + k, image, label, guess)
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.labels) > 1:
-            self.labels, self.probabilities = [np.concatenate(self.labels)], [np.concatenate(self.probabilities)]
-        return self.labels[0], self.probabilities[0]
+        return self.labels.all(), self.probabilities.all()
 
     def headline_of(self, indices: np.ndarray) -> float:
         labels, probabilities = self._rows()

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
-from pipeline.tasks.scoring import TopK
+from pipeline.tasks.scoring import Stacked, TopK
 
 
 def predict_boxes(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -33,26 +33,21 @@ class LocalizationTally:
     lowest IoUs."""
 
     def __init__(self, num_examples: int = 6):
-        self.num_examples, self.rows = num_examples, []
+        self.num_examples, self.rows = num_examples, Stacked()
         self.first, self.worst = TopK(16 if num_examples else 0), TopK(2 * num_examples)
 
     def add(self, start, images, targets, outputs) -> None:
         ious = keras.ops.convert_to_numpy(box_iou(targets, outputs))
-        self.rows.append(np.concatenate([targets, outputs, ious[:, None]], axis=1))
+        self.rows.add(np.concatenate([targets, outputs, ious[:, None]], axis=1))
         for k, (image, box, guess, iou) in enumerate(zip(images, targets, outputs, ious)):
             self.first.offer(-(start + k), start + k, image, box, guess)
             self.worst.offer(-iou, start + k, image, box, guess)
 
-    def _rows(self) -> np.ndarray:
-        if len(self.rows) > 1:
-            self.rows = [np.concatenate(self.rows)]
-        return self.rows[0]
-
     def headline_of(self, indices: np.ndarray) -> float:
-        return float(self._rows()[indices, 8].mean())
+        return float(self.rows.all()[indices, 8].mean())
 
     def report(self) -> Report:
-        rows = self._rows()
+        rows = self.rows.all()
         ious = rows[:, 8]
         scores = {"box_iou": float(ious.mean()), "box_iou_above_0.5": float((ious > 0.5).mean())}
         if not self.num_examples:  # scores only

@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
+from pipeline.tasks.scoring import Stacked
 
 
 def predict_values(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -34,16 +35,14 @@ class RegressionTally:
     """Per image: its true and predicted values (K numbers each: small enough to keep for any split)."""
 
     def __init__(self, classes: list[str], num_examples: int = 6):
-        self.classes, self.num_examples, self.truth, self.predicted = classes, num_examples, [], []
+        self.classes, self.num_examples, self.truth, self.predicted = classes, num_examples, Stacked(), Stacked()
 
     def add(self, start, images, targets, outputs) -> None:
-        self.truth.append(np.asarray(targets, np.float32))
-        self.predicted.append(outputs)
+        self.truth.add(np.asarray(targets, np.float32))
+        self.predicted.add(outputs)
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.truth) > 1:
-            self.truth, self.predicted = [np.concatenate(self.truth)], [np.concatenate(self.predicted)]
-        return self.truth[0], self.predicted[0]
+        return self.truth.all(), self.predicted.all()
 
     def headline_of(self, indices: np.ndarray) -> float:
         truth, predicted = self._rows()

@@ -36,6 +36,21 @@ class Tally(Protocol):
     def report(self) -> Report: ...
 
 
+class Stacked:
+    """Per-image rows added batch by batch, concatenated once when read (what a tally keeps of every image)."""
+
+    def __init__(self):
+        self._parts: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        self._parts.append(np.asarray(rows))
+
+    def all(self) -> np.ndarray:
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0]
+
+
 class TopK:
     """The k entries with the highest key offered so far (on equal keys, the earlier one), each kept with its
     pictures: what a report draws of a split it never holds whole."""

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
-from pipeline.tasks.scoring import TopK
+from pipeline.tasks.scoring import Stacked, TopK
 from pipeline.training.losses import SegmentationLoss, refuse_smoothing
 
 
@@ -43,13 +43,13 @@ class SegmentationTally:
 
     def __init__(self, classes: list[str], num_examples: int = 4, ignore_label: int | None = None):
         self.classes, self.num_examples, self.ignore_label = classes, num_examples, ignore_label
-        self.matrices: list[np.ndarray] = []
+        self.matrices = Stacked()
         self.first, self.best, self.worst = TopK(num_examples), TopK(num_examples), TopK(num_examples)
 
     def add(self, start, images, targets, outputs) -> None:
         predicted = np.argmax(outputs, axis=-1).astype(np.uint8)
         matrices = per_image_matrices(targets, predicted, len(self.classes), self.ignore_label)
-        self.matrices.append(matrices)
+        self.matrices.add(matrices)
         if not self.num_examples:
             return
         names = [str(c) for c in range(len(self.classes))]
@@ -60,15 +60,10 @@ class SegmentationTally:
             self.worst.offer(-score, start + k, image, mask, labels)
 
     def headline_of(self, indices: np.ndarray) -> float:
-        return segmentation_scores(self._stacked()[indices].sum(axis=0), self.classes)["mean_iou"]
-
-    def _stacked(self) -> np.ndarray:
-        if len(self.matrices) > 1:
-            self.matrices = [np.concatenate(self.matrices)]
-        return self.matrices[0]
+        return segmentation_scores(self.matrices.all()[indices].sum(axis=0), self.classes)["mean_iou"]
 
     def report(self) -> Report:
-        cm = self._stacked().sum(axis=0)
+        cm = self.matrices.all().sum(axis=0)
         scores = segmentation_scores(cm, self.classes)
         if not self.num_examples:  # scores only
             return Report(scores, "mean_iou")

@@ -151,6 +151,11 @@ def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], 
                 return task(cfg)
         except Terminated:
             print("error: stopped by SIGTERM (an open MLflow run was marked KILLED)", file=sys.stderr)
+            if _single_run():  # the run is ended: skip the interpreter's teardown, where the backend's input
+                logging.shutdown()  # threads, stopped mid-batch, can crash the process (SIGSEGV instead of 143)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(128 + signal.SIGTERM)
             raise SystemExit(128 + signal.SIGTERM) from None
         finally:
             if in_main_thread:
@@ -177,6 +182,17 @@ def one_line_errors(doing: str | None = None):
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         print(f"error: {doing} stopped: {type(err).__name__}: {first}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _single_run() -> bool:
+    """True in a plain `cnn <stage>` run; false in a sweep (its sweeper still ends its parent run) or a notebook."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+    except (ImportError, ValueError):
+        return False
 
 
 class Terminated(KeyboardInterrupt):

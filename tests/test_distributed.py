@@ -93,3 +93,49 @@ def test_under_jax_a_split_the_devices_cannot_share_evenly_is_one_line():
     uneven = r"2 devices share every batch, but the train split has 33 images, so its last batch cannot be shared"
     with pytest.raises(ConfigError, match=uneven + r" evenly; valid: data.splits.train=32"):
         two.check_split_sizes({"train": 33, "val": 8}, backend="jax")
+
+
+def test_under_jax_several_processes_each_feed_their_slice_of_the_global_batch():
+    import numpy as np
+
+    from pipeline.data.sequence import ImageBatches
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.uniform(0, 255, (20, 8, 8, 1)).astype(np.float32), np.arange(20)
+    whole = ImageBatches(images, labels, batch_size=8, shuffle=True, seed=3)
+    parts = [ImageBatches(images, labels, batch_size=8, shuffle=True, seed=3, shard=(i, 2)) for i in range(2)]
+    for index in range(len(whole)):  # batches of 8, 8 and 4: halves of 4, 4 and 2
+        x, y = whole.batch(1, index)
+        halves = [part.batch(1, index) for part in parts]
+        np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), x)
+        np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), y)
+        assert len(halves[0][1]) == len(y) // 2
+
+
+def test_jax_multi_worker_without_a_cluster_is_one_line(monkeypatch):
+    from pipeline.errors import ConfigError
+    from pipeline.training.runtime import _jax_distribution
+
+    for name in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    expected = (
+        r"needs the cluster: KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES not set "
+        r"\(found: KERAS_DISTRIBUTION_PROCESS_ID=1\); valid: KERAS_DISTRIBUTION_JOB_ADDRESSES=<coordinator"
+    )
+    with pytest.raises(ConfigError, match=expected):
+        _jax_distribution("multi_worker")
+
+
+def test_the_time_budget_stops_where_the_chief_says():
+    from pipeline.training.callbacks import TimeBudget
+
+    class Model:
+        stop_training = False
+
+    for chief_says, stopped in ((False, None), (True, 0)):
+        budget = TimeBudget(0.0, agree=lambda over, says=chief_says: says)  # this process is over its budget
+        budget.set_model(Model())
+        budget.on_epoch_begin(0)
+        budget.on_epoch_end(0)
+        assert budget.stopped_epoch == stopped

@@ -420,7 +420,10 @@ def dry_build(cfg: DictConfig) -> None:
     build_checked(cfg.model.name, shape, len(classes) if classes else 2, options)
     import keras
 
+    kept = keras.distribution.distribution()  # clear_session forgets the data parallelism configured before
     keras.backend.clear_session()  # the real build then names and initialises its layers as without this check
+    if kept is not None:
+        keras.distribution.set_distribution(kept)
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -56,6 +56,7 @@ class ImageBatches(keras.utils.PyDataset):
         prefetch: int = 2,
         bad: BadFiles | None = None,
         defer_errors: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         super().__init__()  # workers=1 for Keras: the parallelism is ours (see the module docstring)
         if not isinstance(samples, Samples):
@@ -73,6 +74,9 @@ class ImageBatches(keras.utils.PyDataset):
         # exception there as a warning with a traceback) but kept in `failure`, the last good batch is served
         # instead, and StopOnDataError raises it from the training loop after that step
         self.defer_errors, self.failure, self._last = defer_errors, None, None
+        # (i, n): serve the i-th of n equal slices of every batch (the processes of a multi-process JAX training
+        # each feed theirs of one global batch; the split's sizes are checked to share evenly beforehand)
+        self.shard = shard
 
     def __len__(self) -> int:
         return math.ceil(len(self.samples) / self.batch_size)
@@ -114,6 +118,10 @@ class ImageBatches(keras.utils.PyDataset):
     def batch(self, epoch: int, index: int):
         """Batch `index` of epoch `epoch`: a function of (seed, epoch, index) alone."""
         slots = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.samples)))
+        part, parts = self.shard
+        if parts > 1:
+            share = len(slots) // parts
+            slots = slots[part * share : (part + 1) * share]
         picked = self.order_of(epoch)[slots.start : slots.stop]
         jobs = [(epoch, slot, int(i)) for slot, i in zip(slots, picked)]
         if self.workers > 1 and len(jobs) > 1:

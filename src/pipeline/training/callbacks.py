@@ -150,16 +150,17 @@ class TimeBudget(keras.callbacks.Callback):
     """trainer.max_time: stop after the epoch that reaches `seconds` of training in this process (counted over
     every phase of the run: one instance is shared)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, agree=None):
         super().__init__()
         self.seconds, self.spent, self.stopped_epoch, self._start = seconds, 0.0, None, None
+        self.agree = agree or bool  # several processes training together stop at the chief's word
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         self.spent += time.monotonic() - self._start
-        if self.spent >= self.seconds:
+        if self.agree(self.spent >= self.seconds):
             self.model.stop_training, self.stopped_epoch = True, epoch
 
     @property

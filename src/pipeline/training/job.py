@@ -76,16 +76,18 @@ class Job:
         with dist.scope():  # variables mirrored on every replica
             self.built = factory(cfg, shape, len(self.classes))
         self.model = self.built.model
+        dist.check_placement(self.model)
         self.checkpoints = Checkpoints(resume_dir(plain(cfg), dist.worker), cfg.trainer.resume)
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
         first = self.checkpoints.done_epochs
-        loader = {"target": self.task.target, "workers": self.workers, "bad": self.bad_files, "defer_errors": True}
+        loader = {"target": self.task.target, "workers": self.workers, "bad": self.bad_files, "defer_errors": True,
+                  "shard": dist.shard}  # fmt: skip
         self.train_batches = ImageBatches(self.splits["train"], None, batch, augment, True, cfg.seed, outputs, first,
                                           **loader)  # fmt: skip
         self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
         max_time = cfg.trainer.get("max_time")
-        self.budget = TimeBudget(parse_seconds(max_time)) if max_time is not None else None
+        self.budget = TimeBudget(parse_seconds(max_time), dist.agree) if max_time is not None else None
         self.early = None
         self.phase = None  # the phase the model is compiled for
         self.extra_callbacks: list[keras.callbacks.Callback] = []  # a notebook's own, after the epoch is recorded
@@ -224,6 +226,8 @@ class Job:
             self.model.save(self.checkpoint_path)
         else:
             checkpoints.keep_best(self.checkpoint_path)
+        self.dist.localize()  # several JAX processes: each tests its own copy of the kept model
+        if not last or self.dist.processes > 1:
             self.model = keras.models.load_model(self.checkpoint_path)
         history = checkpoints.history()
         kept = len(history.get(self.monitor, [])) - 1 if last else None

@@ -92,6 +92,39 @@ class Distribution:
     strategy: object = None  # a tf.distribute.Strategy, or None: the backend's default placement
     replicas: int = 1
     worker: int = 0  # this host's index among the workers; worker 0 is the chief
+    processes: int = 1  # JAX: processes feeding one global batch together, each its own slice of it
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(this process's slice, of how many) of every global batch: under JAX several processes each feed
+        theirs; tf.distribute shards a worker's batches itself."""
+        return (self.worker, self.processes) if self.processes > 1 else (0, 1)
+
+    def agree(self, flag: bool) -> bool:
+        """The chief's answer, on every process (a wall-clock decision, such as trainer.max_time's, must be the
+        same everywhere, or one process would wait for the others in its next step forever)."""
+        if self.processes < 2:
+            return flag
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+    def check_placement(self, model: keras.Model) -> None:
+        """Under JAX, the model's weights must live on every device the batches are split over (a Keras session
+        cleared after the distribution was set would silently train on one)."""
+        if self.replicas < 2 or keras.config.backend() != "jax":
+            return
+        found = len(model.weights[0].value.sharding.device_set)
+        if found != self.replicas:
+            raise RuntimeError(f"the model's weights live on {found} device(s), not the {self.replicas} of the "
+                               f"distribution: {keras.distribution.distribution()}")  # fmt: skip
+
+    def localize(self) -> None:
+        """After training under several JAX processes: models built or loaded from here on live on this process's
+        own device, so each process can test and export the kept model alone."""
+        if self.processes > 1:
+            keras.distribution.set_distribution(None)
 
     def scope(self) -> contextlib.AbstractContextManager:
         """Build models and optimizers in here, so their variables live on every replica."""
@@ -129,7 +162,8 @@ def configure_distribution(strategy: str = "auto", memory_growth: bool = False) 
 
     auto: every local GPU when there are several, else the default single-device strategy; mirrored: all local
     devices (MirroredStrategy); multi_worker: every device of every host listed in TF_CONFIG
-    (MultiWorkerMirroredStrategy). Call before any other TensorFlow work: collective ops need a fresh runtime.
+    (MultiWorkerMirroredStrategy), or under JAX of every process of the cluster (see `_jax_distribution`).
+    Call before any other backend work: collective ops need a fresh runtime.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"trainer.strategy={strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
@@ -163,16 +197,31 @@ def configure_distribution(strategy: str = "auto", memory_growth: bool = False) 
     return Distribution()
 
 
+JAX_CLUSTER = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
 def _jax_distribution(strategy: str) -> Distribution:
+    """keras.distribution.DataParallel over every device: the local ones, or with multi_worker those of every
+    process (keras.distribution.initialize: the coordinator, process count and id from KERAS_DISTRIBUTION_* or,
+    inside a SLURM job step, from SLURM's own variables). Each process then feeds its slice of the global batch."""
     if strategy == "multi_worker":
-        raise ConfigError(
-            "trainer.strategy=multi_worker runs on TensorFlow's MultiWorkerMirroredStrategy; under KERAS_BACKEND=jax "
-            "use trainer.strategy=auto or mirrored (keras.distribution.DataParallel over the local devices)"
-        )
+        given = [name for name in JAX_CLUSTER if os.environ.get(name)]
+        if len(given) != len(JAX_CLUSTER) and not os.environ.get("SLURM_JOB_ID"):
+            missing = ", ".join(name for name in JAX_CLUSTER if name not in given)
+            raise ConfigError(
+                f"trainer.strategy=multi_worker under KERAS_BACKEND=jax needs the cluster: {missing} not set "
+                "(found: " + (", ".join(f"{name}={os.environ[name]}" for name in given) or "none") + "); valid: "
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES=<coordinator host:port> KERAS_DISTRIBUTION_NUM_PROCESSES=<n> "
+                "KERAS_DISTRIBUTION_PROCESS_ID=<0..n-1> on every process, or srun inside a SLURM allocation"
+            )
+        keras.distribution.initialize()
+    import jax
+
     devices = keras.distribution.list_devices()
-    if strategy == "mirrored" or len(devices) > 1:
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return Distribution(replicas=len(devices))
+    if strategy != "auto" or len(devices) > 1:
+        parallel = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)  # ImageBatches shards
+        keras.distribution.set_distribution(parallel)
+        return Distribution(replicas=len(devices), worker=jax.process_index(), processes=jax.process_count())
     return Distribution()
 
 

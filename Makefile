@@ -51,7 +51,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebooks and not quality" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(XDIST) --no-loadscope-reorder $(PYTEST_ARGS)
 
 # the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77) and five fresh parallel sweeps: before a release, not in CI
 quality: $(STAMP)

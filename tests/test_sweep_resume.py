@@ -134,3 +134,25 @@ def test_a_pruned_trial_stops_and_is_recorded_as_pruned(tmp_path):
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     [parent] = client.search_runs([experiment], "tags.stage = 'sweep'")
     assert parent.data.tags["pruned_children"] == "2" and "unfinished_children" not in parent.data.tags
+
+
+def test_an_optuna_sweep_whose_trials_fail_stops_in_one_line_and_ends_failed(tmp_path):
+    """Every trial fails inside its run (the augmentation resizes the 32 px images to 16 px, which the model
+    refuses): both are FAIL in the study, then the sweep exits 2 naming them and its parent run is FAILED."""
+    import optuna
+
+    resize = "augment.train=[{name:Resize,height:16,width:16}]"
+    args = [*TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", resize, "--multirun"]
+    result = run_stage("train", tmp_path, *args, timeout=600)
+    assert result.returncode == 2, result.stderr[-4000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 of the 2 trials this sweep ran failed (trials 0, 1; trial 0: Input 0 with name")
+    assert "the sweep's parent run ends FAILED" in last
+    [summary] = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    [parent] = client.search_runs([experiment], "tags.stage = 'sweep'")
+    assert parent.info.status == "FAILED" and parent.data.tags["unfinished_children"] == "2"
+    assert [r.info.status for r in children(client, experiment)] == ["FAILED", "FAILED"]

@@ -16,6 +16,9 @@ its trial (pipeline.sweeps.tuning.job_trial) to report each epoch for the `prune
 it relaunches the trials a killed launcher left RUNNING (same number, same params) and asks only what is
 missing to reach n_trials in total. Search space: Hydra's override grammar, as hydra-optuna-sweeper's
 (`choice(4, 8)`, `interval(1e-4, 3e-2)`, `tag(log, interval(...))`, `range(1, 5)`, `a,b,c`).
+A failed trial (its job raised, or returned no finite score) is FAIL in the study and the search goes on, as
+Optuna's do; once every trial has run, the sweep stops in one line naming them (exit status 2) and its parent
+run ends FAILED, as a failed job ends the basic sweeper's.
 """
 
 import logging
@@ -86,6 +89,8 @@ class OptunaSweeper(Sweeper):
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
         self.sampler, self.pruner, self.params = sampler, pruner, params  # configs (_recursive_: false)
+        self.failures: list[tuple[int, str]] = []  # (trial, why) of the trials this sweep saw fail
+        self.launched = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -140,6 +145,7 @@ class OptunaSweeper(Sweeper):
         import optuna
 
         from pipeline.config import one_line_errors
+        from pipeline.errors import TrainingError
 
         space, fixed = search_space(self.params, arguments)
         with one_line_errors("the sweep"):  # an unreachable study database: one line, before any training
@@ -158,25 +164,43 @@ class OptunaSweeper(Sweeper):
         log.info("study '%s': %s", study.study_name, ", ".join(f"{n} {s}" for s, n in counts.items() if n))
         if done:
             log.info("best trial %d: %.4f with %s", study.best_trial.number, study.best_value, study.best_params)
+        if self.failures:  # every trial ran (a failed one is FAIL in the study); the sweep itself failed
+            with one_line_errors():
+                raise TrainingError(failed_trials(self.failures, launched=self.launched))
 
     def _launch(self, study, numbers: list[int], params: list[dict], fixed: dict) -> None:
         import optuna
 
         overrides = [tuple(f"{key}={value}" for key, value in {**p, **fixed}.items()) for p in params]
         returns = self.launcher.launch(overrides, initial_job_idx=numbers[0])
+        self.launched += len(numbers)
         for number, result in zip(numbers, returns, strict=True):
             try:
                 value = result.return_value  # raises the job's exception if it failed
-            except Exception as err:  # noqa: BLE001 - a failed job is a failed trial; the sweep goes on
-                log.warning("trial %d failed: %s", number, str(err).splitlines()[0] if str(err) else type(err))
+            except Exception as err:  # noqa: BLE001 - a failed trial: FAIL in the study, the sweep fails at its end
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                log.error("trial %d failed: %s", number, reason)
+                self.failures.append((number, reason))
                 study.tell(number, state=optuna.trial.TrialState.FAIL)
                 continue
             if getattr(value, "pruned", False):
                 study.tell(number, state=optuna.trial.TrialState.PRUNED)
             elif value is None or not math.isfinite(float(value)):
+                self.failures.append((number, f"its validation score is {value}"))
                 study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(number, float(value))
+
+
+def failed_trials(failures: list[tuple[int, str]], launched: int) -> str:
+    """The one line a sweep with failed trials ends on: how many, the first's reason, what is kept."""
+    numbers = ", ".join(str(number) for number, _ in failures)
+    number, reason = failures[0]
+    return (
+        f"{len(failures)} of the {launched} trials this sweep ran failed (trials {numbers}; trial {number}: "
+        f"{reason[:300]}); the study keeps them as FAIL beside its complete trials, and the sweep's parent run "
+        "ends FAILED; valid: fix what the trial's run names in its `error` tag, then run the sweep again"
+    )
 
 
 def _existing_trials(storage, name: str) -> int:

@@ -9,9 +9,11 @@ after the first (compiling) epoch:
     stage vs a bare Keras fit; (b) `model=unet_paper` with a 572-px network input (388-px images mirrored to
     572 by overlap-tile, as the paper and NVIDIA's example feed it: 572 in, 388 out), batch 8, bfloat16,
     beside NVIDIA DeepLearningExamples' TF2 U-Net figure (119 img/s, one A100, AMP); (c) the streamed input
-    pipeline at 256 px with every core vs the GPU's step rate. Results are written after every measurement
-    (results.json, results.md under --out), so a run cut short keeps what it measured; a measurement that
-    would start after --budget seconds is skipped and says so.
+    pipeline at 256 px with every core vs the GPU's step rate; (d) where the host has several devices, the
+    256-px train stage on all of them (keras.distribution.DataParallel, batch 16 per device) vs on one
+    (CUDA_VISIBLE_DEVICES=0): the scaling efficiency. --smoke simulates two CPU devices for (d).
+Results are written after every measurement (results.json, results.md under --out), so a run cut short keeps
+what it measured; a measurement that would start after --budget seconds is skipped and says so.
 """
 
 import argparse
@@ -26,10 +28,21 @@ from pathlib import Path
 NVIDIA_A100_AMP_UNET = 119.0  # img/s, NVIDIA DeepLearningExamples TensorFlow2 UNet_Medical, 1x A100 80GB, AMP, bs 8
 
 
+TWO_CPU_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+
+
 def device_name() -> str:
     code = "import jax; d = jax.devices()[0]; print(d.platform, getattr(d, 'device_kind', ''))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return done.stdout.strip() or done.stderr.strip()[-200:]
+
+
+def device_count(env: dict | None = None) -> int:
+    code = "import jax; print(jax.device_count())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    return int(done.stdout.strip() or 1)
 
 
 def plan(scratch: Path, smoke: bool):
@@ -54,19 +67,28 @@ def plan(scratch: Path, smoke: bool):
     def bare(precision, jit, overrides):
         return lambda: child("bare_fit", precision=precision, jit=jit, epochs=epochs, overrides=overrides)[0]
 
-    def stage(overrides, precision="mixed_bfloat16", jit=True):
+    def stage(overrides, precision="mixed_bfloat16", jit=True, env=None):
         extra = (
             f"trainer.precision={precision}",
             f"trainer.jit_compile={str(jit).lower()}",
             "tracking.log_model=false",
         )
-        return lambda: train_stage(epochs, scratch, (*overrides, *extra))[0]
+        return lambda: train_stage(epochs, scratch, (*overrides, *extra), env)[0]
 
     def stream(workers):
         return lambda: child("streaming_pipeline", epochs=epochs, workers=workers,
                               overrides=folder_overrides(set256, 256))[0]  # fmt: skip
 
     cores = usable_cores()
+    every = TWO_CPU_DEVICES if smoke else {}  # the GPU host's own devices, or two simulated CPU ones
+    devices = device_count(every)
+    scaling = []
+    if devices > 1:  # global batch 16 per device; the one-device run sees only the first GPU
+        one = {"XLA_FLAGS": ""} if smoke else {"CUDA_VISIBLE_DEVICES": "0"}
+        scaling = [
+            (f"256px unet train stage bf16 jit, {devices} devices", stage(d256, env=every)),
+            ("256px unet train stage bf16 jit, 1 device", stage(d256, env=one)),
+        ]
     return [
         ("64px unet bare fit bf16 jit", bare("mixed_bfloat16", True, d64)),
         ("64px unet train stage bf16 jit", stage(d64)),
@@ -79,6 +101,7 @@ def plan(scratch: Path, smoke: bool):
         ("input pipeline 256px streamed, 1 worker", stream(1)),
         ("64px unet bare fit bf16 no jit", bare("mixed_bfloat16", False, d64)),
         ("256px unet bare fit bf16 no jit", bare("mixed_bfloat16", False, d256)),
+        *scaling,
     ]
 
 
@@ -115,6 +138,12 @@ def table(device: str, results: dict) -> str:
     for name in streams:
         if step:
             ratios.append(f"| {name} / GPU step rate at 256 px | {rate(name) / step:.2f} |")
+    several = next((name for name in results if name.endswith(" devices") and rate(name)), None)
+    single = rate("256px unet train stage bf16 jit, 1 device")
+    if several and single:
+        count = int(several.rsplit(", ", 1)[1].split()[0])
+        ratios.append(f"| {count} devices / 1 device, 256 px train stage (scaling efficiency: / {count}) | "
+                      f"{rate(several) / single:.2f} ({rate(several) / single / count:.0%}) |")  # fmt: skip
     if ratios:
         lines += ["", "| ratio | value |", "|---|---|", *ratios]
     return "\n".join(lines) + "\n"

@@ -49,3 +49,21 @@ def test_table_reports_median_ratios_and_marks_the_targets():
     assert "| 1900 vs 1600 MiB | 1.19 ✗ | ≤ 1.15 |" in text  # a bound from above
     assert "| 48 vs 50 img/s | 0.96 ✓ | ≥ 0.95 |" in text
     assert "`trainer.epoch=3` 0.40 s, `+trainer.epoch=3` 0.90 s | 0.90 ✓ | ≤ 1.5 |" in text  # the slowest median
+
+
+def test_the_gpu_table_gives_the_scaling_efficiency_of_all_devices_over_one():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    results = {
+        "256px unet train stage bf16 jit, 4 devices": {"images_per_sec": [3000, 3300, 100]},  # median 3000
+        "256px unet train stage bf16 jit, 1 device": {"images_per_sec": [1000, 1000]},
+    }
+    text = gpu.table("gpu NVIDIA H100", results)
+    # 3000 img/s on four devices against 1000 on one: x3.00, 75 % of linear
+    assert "| 4 devices / 1 device, 256 px train stage (scaling efficiency: / 4) | 3.00 (75%) |" in text
+    assert "| 256px unet train stage bf16 jit, 1 device | 1000 |" in text

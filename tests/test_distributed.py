@@ -139,3 +139,14 @@ def test_the_time_budget_stops_where_the_chief_says():
         budget.on_epoch_begin(0)
         budget.on_epoch_end(0)
         assert budget.stopped_epoch == stopped
+
+
+def test_devices_sharing_batches_under_jax_refuse_to_skip_bad_files_in_one_line():
+    from pipeline.errors import ConfigError
+    from pipeline.training.runtime import Distribution
+
+    Distribution().check_bad_file_policy("skip", backend="jax")  # one device: a short batch is still a batch
+    Distribution(replicas=2).check_bad_file_policy("skip", backend="tensorflow")  # MirroredStrategy takes it
+    Distribution(replicas=2, worker=1, processes=2).check_bad_file_policy("error", backend="jax")
+    with pytest.raises(ConfigError, match=r"data.on_bad_file=skip cannot be used when 2 devices share every batch"):
+        Distribution(replicas=2, worker=1, processes=2).check_bad_file_policy("skip", backend="jax")

@@ -36,23 +36,20 @@ def run(command: list[str], env) -> tuple[dict, float]:
     return (results[-1] if results else {}), usage.ru_maxrss / 1024
 
 
-def train_stage(epochs: int, workdir: Path, overrides: tuple[str, ...] = ()) -> tuple[dict, float]:
-    """`cnn train` itself (augmentation, callbacks, tracking), into a scratch MLflow store."""
+def train_stage(
+    epochs: int, workdir: Path, overrides: tuple[str, ...] = (), env: dict | None = None
+) -> tuple[dict, float]:
+    """`cnn train` itself (augmentation, callbacks, tracking), into a scratch MLflow store; float32 (as the bare
+    fit it is compared with) unless `overrides` say otherwise (Hydra: the last value of a key wins); `env`
+    added to the child's environment."""
     from pipeline import tracking
 
     store = f"sqlite:///{workdir}/mlflow.db"
     run_dir = workdir / f"stage-{time.monotonic_ns()}"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.commands.train",
-        f"trainer.epochs={epochs}",
-        "trainer.verbose=0",
-        *overrides,
-    ]
-    command += ["trainer.precision=float32"]  # as the bare fit it is compared with
+    command = [sys.executable, "-m", "pipeline.commands.train", f"trainer.epochs={epochs}", "trainer.verbose=0",
+               "trainer.precision=float32", *overrides]  # fmt: skip
     command += ["tracking.log_model=false", f"hydra.run.dir={run_dir}", f"tracking.artifact_root={workdir}/artifacts"]
-    _, peak = run(command, {**os.environ, "MLFLOW_TRACKING_URI": store})
+    _, peak = run(command, {**os.environ, "MLFLOW_TRACKING_URI": store, **(env or {})})
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.experiment=")), "shapes")
     rates = tracking.last_run_metric(store, experiment, "images_per_sec")
     return {"images_per_sec": rates[1:]}, peak

@@ -150,6 +150,17 @@ class Distribution:
                     f"{size - size % self.replicas} (a multiple of {self.replicas}), or fewer devices"
                 )
 
+    def check_bad_file_policy(self, policy: str, backend: str | None = None) -> None:
+        """Under JAX every batch is split evenly over the devices (and the processes): a skipped file would leave
+        a batch that cannot be (TensorFlow's strategies take uneven batches)."""
+        if policy == "skip" and self.replicas > 1 and (backend or keras.config.backend()) == "jax":
+            raise ConfigError(
+                f"data.on_bad_file=skip cannot be used when {self.replicas} devices share every batch under JAX: a "
+                "skipped file would leave a batch that cannot be shared evenly; valid: data.on_bad_file=error, "
+                "with the bad files removed (a one-device run with data.on_bad_file=skip lists them in its run's "
+                "data/skipped_files.txt)"
+            )
+
     def scaled_lr(self, lr: float, rule: str = "linear") -> float:
         """The linear scaling rule (Goyal et al. 2017): k times the batch, k times the learning rate."""
         if rule not in LR_SCALING:

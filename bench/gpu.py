@@ -97,11 +97,11 @@ def plan(scratch: Path, smoke: bool):
         ("256px unet train stage bf16 jit", stage(d256)),
         ("256px unet bare fit fp32 jit", bare("float32", True, d256)),
         ("unet_paper 572px in, batch 8, bf16 jit, bare fit", bare("mixed_bfloat16", True, paper)),
+        *scaling,
         (f"input pipeline 256px streamed, {cores} workers", stream(cores)),
         ("input pipeline 256px streamed, 1 worker", stream(1)),
         ("64px unet bare fit bf16 no jit", bare("mixed_bfloat16", False, d64)),
         ("256px unet bare fit bf16 no jit", bare("mixed_bfloat16", False, d256)),
-        *scaling,
     ]
 
 
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu-results"))
     parser.add_argument("--budget", type=float, default=390, help="seconds; later measurements are skipped")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: the same steps on a CPU")
+    parser.add_argument("--only", default="", help="only the measurements whose name contains this text")
     args = parser.parse_args()
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # each child takes GPU memory as needed
@@ -162,6 +163,8 @@ def main() -> None:
     print(f"device: {device}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         for name, measure in plan(Path(scratch), args.smoke):
+            if args.only not in name:
+                continue
             elapsed = time.monotonic() - start
             if elapsed > args.budget:
                 results[name] = {"note": f"skipped: {elapsed:.0f} s > budget {args.budget:.0f} s"}

@@ -2,6 +2,7 @@
 and servers started on loopback (imported as `from helpers import ...`; conftest.py holds only fixtures)."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -117,3 +118,24 @@ def onnx_client(model: Path, images: list[Path], out: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     found = np.load(out)
     return found["output"], found["classes"], list(found["names"])
+
+
+def start_stage(project, *overrides) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *overrides]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_backup(project, process, epochs: int, timeout: float = 240) -> None:
+    """Until the resume backup says `epochs` epochs are done (the next one is then in flight)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for metadata in project.glob("outputs/resume/*/backup/training_metadata.json"):
+            try:
+                if json.loads(metadata.read_text())["epoch"] >= epochs:
+                    return
+            except (ValueError, OSError):  # being written
+                pass
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError("training never reached the backup")

@@ -1,8 +1,10 @@
 """`make bench`'s pieces: a measurement in its own process, and the table of ratios against targets."""
 
+import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from pipeline.benchmarks.measures import RESULT
 from pipeline.benchmarks.report import table
@@ -52,13 +54,7 @@ def test_table_reports_median_ratios_and_marks_the_targets():
 
 
 def test_the_gpu_table_gives_the_scaling_efficiency_of_all_devices_over_one():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "bench" / "gpu.py"
-    spec = importlib.util.spec_from_file_location("gpu_bench", path)
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
+    gpu = load_bench_script("gpu")
     results = {
         "256px unet train stage bf16 jit, 4 devices": {"images_per_sec": [3000, 3300, 100]},  # median 3000
         "256px unet train stage bf16 jit, 1 device": {"images_per_sec": [1000, 1000]},
@@ -67,3 +63,38 @@ def test_the_gpu_table_gives_the_scaling_efficiency_of_all_devices_over_one():
     # 3000 img/s on four devices against 1000 on one: x3.00, 75 % of linear
     assert "| 4 devices / 1 device, 256 px train stage (scaling efficiency: / 4) | 3.00 (75%) |" in text
     assert "| 256px unet train stage bf16 jit, 1 device | 1000 |" in text
+
+
+def load_bench_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_time_to_target_table_gives_median_and_range_over_the_seeds_that_reached_it():
+    ttt = load_bench_script("time_to_target")
+    row = {"job": "digits", "recipe": "plain", "backend": "jax", "target": 0.98, "test_metric": "test_accuracy"}
+    rows = [
+        {**row, "seed": 1, "reached": True, "seconds": 30.0, "epochs": 6, "test": 0.981, "images_per_sec": 900.0},
+        {**row, "seed": 2, "reached": True, "seconds": 50.0, "epochs": 10, "test": 0.985, "images_per_sec": 1000.0},
+        {**row, "seed": 3, "reached": False, "seconds": None, "epochs": None, "test": 0.97, "images_per_sec": 1100.0},
+    ]
+    [line] = [line for line in ttt.table(rows).splitlines() if line.startswith("| digits")]
+    # the seconds and epochs of the two that reached it; the test score and img/s of all three
+    assert line == ("| digits (val ≥ 0.98) | plain | jax | 2/3 | 40.0 [30.0..50.0] | 8.0 [6.0..10.0] | "
+                    "accuracy 0.9810 [0.9700..0.9850] | 1000 [900..1100] |")  # fmt: skip
+
+
+def test_the_time_to_target_script_trains_to_its_target_and_tables_it(tmp_path):
+    script = Path(__file__).parents[1] / "bench" / "time_to_target.py"
+    command = [sys.executable, str(script), "--smoke", "--root", str(tmp_path), "--jobs", "digits",
+               "--recipes", "plain", "--backends", "tensorflow", "--seeds", "1"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert len(rows) == 1 and rows[0]["reached"] == "True" and rows[0]["epochs"] == "1"
+    assert 0 < float(rows[0]["seconds"]) and (tmp_path / "time_to_target.png").stat().st_size > 0
+    assert "| digits (val ≥ 0) | plain | tensorflow | 1/1 |" in (tmp_path / "results.md").read_text()

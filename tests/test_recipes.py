@@ -15,7 +15,7 @@ from pipeline.config import compose
 from pipeline.config.schema import check_schema
 from pipeline.errors import ConfigError
 from pipeline.tasks import get_task
-from pipeline.training.callbacks import CheckMonitor, EarlyStop
+from pipeline.training.callbacks import CheckMonitor, EarlyStop, Target
 from pipeline.training.losses import SmoothedSparseCrossentropy
 from pipeline.training.resume import Checkpoints
 from pipeline.training.runtime import build_optimizer
@@ -128,6 +128,7 @@ def test_label_smoothing_is_the_cross_entropy_of_the_smoothed_targets():
         ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience=0 is invalid"),
         ("optimizer.gradient_accumulation_steps=1", "optimizer.gradient_accumulation_steps=1 is invalid"),
         ("loss.label_smoothing=1.5", "loss.label_smoothing=1.5 is invalid"),
+        ("trainer.stop_at=high", "trainer.stop_at='high' is invalid: must be null (off) or the monitored metric's"),
     ],
 )
 def test_a_recipe_value_out_of_range_is_one_line(override, message):
@@ -147,3 +148,45 @@ def test_max_time_ends_the_run_finished_after_the_epoch_that_reaches_it(tmp_path
     assert run.data.tags["stopped_by"] == "max_time" and run.data.tags["stopped_at_epoch"] == "1"
     history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "val_loss")
     assert len(history) == 1 and math.isfinite(run.data.metrics["test_mean_iou"])
+
+
+def test_stop_at_stops_after_the_first_epoch_that_reaches_the_target_in_the_metric_s_direction():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as Keras' fit sets it
+    for mode, target, curve, expected in (
+        ("max", 0.9, [0.5, 0.85, 0.91, 0.95], 2),  # the third epoch is the first at or above 0.9
+        ("max", 0.9, [0.5, 0.85], None),  # never reached
+        ("min", 0.2, [0.6, 0.2, 0.1], 1),  # at or below, for a loss
+    ):
+        target_stop = Target("val_metric", mode, target)
+        target_stop.set_model(model)
+        for epoch, value in enumerate(curve):
+            target_stop.on_epoch_begin(epoch)
+            target_stop.on_epoch_end(epoch, {"val_metric": value})
+            if model.stop_training:
+                break
+        assert target_stop.stopped_epoch == expected
+        assert (target_stop.seconds is not None) == (expected is not None)
+        assert model.stop_training == (expected is not None)
+        model.stop_training = False
+
+
+def test_stop_at_tags_the_run_with_its_time_to_target(tmp_path):
+    """val_loss (min) at or below 1e9 is reached by the first epoch: one epoch of three, tagged, its seconds
+    no more than the time from the run's start to that epoch's metrics."""
+    overrides = [
+        *TINY,
+        "trainer.epochs=3",
+        "trainer.monitor=val_loss",
+        "trainer.stop_at=1e9",
+        "tracking.log_model=false",
+    ]
+    result = run_stage("train", tmp_path, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = find_runs(client, "shapes", "tags.stage = 'train'")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["stopped_by"] == "stop_at" and run.data.tags["stopped_at_epoch"] == "1"
+    assert run.data.tags["target_reached"] == "true"
+    [epoch] = client.get_metric_history(run.info.run_id, "val_loss")
+    assert 0 < run.data.metrics["time_to_target_s"] <= (epoch.timestamp - run.info.start_time) / 1000

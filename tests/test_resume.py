@@ -2,18 +2,13 @@
 metrics exactly once; SIGTERM marks the run KILLED; deterministic runs repeat their metrics; a NaN loss
 stops training with a message and a FAILED run. Real subprocesses, real Keras, real SQLite stores."""
 
-import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_stage
+from helpers import TINY, find_runs, run_stage, start_stage, wait_for_backup
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -29,27 +24,6 @@ def only_run(project):
 
 def steps(client, run, key="loss"):
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-
-
-def start_stage(project, *overrides) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *overrides]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_backup(project, process, epochs: int, timeout: float = 240) -> None:
-    """Until the resume backup says `epochs` epochs are done (the next one is then in flight)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for metadata in project.glob("outputs/resume/*/backup/training_metadata.json"):
-            try:
-                if json.loads(metadata.read_text())["epoch"] >= epochs:
-                    return
-            except (ValueError, OSError):  # being written
-                pass
-        assert process.poll() is None, process.stderr.read()[-3000:]
-        time.sleep(0.05)
-    raise AssertionError("training never reached the backup")
 
 
 @pytest.fixture(scope="module")

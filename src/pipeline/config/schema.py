@@ -150,6 +150,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.early_stopping.patience": _rule(_optional(positive_int), "null (off) or a positive number of epochs"),
     "trainer.early_stopping.min_delta": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "trainer.max_time": _rule(lambda v: v is None or _seconds(v), "null, seconds > 0, or e.g. 90m, 2h"),
+    "trainer.stop_at": _rule(lambda v: v is None or _number(v), "null (off) or the monitored metric's target value"),
     "optimizer.use_ema": _rule(lambda v: isinstance(v, bool), "true or false"),
     "optimizer.ema_momentum": _rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "optimizer.gradient_accumulation_steps": _rule(

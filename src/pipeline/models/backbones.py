@@ -6,6 +6,8 @@ file (or ImageNet's, where the machine can download). Its blocks (groups of laye
 block_16, conv5, C5, ...) are what `fine_tune` unfreezes from the top.
 """
 
+import difflib
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -15,6 +17,8 @@ from keras import layers
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.layers import ImagenetPreprocessing
+
+log = logging.getLogger(__name__)
 
 # name -> (builder, the input preprocessing its ImageNet weights expect)
 APPLICATIONS = {
@@ -71,6 +75,78 @@ def application(
     if weights is not None:
         network.set_weights(pretrained(builder, (*input_shape[:2], 3), weights, options, expected).get_weights())
     return keras.Model(inputs, network.output, name=f"{name}_backbone")
+
+
+HUB_VALID = ("a keras.applications name (" + ", ".join(APPLICATIONS) + "), a KerasHub image backbone preset with a "
+             "feature pyramid (resnet_18_imagenet, resnet_50_imagenet, efficientnet_b0_ra_imagenet, "
+             "mobilenet_v3_small_100_imagenet: downloaded once) or a local preset folder (config.json, "
+             "model.weights.h5: backbone.save_to_preset)")  # fmt: skip
+
+
+def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> tuple[keras.Model, int]:
+    """A KerasHub image backbone from its preset (a built-in name, downloaded once, or a local preset folder)
+    as one keras.Model from raw pixels in [0, 255] to its feature pyramid P<first>..P<last> (strides
+    2**first, ...), through the preset's image converter's scale and offset when it has one; and `first`.
+    The model is a plain functional graph of the backbone's layers."""
+    try:
+        import keras_hub
+    except ImportError:
+        raise ConfigError(
+            f"model.backbone={preset!r} is not a keras.applications name, and KerasHub presets need keras-hub "
+            f"(not installed); valid: {HUB_VALID}, after pip install 'cnn-pipeline[hub]'"
+        ) from None
+    folder = Path(preset).expanduser()
+    source = str(folder) if folder.exists() else preset
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(source)
+    except (ValueError, OSError, KeyError) as err:
+        if folder.is_dir():
+            held = sorted(p.name for p in folder.iterdir())
+            found = f"the folder holds {', '.join(held[:8]) + (', ...' if len(held) > 8 else '') or 'nothing'}"
+        elif "/" in preset or preset.startswith("."):
+            found = "no such folder"
+        elif "Unknown preset" in str(err):
+            close = difflib.get_close_matches(preset, list(keras_hub.models.Backbone.presets), 3)
+            found = "KerasHub has no preset of that name" + (f"; closest: {', '.join(close)}" if close else "")
+        else:  # a known name that could not be fetched (no network)
+            found = first_line(err)
+        raise ConfigError(f"model.backbone={preset!r} is not a backbone preset ({found}); valid: {HUB_VALID}") from None
+    pyramid = getattr(backbone, "pyramid_outputs", None) or {}
+    levels = sorted(int(key[1:]) for key in pyramid if key[1:].isdigit())
+    if not levels or levels != list(range(levels[0], levels[-1] + 1)):
+        raise ConfigError(f"model.backbone={preset!r}: {type(backbone).__name__} has no feature pyramid "
+                          f"(pyramid_outputs: {sorted(pyramid) or 'none'}) for a U-Net to take its skips from; "
+                          f"valid: {HUB_VALID}")  # fmt: skip
+    stride = 2 ** levels[-1]
+    if input_shape[0] % stride or input_shape[1] % stride:
+        size = max(stride, input_shape[0] - input_shape[0] % stride)
+        raise ConfigError(f"model.backbone={preset!r}: its pyramid reaches stride {stride}, so the image size must "
+                          f"be a multiple of {stride}, not {input_shape[0]}x{input_shape[1]}; valid: "
+                          f"data.image_size={size}")  # fmt: skip
+    channels = backbone.inputs[0].shape[-1]
+    if channels is not None and channels != input_shape[-1]:
+        raise ConfigError(f"model.backbone={preset!r} takes {channels}-channel images, not the data's "
+                          f"{input_shape[-1]}; valid: data.channels={channels}")  # fmt: skip
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(source)
+    except (ValueError, OSError, KeyError):
+        converter = None
+    scale = getattr(converter, "scale", None)
+    offset = getattr(converter, "offset", None)
+    if scale is not None or offset is not None:
+        x = layers.Rescaling(1.0 if scale is None else scale, 0.0 if offset is None else offset, name="preprocess")(x)
+        log.info("model.backbone=%s: pixels x %s + %s, as its preset's image converter says", preset, scale, offset)
+    else:
+        log.info("model.backbone=%s: its preset has no image converter; the backbone gets pixels in 0..255", preset)
+    flat = keras.Model(backbone.inputs, [pyramid[f"P{level}"] for level in levels], name=backbone.name)
+    return keras.Model(inputs, flat(x), name=f"{backbone.name}_pyramid"), levels[0]
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def pretrained(builder, input_shape: tuple[int, int, int], weights: str, options: dict, expected: str) -> keras.Model:

@@ -31,7 +31,7 @@ from pipeline.plots import viz
 from pipeline.sweeps import sweep, tuning
 from pipeline.tasks import get_task, scoring
 from pipeline.tasks.targets import target_of
-from pipeline.training.callbacks import CheckMonitor, EarlyStop, StopOnNonFiniteLoss, TimeBudget
+from pipeline.training.callbacks import CheckMonitor, EarlyStop, StopOnNonFiniteLoss, Target, TimeBudget
 from pipeline.training.fit import compile_model, log_selection, shift_curve, test_and_log
 from pipeline.training.recipe import Factory, enter_phase, scratch
 from pipeline.training.resume import Checkpoints, resume_dir
@@ -89,7 +89,7 @@ class Job:
         self.val_batches = ImageBatches(self.splits["val"], None, batch, outputs=outputs, **loader)
         max_time = cfg.trainer.get("max_time")
         self.budget = TimeBudget(parse_seconds(max_time), dist.agree) if max_time is not None else None
-        self.early = None
+        self.early = self.target = None
         self.phase = None  # the phase the model is compiled for
         self.extra_callbacks: list[keras.callbacks.Callback] = []  # a notebook's own, after the epoch is recorded
         self.compile_phase(0)
@@ -204,8 +204,8 @@ class Job:
                     self.fit_phase(index, start, end, pruning)
                 if pruning and pruning[0].pruned is not None:
                     break
-                if self.budget is not None and self.budget.exhausted:
-                    break  # the time budget ends the run, not only the phase
+                if any(stop is not None and stop.exhausted for stop in (self.budget, self.target)):
+                    break  # the time budget or the target ends the run, not only the phase
                 start = end
         finally:
             self.train_batches.close()
@@ -215,11 +215,18 @@ class Job:
             tracking.set_tags({"pruned": "true", "pruned_at_epoch": self.pruned.epoch + 1})
             raise tracking.Stopped("KILLED", f"pruned by the Optuna study after epoch {self.pruned.epoch + 1}")
         self.log_skipped()
-        for reason, stop in (("max_time", self.budget), ("early_stopping", self.early)):
+        for reason, stop in (("stop_at", self.target), ("max_time", self.budget), ("early_stopping", self.early)):
             if stop is not None and stop.stopped_epoch is not None:
                 tracking.set_tags({"stopped_by": reason, "stopped_at_epoch": stop.stopped_epoch + 1})
                 log.info("stopped by trainer.%s after epoch %d", reason, stop.stopped_epoch + 1)
                 break
+        if self.target is not None:  # time to target: reached, with its seconds, or not
+            reached = self.target.seconds is not None
+            tracking.set_tags({"target_reached": str(reached).lower()})
+            if reached:
+                tracking.log_metrics({"time_to_target_s": self.target.seconds})
+                log.info("%s reached %g after epoch %d: %.1f s of training", self.monitor, self.target.value,
+                         self.target.stopped_epoch + 1, self.target.seconds)  # fmt: skip
         last = self.built.keep == "last"
         self.checkpoint_path = self.output_dir / "checkpoints" / ("last.keras" if last else "best.keras")
         if last:  # the model in memory is the last epoch's
@@ -246,6 +253,10 @@ class Job:
             found.append(self.early)
         if self.budget is not None:
             found.append(self.budget)
+        stop_at = self.cfg.trainer.get("stop_at")
+        if stop_at is not None:
+            self.target = self.target or Target(self.monitor, self.mode, float(stop_at))  # one over every phase
+            found.append(self.target)
         return found
 
     def fit_phase(self, index: int, start: int, end: int, pruning: list) -> None:

@@ -1,0 +1,138 @@
+"""Time to a target quality, as MLPerf Training measures it: each job trains until its validation metric reaches
+the target (`trainer.stop_at`), several seeds, on each backend, with and without a recipe. The target is checked
+on the validation split (model selection never sees the test split); the test score of the model kept at that
+point is reported beside it.
+
+    python bench/time_to_target.py                                  # both jobs, 5 seeds, TensorFlow and JAX
+    python bench/time_to_target.py --jobs digits --backends jax --seeds 42 1
+    python bench/time_to_target.py --smoke --root /tmp/ttt          # tiny data, target 0: the same steps
+
+Each (job, recipe, backend, seed) is one `cnn train` in a fresh process, its epochs the job's cap. From its run:
+`time_to_target_s` (the epochs' wall time to the target epoch; "not reached" within the cap), the epoch, the
+test headline and the median img/s. Written under --root: runs.csv (one row per training), results.md (median
+and spread per job, recipe and backend) and time_to_target.png (a box plot of the seconds).
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+# job -> (overrides, the monitored validation metric's target, the test metric reported)
+JOBS = {
+    "digits": (("experiment=digits_lenet5",), 0.98, "test_accuracy"),
+    "unet": ((), 0.90, "test_mean_iou"),
+}
+SMOKE = ("trainer=debug", "trainer.epochs=3", "tracking.log_model=false", "tracking.num_examples=1")
+SMOKE_TARGETS = {"digits": 0.0, "unet": 0.0}  # reached by the first epoch: the steps, not the figures
+# recipe -> its overrides ("plain": the job as configured)
+RECIPES = {"plain": (), "ema": ("optimizer.use_ema=true",)}
+
+
+def train(root: Path, job: str, recipe: str, backend: str, seed: int, smoke: bool) -> dict:
+    """One training to the target; its row (reached or not)."""
+    from mlflow.tracking import MlflowClient
+
+    overrides, target, test_key = JOBS[job]
+    target = SMOKE_TARGETS[job] if smoke else target
+    name = f"{job}-{recipe}-{backend}-{seed}"
+    store = f"sqlite:///{root}/mlflow.db"
+    args = [*overrides, *RECIPES[recipe], *(SMOKE if smoke else ()), f"seed={seed}", f"trainer.stop_at={target}",
+            "trainer.verbose=0", f"tracking.run_name={name}", f"hydra.run.dir={root}/outputs/{name}"]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": backend, "MLFLOW_TRACKING_URI": store}
+    command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={root}", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+    client = MlflowClient(store)
+    [run] = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], f"tags.mlflow.runName = '{name}'", max_results=1
+    )  # fmt: skip
+    rates = [m.value for m in client.get_metric_history(run.info.run_id, "images_per_sec")][1:]  # after compiling
+    reached = run.data.tags.get("target_reached") == "true"
+    return {
+        "job": job, "recipe": recipe, "backend": backend, "seed": seed, "target": target, "reached": reached,
+        "seconds": run.data.metrics.get("time_to_target_s") if reached else None,
+        "epochs": int(run.data.tags.get("stopped_at_epoch", 0)) if reached else None,
+        "test": run.data.metrics.get(test_key), "test_metric": test_key,
+        "images_per_sec": statistics.median(rates) if rates else None, "run_id": run.info.run_id,
+    }  # fmt: skip
+
+
+def spread(values: list[float], digits: int = 1) -> str:
+    """median [min..max] of the values, or '-' when there are none."""
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}..{max(values):.{digits}f}]"
+
+
+def table(rows: list[dict]) -> str:
+    """One line per (job, recipe, backend): how many reached the target, the median [min..max] of the seconds
+    and epochs to it (over the seeds that reached it), of the test score and of img/s (over all seeds)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["job"], row["recipe"], row["backend"]), []).append(row)
+    lines = ["| job (target) | recipe | backend | reached | seconds to target | epochs | test score | img/s |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (job, recipe, backend), found in groups.items():
+        hit = [row for row in found if row["reached"]]
+        tests = [row["test"] for row in found if row["test"] is not None]
+        rates = [row["images_per_sec"] for row in found if row["images_per_sec"] is not None]
+        test_metric = found[0]["test_metric"].removeprefix("test_")
+        lines.append(
+            f"| {job} (val ≥ {found[0]['target']:g}) | {recipe} | {backend} | {len(hit)}/{len(found)} | "
+            f"{spread([row['seconds'] for row in hit])} | {spread([float(row['epochs']) for row in hit])} | "
+            f"{test_metric} {spread(tests, 4)} | {spread(rates, 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def box_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        if row["reached"]:
+            groups.setdefault(f"{row['job']}\n{row['recipe']}\n{row['backend']}", []).append(row["seconds"])
+    figure, axis = plt.subplots(figsize=(max(4, 1.4 * len(groups)), 4))
+    if groups:
+        axis.boxplot(list(groups.values()), tick_labels=list(groups))
+    axis.set_ylabel("seconds to target (validation)")
+    axis.set_title("Time to target, one box per job, recipe and backend")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("time-to-target"))
+    parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"], choices=["tensorflow", "jax"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2, 3, 4])
+    parser.add_argument("--smoke", action="store_true", help="tiny data and a low target: the same steps, quickly")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    plan = [(j, r, b, s) for j in args.jobs for r in args.recipes for b in args.backends for s in args.seeds]
+    for number, (job, recipe, backend, seed) in enumerate(plan, start=1):
+        print(f"[{number}/{len(plan)}] {job} {recipe} {backend} seed {seed}", flush=True)
+        rows.append(train(args.root.resolve(), job, recipe, backend, seed, args.smoke))
+        with open(args.root / "runs.csv", "w", newline="") as out:  # after every training: a cut run keeps them
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (args.root / "results.md").write_text(table(rows))
+    box_plot(rows, args.root / "time_to_target.png")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -146,52 +146,55 @@ class EarlyStop(keras.callbacks.Callback):
             self.model.stop_training, self.stopped_epoch = True, epoch
 
 
-class Target(keras.callbacks.Callback):
-    """trainer.stop_at: stop after the first epoch whose monitored validation metric reaches `value` in its
-    direction, and keep the training time to there (the epochs' wall time in this process, validation included,
-    over every phase: one instance is shared): time to target, as MLPerf Training measures it."""
+class EpochClock(keras.callbacks.Callback):
+    """The epochs' wall time in this process, validation included (`spent`), summed over every phase when one
+    instance is shared: what trainer.max_time budgets and trainer.stop_at reports."""
 
-    def __init__(self, monitor: str, mode: str, value: float):
+    def __init__(self):
         super().__init__()
-        self.monitor, self.mode, self.value = monitor, mode, float(value)
-        self.spent, self.seconds, self.stopped_epoch, self._start = 0.0, None, None, None
+        self.spent, self.stopped_epoch, self._start = 0.0, None, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         self.spent += time.monotonic() - self._start
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stopped_epoch is not None
+
+
+class Target(EpochClock):
+    """trainer.stop_at: stop after the first epoch whose monitored validation metric reaches `value` in its
+    direction, and keep the training time to there (`seconds`): time to target, as MLPerf Training measures it."""
+
+    def __init__(self, monitor: str, mode: str, value: float):
+        super().__init__()
+        self.monitor, self.mode, self.value, self.seconds = monitor, mode, float(value), None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         found = (logs or {}).get(self.monitor)
         if found is None or self.stopped_epoch is not None:
             return  # CheckMonitor names a missing metric
         if float(found) >= self.value if self.mode == "max" else float(found) <= self.value:
             self.model.stop_training, self.stopped_epoch, self.seconds = True, epoch, self.spent
 
-    @property
-    def exhausted(self) -> bool:
-        return self.stopped_epoch is not None
 
-
-class TimeBudget(keras.callbacks.Callback):
+class TimeBudget(EpochClock):
     """trainer.max_time: stop after the epoch that reaches `seconds` of training in this process (counted over
     every phase of the run: one instance is shared)."""
 
     def __init__(self, seconds: float, agree=None):
         super().__init__()
-        self.seconds, self.spent, self.stopped_epoch, self._start = seconds, 0.0, None, None
+        self.seconds = seconds
         self.agree = agree or bool  # several processes training together stop at the chief's word
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.monotonic()
-
     def on_epoch_end(self, epoch, logs=None):
-        self.spent += time.monotonic() - self._start
+        super().on_epoch_end(epoch, logs)
         if self.agree(self.spent >= self.seconds):
             self.model.stop_training, self.stopped_epoch = True, epoch
-
-    @property
-    def exhausted(self) -> bool:
-        return self.stopped_epoch is not None
 
 
 class EmaSwap(keras.callbacks.Callback):

@@ -58,8 +58,9 @@ class Job:
         self.task = get_task(cfg.data.task)
         self.root = prepare_data(cfg.data)
         self.classes = class_names(cfg.data, self.root)
-        self.bad_files = BadFiles(cfg.data.get("on_bad_file", "error"))
-        dist.check_bad_file_policy(cfg.data.get("on_bad_file", "error"))
+        policy = cfg.data.get("on_bad_file", "error")
+        dist.check_bad_file_policy(policy)
+        self.bad_files = BadFiles(policy)
         self.workers = worker_count(cfg.data.get("workers", "auto"))
         self.indexes = indexes = split_samples(cfg.data, self.root, self.bad_files, self.workers, cache=False)
         for split, samples in indexes.items():

@@ -57,6 +57,7 @@ def test_two_simulated_devices_train_as_one_device_with_the_same_global_batch(tm
     one, one_curve = one_device
     two, two_curve = train_on(tmp_path / "two", 2, "trainer.batch_size=8", "optimizer.lr=0.003")
     assert two.data.tags["replicas"] == "2" and one.data.tags["replicas"] == "1"
+    assert one.data.tags["jit_compile"] == "true"  # trainer.jit_compile=auto: JAX steps are XLA-compiled on CPU too
     same_training(two_curve, one_curve)
 
 

@@ -146,6 +146,7 @@ def test_max_time_ends_the_run_finished_after_the_epoch_that_reaches_it(tmp_path
     [run] = find_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "shapes", "tags.stage = 'train'")
     assert run.info.status == "FINISHED"
     assert run.data.tags["stopped_by"] == "max_time" and run.data.tags["stopped_at_epoch"] == "1"
+    assert run.data.tags["jit_compile"] == "false"  # trainer.jit_compile=auto: TensorFlow on a CPU-only host
     history = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(run.info.run_id, "val_loss")
     assert len(history) == 1 and math.isfinite(run.data.metrics["test_mean_iou"])
 

@@ -60,6 +60,7 @@ def train_stage(project, compose_config, capsys):
         (["loss.dice=-1"], "loss.dice=-1 is invalid: must be a number >= 0"),
         # wrong types and kinds
         (["trainer.deterministic=maybe"], "trainer.deterministic='maybe' is invalid: must be true or false"),
+        (["trainer.jit_compile=fast"], "trainer.jit_compile='fast' is invalid: must be auto, true or false"),
         (["data.classes=[background]"], "data.classes=['background'] is invalid: must be a list of at least 2"),
         (["data=digits"], "model.name=unet is a segmentation model but data=digits is a classification set"),
         # a class count that does not match the data (found once the labels are read)

@@ -138,7 +138,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.epochs": _rule(positive_int, "a positive integer"),
     "trainer.batch_size": _rule(positive_int, "a positive integer"),
     "trainer.precision": _choice(PRECISIONS),
-    "trainer.jit_compile": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "trainer.jit_compile": _rule(lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
     "trainer.deterministic": _rule(lambda v: isinstance(v, bool), "true or false"),
     "trainer.resume": _rule(lambda v: isinstance(v, bool), "true or false"),
     "trainer.strategy": _choice(STRATEGIES),

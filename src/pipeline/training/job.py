@@ -196,6 +196,8 @@ class Job:
             for index in range(current, len(phases)):
                 end = start + phases[index].epochs
                 self.compile_phase(index)
+                if index == current:  # trainer.jit_compile=auto resolved by Keras for this backend and device
+                    tracking.set_tags({"jit_compile": str(bool(self.model.jit_compile)).lower()})
                 if self.built.backbone is not None and checkpoints.done_epochs <= start:  # not replayed on resume
                     trainable, unfrozen = self.phase_weights
                     tracking.log_metrics({"trainable_params": trainable, "unfrozen_blocks": len(unfrozen)}, step=start)

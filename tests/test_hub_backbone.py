@@ -112,3 +112,34 @@ def test_a_hub_preset_unet_trains_resumes_and_exports_with_parity(preset, tmp_pa
     [export] = find_runs(client, "shapes", "tags.stage = 'export'")
     assert export.info.status == "FINISHED" and export.data.metrics["parity_max_abs_diff"] < 1e-4
     assert abs(export.data.metrics["metric_delta"]) < 1e-3
+
+
+def test_the_transfer_stage_fine_tunes_a_hub_preset_s_top_block_and_keeps_the_rest(preset, tmp_path):
+    """cnn transfer on a local KerasHub preset: the decoder's warm-up, then the backbone's top block (stack3)
+    too; every other block, and every batch norm, keeps the preset's weights."""
+    import keras
+    import keras_hub
+
+    from pipeline.models.backbones import leaves
+
+    out = tmp_path / "out"
+    result = run_stage("transfer", tmp_path, "data=shapes", "trainer=debug", "trainer.epochs=2", "trainer.verbose=0",
+                       "tracking.num_examples=0", "tracking.log_model=false", f"transfer.source={preset}",
+                       "transfer.strategy=fine_tune", "transfer.fine_tune_blocks=1", "transfer.warmup_epochs=1",
+                       "transfer.base_filters=4", f"hydra.run.dir={out}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = find_runs(client, "shapes", "tags.stage = 'transfer'")
+    history = client.get_metric_history(run.info.run_id, "unfrozen_blocks")
+    assert [(m.step, m.value) for m in history] == [(0, 0.0), (1, 1.0)]
+    trained = pyramid_of(keras.models.load_model(out / "checkpoints" / "last.keras", compile=False))
+    source = keras_hub.models.Backbone.from_preset(str(preset))
+    weighted = [layer for layer in leaves(trained) if layer.weights]
+    assert len(weighted) == len([layer for layer in source.layers if layer.weights])  # every layer compared
+
+    def moved(layer):
+        before = source.get_layer(layer.name).get_weights()
+        return any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), before))
+
+    changed = {layer.name for layer in weighted if moved(layer)}
+    assert changed == {"stack3_block0_0_conv", "stack3_block0_1_conv", "stack3_block0_2_conv"}

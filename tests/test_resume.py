@@ -1,6 +1,7 @@
 """Interrupted training: SIGKILL then trainer.resume=true continues the same MLflow run with every epoch's
-metrics exactly once; SIGTERM marks the run KILLED; deterministic runs repeat their metrics; a NaN loss
-stops training with a message and a FAILED run. Real subprocesses, real Keras, real SQLite stores."""
+metrics exactly once and the weights' moving average carried on; SIGTERM marks the run KILLED; deterministic
+runs repeat their metrics; a NaN loss stops training with a message and a FAILED run. Real subprocesses, real
+Keras, real SQLite stores."""
 
 import re
 import signal
@@ -12,7 +13,9 @@ from helpers import TINY, find_runs, run_stage, start_stage, wait_for_backup
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
-RUN = [*TINY, f"trainer.epochs={EPOCHS}", "trainer.deterministic=true", "trainer.verbose=0", "data.splits.train=32"]
+# with the weights' moving average (optimizer.use_ema): a resumed run must continue the averages, not restart them
+RUN = [*TINY, f"trainer.epochs={EPOCHS}", "trainer.deterministic=true", "trainer.verbose=0", "data.splits.train=32",
+       "optimizer.use_ema=true"]  # fmt: skip
 TEST_METRICS = ("test_mean_iou", "test_pixel_accuracy", "test_dice")
 
 

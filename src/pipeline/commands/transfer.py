@@ -2,6 +2,7 @@
 
     cnn transfer transfer.source=<run id> transfer.strategy=feature_extraction
     cnn transfer transfer.source=MobileNetV2 transfer.weights=mnv2.weights.h5 transfer.alpha=0.35
+    cnn transfer data=shapes transfer.source=path/to/resnet_preset transfer.strategy=fine_tune   # KerasHub
     cnn transfer -m experiment=transfer_study          # strategy x k, then pipeline.commands.transfer_study
 
 Strategies (scratch, feature_extraction, fine_tune, full) are described in pipeline.training.transfer. It

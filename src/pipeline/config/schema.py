@@ -51,7 +51,7 @@ EXAMPLES = {  # shown when a mandatory (???) value is missing
     "source": "source=<run id | runs:/<run id>/model | models:/<name>@<alias> | models:/<model id> | file.keras>",
     "name": "name=shapes-unet",
     "input_dir": "input_dir=/path/to/images",
-    "transfer.source": "transfer.source=<run id | latest:<experiment> | MobileNetV2>",
+    "transfer.source": "transfer.source=<run id | latest:<experiment> | MobileNetV2 | KerasHub preset>",
 }
 
 
@@ -171,7 +171,8 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "tracking.system_metrics": _rule(_optional(positive_number), "null (off) or a sampling interval in seconds > 0"),
     "transfer.source": _rule(
         lambda v: isinstance(v, str) and v != "",
-        "a run id, a model URI or file, latest:<experiment>, or a keras.applications name such as MobileNetV2",
+        "a run id, a model URI or file, latest:<experiment>, a keras.applications name such as MobileNetV2, "
+        "or a KerasHub preset or its folder",
     ),
     "transfer.strategy": _choice(TRANSFER_STRATEGIES),
     "transfer.fine_tune_blocks": _rule(positive_int, "a positive integer"),

@@ -83,6 +83,24 @@ HUB_VALID = ("a keras.applications name (" + ", ".join(APPLICATIONS) + "), a Ker
              "model.weights.h5: backbone.save_to_preset)")  # fmt: skip
 
 
+def is_hub_preset(source: str) -> bool:
+    """A KerasHub preset: a local preset folder (config.json and metadata.json), or a preset name KerasHub
+    knows (when keras-hub is installed)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return (folder / "config.json").is_file() and (folder / "metadata.json").is_file()
+    try:
+        import keras_hub
+    except ImportError:
+        return False
+    return source in keras_hub.models.Backbone.presets
+
+
+def pyramid_levels(pyramid: keras.Model) -> int:
+    """The first level of a pyramid model (hub_pyramid): its first output's stride is 2**level."""
+    return (pyramid.inputs[0].shape[1] // pyramid.outputs[0].shape[1]).bit_length() - 1
+
+
 def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> tuple[keras.Model, int]:
     """A KerasHub image backbone from its preset (a built-in name, downloaded once, or a local preset folder)
     as one keras.Model from raw pixels in [0, 255] to its feature pyramid P<first>..P<last> (strides
@@ -177,10 +195,20 @@ def block_of(layer_name: str) -> str:
     return BLOCK.match(layer_name).group(0)
 
 
+def leaves(model: keras.Model):
+    """The model's layers in order, those of a nested model (a KerasHub backbone's graph inside its pyramid)
+    in its place."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaves(layer)
+        else:
+            yield layer
+
+
 def blocks(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
     """The layers with weights, normalization aside, grouped into blocks, from the input to the output."""
     grouped = {}
-    for layer in model.layers:
+    for layer in leaves(model):
         if layer.weights and not isinstance(layer, NORMALIZATION):
             grouped.setdefault(block_of(layer.name), []).append(layer)
     return grouped
@@ -197,8 +225,8 @@ def set_trainable(backbone: keras.Model, top_blocks: int | None) -> list[str]:
         names = grouped
     else:
         names = grouped[len(grouped) - top_blocks :] if top_blocks > 0 else []
-    backbone.trainable = True
-    for layer in backbone.layers:
+    backbone.trainable = True  # and every nested model's
+    for layer in leaves(backbone):
         if isinstance(layer, NORMALIZATION):
             layer.trainable = top_blocks is None
         elif layer.weights:

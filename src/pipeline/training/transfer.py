@@ -17,12 +17,15 @@ from pipeline import tracking
 from pipeline.config.options import TRANSFER_STRATEGIES as STRATEGIES
 from pipeline.config.spec import Spec
 from pipeline.errors import ConfigError
-from pipeline.models.backbone_unet import backbone_unet
+from pipeline.models.backbone_unet import backbone_unet, pyramid_unet
 from pipeline.models.backbones import (
     APPLICATIONS,
     application,
     classifier_backbone,
     feature_map_backbone,
+    hub_pyramid,
+    is_hub_preset,
+    pyramid_levels,
     transfer_classifier,
 )
 from pipeline.tasks import Task, get_task
@@ -55,6 +58,11 @@ def load_backbone(
     tracking.load_model takes. fresh=True: the same architecture, newly initialised (scratch)."""
     if source in APPLICATIONS:
         return application(source, input_shape, None if fresh else weights, alpha), None
+    if is_hub_preset(source):  # a KerasHub image backbone: its feature pyramid, weights from the preset
+        pyramid, _ = hub_pyramid(source, input_shape)
+        if not target_of(task.target).spatial:  # a classifier's head goes on the deepest level
+            pyramid = keras.Model(pyramid.inputs, pyramid.outputs[-1], name=pyramid.name)
+        return (keras.models.clone_model(pyramid) if fresh else pyramid), None
     if source.startswith("latest:"):  # the newest finished run of an experiment, e.g. latest:transfer_source
         source = tracking.latest_run_id(uri, source.removeprefix("latest:"))
     model, run_id = tracking.load_model(source, uri)
@@ -74,6 +82,9 @@ def build_transfer_model(
     """A new head on the backbone: a softmax classifier, or a U-Net decoder for segmentation."""
     training = None if strategy == "scratch" else False  # a reused backbone keeps its batch norm statistics
     if target_of(task.target).spatial:
+        if len(backbone.outputs) > 1:  # a feature pyramid (a KerasHub backbone): its levels are the skips
+            name = f"{backbone.name.removesuffix('_pyramid')}_unet"
+            return pyramid_unet(backbone, pyramid_levels(backbone), num_classes, base_filters, training, name)
         return backbone_unet(backbone, num_classes, base_filters, encoder_training=training)
     if not target_of(task.target).image_class:
         raise ConfigError(f"data.task={task.name!r}: the transfer stage handles classification and segmentation")

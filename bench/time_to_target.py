@@ -28,8 +28,13 @@ JOBS = {
 }
 SMOKE = ("trainer=debug", "trainer.epochs=3", "tracking.log_model=false", "tracking.num_examples=1")
 SMOKE_TARGETS = {"digits": 0.0, "unet": 0.0}  # reached by the first epoch: the steps, not the figures
-# recipe -> its overrides ("plain": the job as configured)
-RECIPES = {"plain": (), "ema": ("optimizer.use_ema=true",)}
+# recipe -> {job: its overrides} for the jobs it applies to ("plain": the job as configured)
+RECIPES = {
+    "plain": {"digits": (), "unet": ()},
+    "ema": {"digits": ("optimizer.use_ema=true",), "unet": ("optimizer.use_ema=true",)},
+    "ema_ls": {"digits": ("optimizer.use_ema=true", "loss.label_smoothing=0.1")},  # classifiers only
+    "dice_ce": {"unet": ("loss=dice_ce",)},  # segmentation only
+}
 
 
 def train(root: Path, job: str, recipe: str, backend: str, seed: int, smoke: bool) -> dict:
@@ -40,7 +45,7 @@ def train(root: Path, job: str, recipe: str, backend: str, seed: int, smoke: boo
     target = SMOKE_TARGETS[job] if smoke else target
     name = f"{job}-{recipe}-{backend}-{seed}"
     store = f"sqlite:///{root}/mlflow.db"
-    args = [*overrides, *RECIPES[recipe], *(SMOKE if smoke else ()), f"seed={seed}", f"trainer.stop_at={target}",
+    args = [*overrides, *RECIPES[recipe][job], *(SMOKE if smoke else ()), f"seed={seed}", f"trainer.stop_at={target}",
             "trainer.verbose=0", f"tracking.run_name={name}", f"hydra.run.dir={root}/outputs/{name}"]  # fmt: skip
     env = {**os.environ, "KERAS_BACKEND": backend, "MLFLOW_TRACKING_URI": store}
     command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={root}", *args]
@@ -121,7 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     rows = []
-    plan = [(j, r, b, s) for j in args.jobs for r in args.recipes for b in args.backends for s in args.seeds]
+    plan = [(j, r, b, s) for j in args.jobs for r in args.recipes if j in RECIPES[r]
+            for b in args.backends for s in args.seeds]  # fmt: skip
     for number, (job, recipe, backend, seed) in enumerate(plan, start=1):
         print(f"[{number}/{len(plan)}] {job} {recipe} {backend} seed {seed}", flush=True)
         rows.append(train(args.root.resolve(), job, recipe, backend, seed, args.smoke))

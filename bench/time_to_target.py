@@ -21,32 +21,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-# job -> (overrides, the monitored validation metric's target, the test metric reported)
+# job -> (its experiment, the experiment with the recipe that helps it, the monitored validation metric's
+# target, the test metric reported)
 JOBS = {
-    "digits": (("experiment=digits_lenet5",), 0.98, "test_accuracy"),
-    "unet": ((), 0.90, "test_mean_iou"),
+    "digits": ("digits_lenet5", "digits_lenet5_tuned", 0.98, "test_accuracy"),
+    "unet": ("shapes_unet", "shapes_unet_tuned", 0.90, "test_mean_iou"),
 }
 SMOKE = ("trainer=debug", "trainer.epochs=3", "tracking.log_model=false", "tracking.num_examples=1")
 SMOKE_TARGETS = {"digits": 0.0, "unet": 0.0}  # reached by the first epoch: the steps, not the figures
-# recipe -> {job: its overrides} for the jobs it applies to ("plain": the job as configured)
-RECIPES = {
-    "plain": {"digits": (), "unet": ()},
-    "ema": {"digits": ("optimizer.use_ema=true",), "unet": ("optimizer.use_ema=true",)},
-    "ema_ls": {"digits": ("optimizer.use_ema=true", "loss.label_smoothing=0.1")},  # classifiers only
-    "dice_ce": {"unet": ("loss=dice_ce",)},  # segmentation only
-}
+# recipe -> overrides: "plain" is the job's experiment as configured, "tuned" its tuned experiment (conf/experiment)
+RECIPES = {"plain": (), "tuned": (), "ema": ("optimizer.use_ema=true",)}
 
 
 def train(root: Path, job: str, recipe: str, backend: str, seed: int, smoke: bool) -> dict:
     """One training to the target; its row (reached or not)."""
     from mlflow.tracking import MlflowClient
 
-    overrides, target, test_key = JOBS[job]
+    plain, tuned, target, test_key = JOBS[job]
     target = SMOKE_TARGETS[job] if smoke else target
     name = f"{job}-{recipe}-{backend}-{seed}"
     store = f"sqlite:///{root}/mlflow.db"
-    args = [*overrides, *RECIPES[recipe][job], *(SMOKE if smoke else ()), f"seed={seed}", f"trainer.stop_at={target}",
-            "trainer.verbose=0", f"tracking.run_name={name}", f"hydra.run.dir={root}/outputs/{name}"]  # fmt: skip
+    experiment = tuned if recipe == "tuned" else plain
+    args = [f"experiment={experiment}", *RECIPES[recipe], *(SMOKE if smoke else ()), f"seed={seed}",
+            f"trainer.stop_at={target}", "trainer.verbose=0", f"tracking.run_name={name}",
+            f"hydra.run.dir={root}/outputs/{name}"]  # fmt: skip
     env = {**os.environ, "KERAS_BACKEND": backend, "MLFLOW_TRACKING_URI": store}
     command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={root}", *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -126,8 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     rows = []
-    plan = [(j, r, b, s) for j in args.jobs for r in args.recipes if j in RECIPES[r]
-            for b in args.backends for s in args.seeds]  # fmt: skip
+    plan = [(j, r, b, s) for j in args.jobs for r in args.recipes for b in args.backends for s in args.seeds]
     for number, (job, recipe, backend, seed) in enumerate(plan, start=1):
         print(f"[{number}/{len(plan)}] {job} {recipe} {backend} seed {seed}", flush=True)
         rows.append(train(args.root.resolve(), job, recipe, backend, seed, args.smoke))

@@ -4,11 +4,18 @@ The stage runs in-process (hydra.main passes a composed config straight through)
 store in a temporary folder: no MLflow run may be left RUNNING (none is even started).
 """
 
+from pathlib import Path
+
 import mlflow
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from helpers import TINY
 from pipeline.commands import train
+from pipeline.config import conf_dir
+from pipeline.config.schema import check_schema
 
 
 @pytest.fixture
@@ -119,3 +126,21 @@ def test_the_schema_answers_before_any_deep_learning_library_loads(tmp_path):
     from pipeline.deploy import exporting
 
     assert tuple(exporting.FORMATS) == EXPORT_FORMATS
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(conf_dir(), "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_passes_the_schema(experiment):
+    """An experiment that includes another (the tuned ones) or overrides a group composes, and what it sets
+    is valid (a sweep's, for its first job); the transfer study's belong to the transfer stage's config."""
+    name = "transfer" if experiment.startswith("transfer") else "config"
+    overrides = [f"experiment={experiment}"] + (["transfer.source=MobileNetV2"] if name == "transfer" else [])
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+        swept = cfg.hydra.sweeper.get("params") or {}  # a multirun experiment: its first job
+        if swept:
+            first = [f"{key}={str(values).split(',')[0]}" for key, values in swept.items()]
+            cfg = compose(config_name=name, overrides=[*overrides, *first], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # run names made of the job's overrides resolve as in a run
+    with open_dict(cfg):
+        del cfg.hydra
+    check_schema(cfg)

@@ -197,8 +197,9 @@ class Checked:
                 f"format={name}: the export differs from the Keras model beyond tolerance="
                 f"{cfg.tolerance} on {len(images)} {cfg.split} images ({found.line(cfg.tolerance)})"
             )
-        if delta is not None and not abs(delta) <= cfg.max_metric_delta:
-            problems.append(exporting.gate_failure(name, metric, self.keras_value(), value, cfg.max_metric_delta))
+        if delta is not None and (failed := exporting.metric_gate(name, metric, self.keras_value(), value,
+                                                                   cfg.max_metric_delta)):  # fmt: skip
+            problems.append(failed)
         self.last_row = exporting.Row(name, exporting.size_on_disk(path), gap, value, delta, timing,
                                       "FAILED" if problems else "passed")  # fmt: skip
         tags = {"stage": "export", "format": name, "source": str(cfg.source), "runtime": runtime}

@@ -143,3 +143,28 @@ def test_the_transfer_stage_fine_tunes_a_hub_preset_s_top_block_and_keeps_the_re
 
     changed = {layer.name for layer in weighted if moved(layer)}
     assert changed == {"stack3_block0_0_conv", "stack3_block0_1_conv", "stack3_block0_2_conv"}
+
+
+def test_a_hub_preset_is_a_transfer_source_for_a_classifier_and_from_scratch(preset):
+    """A classification set puts the head on the pyramid's deepest level (pooled); `scratch` gets the same
+    graph newly initialised, while the other strategies get the preset's weights."""
+    import keras
+    import keras_hub
+
+    from pipeline.models.backbones import leaves
+    from pipeline.tasks import get_task
+    from pipeline.training.transfer import build_transfer_model, load_backbone
+
+    source = keras_hub.models.Backbone.from_preset(str(preset)).get_layer("stack3_block0_2_conv").get_weights()[0]
+    kept, _ = load_backbone(str(preset), get_task("classification"), (32, 32, 3), "", False, None, None)
+    fresh, _ = load_backbone(str(preset), get_task("classification"), (32, 32, 3), "", True, None, None)
+    model = build_transfer_model(kept, get_task("classification"), 5, "fine_tune", 0.0, 4)
+    assert tuple(model.output.shape) == (None, 5)
+    assert kept.output.shape[1:] == (1, 1, 64)  # P5 of a 32-px image, the tiny ResNet's 64 filters
+
+    def conv(backbone: keras.Model):
+        [layer] = [layer for layer in leaves(backbone) if layer.name == "stack3_block0_2_conv"]
+        return layer.get_weights()[0]
+
+    np.testing.assert_array_equal(conv(kept), source)
+    assert not np.allclose(conv(fresh), source)

@@ -6,6 +6,7 @@ point is reported beside it.
     python bench/time_to_target.py                                  # both jobs, 5 seeds, TensorFlow and JAX
     python bench/time_to_target.py --jobs digits --backends jax --seeds 42 1
     python bench/time_to_target.py --smoke --root /tmp/ttt          # tiny data, target 0: the same steps
+    python bench/time_to_target.py --root all --merge /tmp/tf /tmp/jax   # runs made apart, in one table
 
 Each (job, recipe, backend, seed) is one `cnn train` in a fresh process, its epochs the job's cap. From its run:
 `time_to_target_s` (the epochs' wall time to the target epoch; "not reached" within the cap), the epoch, the
@@ -114,6 +115,26 @@ def box_plot(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a runs.csv this script wrote, with their types back."""
+    numbers = {"seed": int, "target": float, "seconds": float, "epochs": int, "test": float, "images_per_sec": float}
+    rows = []
+    for raw in csv.DictReader(open(path)):
+        row = {key: (numbers[key](value) if value != "" else None) if key in numbers else value
+               for key, value in raw.items()}  # fmt: skip
+        rows.append({**row, "reached": raw["reached"] == "True"})
+    return rows
+
+
+def write(rows: list[dict], root: Path) -> None:
+    """runs.csv, results.md and the box plot under root."""
+    with open(root / "runs.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "results.md").write_text(table(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("time-to-target"))
@@ -122,18 +143,22 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"], choices=["tensorflow", "jax"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2, 3, 4])
     parser.add_argument("--smoke", action="store_true", help="tiny data and a low target: the same steps, quickly")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="ROOT",
+                        help="train nothing: one table and box plot under --root of these roots' runs.csv")  # fmt: skip
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
+    if args.merge:  # runs made apart (another backend, another host) in one table
+        rows = [row for root in args.merge for row in read_rows(root / "runs.csv")]
+        write(rows, args.root)
+        box_plot(rows, args.root / "time_to_target.png")
+        print(table(rows))
+        return
     rows = []
     plan = [(j, r, b, s) for j in args.jobs for r in args.recipes for b in args.backends for s in args.seeds]
     for number, (job, recipe, backend, seed) in enumerate(plan, start=1):
         print(f"[{number}/{len(plan)}] {job} {recipe} {backend} seed {seed}", flush=True)
         rows.append(train(args.root.resolve(), job, recipe, backend, seed, args.smoke))
-        with open(args.root / "runs.csv", "w", newline="") as out:  # after every training: a cut run keeps them
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        (args.root / "results.md").write_text(table(rows))
+        write(rows, args.root)  # after every training: a cut run keeps them
     box_plot(rows, args.root / "time_to_target.png")
     print(table(rows))
 

@@ -98,3 +98,11 @@ def test_the_time_to_target_script_trains_to_its_target_and_tables_it(tmp_path):
     assert len(rows) == 1 and rows[0]["reached"] == "True" and rows[0]["epochs"] == "1"
     assert 0 < float(rows[0]["seconds"]) and (tmp_path / "time_to_target.png").stat().st_size > 0
     assert "| digits (val ≥ 0) | plain | tensorflow | 1/1 |" in (tmp_path / "results.md").read_text()
+    merged = tmp_path / "merged"  # runs made apart, read back from their runs.csv into one table
+    command = [sys.executable, str(script), "--root", str(merged), "--merge", str(tmp_path), str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in (merged / "results.md").read_text().splitlines() if line.startswith("| digits")]
+    seconds = f"{float(rows[0]['seconds']):.1f}"
+    assert line.startswith(f"| digits (val ≥ 0) | plain | tensorflow | 2/2 | {seconds} [{seconds}..{seconds}] | 1.0 [")
+    assert (merged / "time_to_target.png").stat().st_size > 0

@@ -16,13 +16,14 @@ def headline(project, experiment: str, key: str) -> float:
 
 
 @pytest.mark.slow
-def test_the_default_unet_learns_the_shapes_in_8_epochs(tmp_path):
-    # the default job cut to 8 of its 18 epochs (the cosine schedule then ends at epoch 8): measured 0.838 with
-    # seed 42 and 0.865 with seed 1 on the 2-core machine (the full job: 0.935); below 0.80 the default path regressed
-    short = ["trainer.epochs=8", "trainer.verbose=0", "tracking.log_model=false"]
+def test_the_default_unet_learns_the_shapes_in_6_epochs(tmp_path):
+    # the default job cut to 6 of its 18 epochs (the cosine schedule then ends at epoch 6): measured 0.665 with
+    # seed 42 and 0.689 with seed 1 on the 2-core machine (`cnn train trainer.epochs=6 seed=<s>`; 8 epochs gave
+    # 0.838 and 0.865, the full job 0.935); below 0.60 the default path regressed
+    short = ["trainer.epochs=6", "trainer.verbose=0", "tracking.log_model=false"]
     result = run_stage("train", tmp_path, *short, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert headline(tmp_path, "shapes", "test_mean_iou") >= 0.80
+    assert headline(tmp_path, "shapes", "test_mean_iou") >= 0.60
 
 
 @pytest.mark.quality

@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from pipeline.errors import ConfigError
-from pipeline.models.backbones import APPLICATIONS, application, hub_pyramid, skip_layers
+from pipeline.models.backbones import APPLICATIONS, application, hub_pyramid, pyramid_levels, skip_layers
 from pipeline.models.unet import conv_block
 
 
@@ -81,10 +81,10 @@ def unet_backbone(
         if weights is not None:
             raise ConfigError(f"model.weights={weights!r}: the KerasHub preset {backbone!r} carries its own weights; "
                               "valid: model.weights=null")  # fmt: skip
-        tapped, first_level = hub_pyramid(backbone, input_shape)
+        tapped = hub_pyramid(backbone, input_shape)
         tapped.trainable = not freeze_encoder
         name = f"{tapped.name.removesuffix('_pyramid')}_unet"
-        return pyramid_unet(tapped, first_level, num_classes, base_filters, training, name)
+        return pyramid_unet(tapped, pyramid_levels(tapped), num_classes, base_filters, training, name)
     encoder = application(backbone, input_shape, weights, alpha if backbone == "MobileNetV2" else None)
     encoder.trainable = not freeze_encoder
     return backbone_unet(encoder, num_classes, base_filters, encoder_training=training)

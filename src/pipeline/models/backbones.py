@@ -101,10 +101,11 @@ def pyramid_levels(pyramid: keras.Model) -> int:
     return (pyramid.inputs[0].shape[1] // pyramid.outputs[0].shape[1]).bit_length() - 1
 
 
-def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> tuple[keras.Model, int]:
+def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
     """A KerasHub image backbone from its preset (a built-in name, downloaded once, or a local preset folder)
     as one keras.Model from raw pixels in [0, 255] to its feature pyramid P<first>..P<last> (strides
-    2**first, ...), through the preset's image converter's scale and offset when it has one; and `first`.
+    2**first, ...), through the preset's image converter's scale and offset when it has one (`pyramid_levels` gives
+    `first`).
     The model is a plain functional graph of the backbone's layers."""
     try:
         import keras_hub
@@ -159,7 +160,7 @@ def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> tuple[keras.M
     else:
         log.info("model.backbone=%s: its preset has no image converter; the backbone gets pixels in 0..255", preset)
     flat = keras.Model(backbone.inputs, [pyramid[f"P{level}"] for level in levels], name=backbone.name)
-    return keras.Model(inputs, flat(x), name=f"{backbone.name}_pyramid"), levels[0]
+    return keras.Model(inputs, flat(x), name=f"{backbone.name}_pyramid")
 
 
 def first_line(err: BaseException) -> str:

@@ -59,7 +59,7 @@ def load_backbone(
     if source in APPLICATIONS:
         return application(source, input_shape, None if fresh else weights, alpha), None
     if is_hub_preset(source):  # a KerasHub image backbone: its feature pyramid, weights from the preset
-        pyramid, _ = hub_pyramid(source, input_shape)
+        pyramid = hub_pyramid(source, input_shape)
         if not target_of(task.target).spatial:  # a classifier's head goes on the deepest level
             pyramid = keras.Model(pyramid.inputs, pyramid.outputs[-1], name=pyramid.name)
         return (keras.models.clone_model(pyramid) if fresh else pyramid), None

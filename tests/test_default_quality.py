@@ -16,14 +16,16 @@ def headline(project, experiment: str, key: str) -> float:
 
 
 @pytest.mark.slow
-def test_the_default_unet_learns_the_shapes_in_6_epochs(tmp_path):
-    # the default job cut to 6 of its 18 epochs (the cosine schedule then ends at epoch 6): measured 0.665 with
-    # seed 42 and 0.689 with seed 1 on the 2-core machine (`cnn train trainer.epochs=6 seed=<s>`; 8 epochs gave
-    # 0.838 and 0.865, the full job 0.935); below 0.60 the default path regressed
-    short = ["trainer.epochs=6", "trainer.verbose=0", "tracking.log_model=false"]
-    result = run_stage("train", tmp_path, *short, timeout=900)
+def test_the_default_unet_learns_the_shapes_in_375_steps(tmp_path):
+    # the default job on half its training images at batch 16, 6 epochs (375 steps, as 6 of its own epochs;
+    # the cosine schedule ends at epoch 6): measured 0.517 with seed 42 and 0.540 with seed 1 on the 2-core
+    # machine, in 85 s each (`cnn train data.splits.train=1000 trainer.batch_size=16 trainer.epochs=6
+    # seed=<s>`; a model that finds only the background scores about 0.19, the full job 0.935); below 0.45
+    # the default path regressed
+    short = ["data.splits.train=1000", "trainer.batch_size=16", "trainer.epochs=6", "trainer.verbose=0"]
+    result = run_stage("train", tmp_path, *short, "tracking.log_model=false", timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert headline(tmp_path, "shapes", "test_mean_iou") >= 0.60
+    assert headline(tmp_path, "shapes", "test_mean_iou") >= 0.45
 
 
 @pytest.mark.quality

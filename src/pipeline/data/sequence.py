@@ -64,9 +64,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.samples, self.batch_size, self.augment = samples, batch_size, augment
         self.shuffle, self.seed, self.outputs, self.epoch = shuffle, seed, outputs, first_epoch
         self.target = target or samples.target_kind
-        # `threads`, not `workers`: PyDataset.workers is Keras' own setting, and above 1 Keras would run batches
-        # on its enqueuer's threads too (and wait 0.1 s at every epoch's end to drain its queue)
-        self.threads, self.prefetch, self.bad = max(1, int(workers)), max(0, int(prefetch)), bad or BadFiles()
+        self.workers, self.prefetch, self.bad = max(1, int(workers)), max(0, int(prefetch)), bad or BadFiles()
         self._local = threading.local()  # one copy of the (stateful) augmentation per thread
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: ThreadPoolExecutor | None = None
@@ -126,9 +124,9 @@ class ImageBatches(keras.utils.PyDataset):
             slots = slots[part * share : (part + 1) * share]
         picked = self.order_of(epoch)[slots.start : slots.stop]
         jobs = [(epoch, slot, int(i)) for slot, i in zip(slots, picked)]
-        if self.threads > 1 and len(jobs) > 1:
+        if self.workers > 1 and len(jobs) > 1:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="batches")
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="batches")
             pairs = list(self._pool.map(self._sample, jobs))
         else:
             pairs = [self._sample(job) for job in jobs]

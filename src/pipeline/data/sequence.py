@@ -2,12 +2,14 @@
 
 A keras.utils.PyDataset rather than tf.data, so the same pipeline feeds the TensorFlow, JAX and PyTorch
 backends, and albumentations (NumPy/OpenCV code) runs without tf.py_function round trips. Keras's own
-PyDataset workers are not used: they run whole batches on a pool and call on_epoch_end from their own
-thread, so which epoch a prefetched batch belongs to depends on timing. Here each batch is a pure
-function of (seed, epoch, batch index): `data.workers` threads decode and augment the samples of a batch
-(PIL decoding and albumentations' OpenCV kernels release the GIL), one thread prepares the next batches
-ahead (`prefetch`), and every sample draws its randomness from its own seed. Whatever the number of
-workers, and after a resume, the batches are the same.
+PyDataset workers run whole batches on a pool and call on_epoch_end from their own thread, so which epoch a
+prefetched batch belongs to would depend on timing. (`self.workers` below is also Keras' PyDataset.workers,
+so with data.workers > 1 Keras starts its enqueuer as well: it fetches whole batches and drains its queue
+for 0.1 s at each epoch's end; resumed runs still match uninterrupted ones, tests/test_resume.py.)
+Here each batch is a pure function of (seed, epoch, batch index): `data.workers` threads decode and
+augment the samples of a batch (PIL decoding and albumentations' OpenCV kernels release the GIL), one
+thread prepares the next batches ahead (`prefetch`), and every sample draws its randomness from its own
+seed. Whatever the number of workers, and after a resume, the batches are the same.
 """
 
 from __future__ import annotations

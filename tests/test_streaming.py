@@ -69,6 +69,16 @@ def test_batches_are_a_function_of_seed_epoch_and_index_whatever_the_workers(tmp
         np.testing.assert_array_equal(x1, x2)  # a resumed run sees exactly the batches of an uninterrupted one
 
 
+def test_data_workers_are_the_pipeline_s_threads_never_keras_pydataset_workers():
+    """PyDataset.workers is what Keras reads: above 1 it fetches whole batches on its enqueuer's threads (out of
+    step with the epoch a batch is drawn for) and waits at every epoch's end to drain its queue. data.workers
+    are the pipeline's own sample threads, and the batches are the same whatever their number."""
+    x = np.random.default_rng(0).integers(0, 255, (24, 8, 8, 1)).astype(np.uint8)
+    batches = ImageBatches(x, np.arange(24) % 2, batch_size=4, shuffle=True, workers=3)
+    assert (batches.workers, batches.use_multiprocessing, batches.threads) == (1, False, 3)
+    batches.close()
+
+
 def test_cache_follows_the_budget_and_gives_the_same_batches(tmp_path, compose_config):
     root = blocky_set(tmp_path / "set")
     per_split = 12 * (32 * 32 * 3 + 32 * 32)  # 12 images + masks at 32 px, as the index estimates them

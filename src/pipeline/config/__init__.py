@@ -10,6 +10,7 @@ build imports Keras inside the function).
 import contextlib
 import difflib
 import functools
+import gc
 import inspect
 import logging
 import os
@@ -175,6 +176,7 @@ def one_line_errors(doing: str | None = None):
         yield
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        _release(err)
         raise SystemExit(2) from None
     except Exception as err:
         if doing is None:
@@ -182,6 +184,28 @@ def one_line_errors(doing: str | None = None):
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         print(f"error: {doing} stopped: {type(err).__name__}: {first}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _release(err: BaseException) -> None:
+    """Let go of what the failed work's frames still hold, now rather than at the interpreter's teardown: the
+    SystemExit that follows keeps `err` (as its context) and so every frame it unwound, and a TensorFlow input
+    pipeline among their locals, finalized only once Python is shutting down, logs a warning after the one line.
+    Keras hides its own frames from the traceback it re-raises, so each frame's callers are cleared too."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:  # the error, and those it was raised from or during
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            while frame is not None:
+                try:
+                    frame.clear()
+                except RuntimeError:  # still running (this one and its callers) or a suspended generator
+                    break
+                frame = frame.f_back
+            tb = tb.tb_next
+        err = err.__cause__ or err.__context__
+    gc.collect()
 
 
 def _single_run() -> bool:

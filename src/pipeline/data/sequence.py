@@ -3,9 +3,8 @@
 A keras.utils.PyDataset rather than tf.data, so the same pipeline feeds the TensorFlow, JAX and PyTorch
 backends, and albumentations (NumPy/OpenCV code) runs without tf.py_function round trips. Keras's own
 PyDataset workers run whole batches on a pool and call on_epoch_end from their own thread, so which epoch a
-prefetched batch belongs to would depend on timing. (`self.workers` below is also Keras' PyDataset.workers,
-so with data.workers > 1 Keras starts its enqueuer as well: it fetches whole batches and drains its queue
-for 0.1 s at each epoch's end; resumed runs still match uninterrupted ones, tests/test_resume.py.)
+prefetched batch belongs to would depend on timing; they stay 1 (the thread count here is `threads`, not
+Keras' `workers`), which also spares the 0.1 s Keras' enqueuer waits at every epoch's end to drain its queue.
 Here each batch is a pure function of (seed, epoch, batch index): `data.workers` threads decode and
 augment the samples of a batch (PIL decoding and albumentations' OpenCV kernels release the GIL), one
 thread prepares the next batches ahead (`prefetch`), and every sample draws its randomness from its own
@@ -66,7 +65,9 @@ class ImageBatches(keras.utils.PyDataset):
         self.samples, self.batch_size, self.augment = samples, batch_size, augment
         self.shuffle, self.seed, self.outputs, self.epoch = shuffle, seed, outputs, first_epoch
         self.target = target or samples.target_kind
-        self.workers, self.prefetch, self.bad = max(1, int(workers)), max(0, int(prefetch)), bad or BadFiles()
+        # `threads`, not `workers`: PyDataset.workers is Keras' own setting, and above 1 Keras would run batches
+        # on its enqueuer's threads too (and wait 0.1 s at every epoch's end to drain its queue)
+        self.threads, self.prefetch, self.bad = max(1, int(workers)), max(0, int(prefetch)), bad or BadFiles()
         self._local = threading.local()  # one copy of the (stateful) augmentation per thread
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: ThreadPoolExecutor | None = None
@@ -126,9 +127,9 @@ class ImageBatches(keras.utils.PyDataset):
             slots = slots[part * share : (part + 1) * share]
         picked = self.order_of(epoch)[slots.start : slots.stop]
         jobs = [(epoch, slot, int(i)) for slot, i in zip(slots, picked)]
-        if self.workers > 1 and len(jobs) > 1:
+        if self.threads > 1 and len(jobs) > 1:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="batches")
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="batches")
             pairs = list(self._pool.map(self._sample, jobs))
         else:
             pairs = [self._sample(job) for job in jobs]

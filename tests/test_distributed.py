@@ -25,7 +25,7 @@ def test_unknown_strategy_is_named(project):
 
 
 @pytest.mark.slow
-def test_two_workers_train_together_and_the_chief_logs_one_run(project):
+def test_two_workers_train_together_stop_at_the_chief_s_clock_and_the_chief_logs_one_run(project):
     assert run_stage("prepare", project, *TINY).returncode == 0  # both workers then read the same files
     hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     store = f"sqlite:///{project}/mlflow.db"
@@ -38,6 +38,9 @@ def test_two_workers_train_together_and_the_chief_logs_one_run(project):
         }
         command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *TINY]
         command += ["trainer.strategy=multi_worker", "trainer.verbose=0", f"hydra.run.dir={project}/outputs/w{index}"]
+        # two clocks that disagree: the chief's budget is spent after its first epoch, the other's never; a
+        # worker stopping on its own would leave the other waiting in an all-reduce
+        command += [f"trainer.max_time={1 if index == 0 else 3600}"]
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (_, err) in zip(workers, outputs):
@@ -53,7 +56,8 @@ def test_two_workers_train_together_and_the_chief_logs_one_run(project):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.strategy"] == "multi_worker"
-    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 2
+    assert run.data.tags["stopped_by"] == "max_time"  # both workers stopped at the chief's word, after epoch 1
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 1
     assert (project / "outputs" / "w1" / "worker1-mlflow.db").is_file()
 
 

@@ -93,6 +93,7 @@ class Distribution:
     replicas: int = 1
     worker: int = 0  # this host's index among the workers; worker 0 is the chief
     processes: int = 1  # JAX: processes feeding one global batch together, each its own slice of it
+    hosts: int = 1  # tf.distribute: the workers of a MultiWorkerMirroredStrategy (each shards its batches itself)
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -103,12 +104,18 @@ class Distribution:
     def agree(self, flag: bool) -> bool:
         """The chief's answer, on every process (a wall-clock decision, such as trainer.max_time's, must be the
         same everywhere, or one process would wait for the others in its next step forever)."""
-        if self.processes < 2:
-            return flag
-        import numpy as np
-        from jax.experimental import multihost_utils
+        if self.processes > 1:
+            import numpy as np
+            from jax.experimental import multihost_utils
 
-        return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+            return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+        if self.hosts > 1:  # an all-reduce of the chief's flag (the others add 0), on every replica of every host
+            import tensorflow as tf
+
+            mine = tf.constant(float(flag) if self.is_chief else 0.0)
+            total = self.strategy.reduce("SUM", self.strategy.run(tf.function(lambda: tf.identity(mine))), axis=None)
+            return bool(total > 0)
+        return flag
 
     def check_placement(self, model: keras.Model) -> None:
         """Under JAX, the model's weights must live on every device the batches are split over (a Keras session
@@ -201,7 +208,8 @@ def configure_distribution(strategy: str = "auto", memory_growth: bool = False) 
         found = tf.distribute.MultiWorkerMirroredStrategy()
         resolver = found.cluster_resolver
         worker = 0 if resolver.task_type == "chief" else resolver.task_id + ("chief" in tf_config["cluster"])
-        return Distribution(found, found.num_replicas_in_sync, worker)
+        hosts = sum(len(tasks) for role, tasks in tf_config["cluster"].items() if role in ("chief", "worker"))
+        return Distribution(found, found.num_replicas_in_sync, worker, hosts=hosts)
     if strategy == "mirrored" or len(gpus) > 1:
         found = tf.distribute.MirroredStrategy()
         return Distribution(found, found.num_replicas_in_sync)

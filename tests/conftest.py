@@ -24,6 +24,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def hydra_config_unset():
+    """A test that sets Hydra's global job config (HydraConfig, as a run does) leaves it unset again: the schema
+    reads the chosen options from it, so a later test's composed config would be checked against another
+    test's choices (data=folder's keys against data=shapes')."""
+    from hydra.core.hydra_config import HydraConfig
+
+    yield
+    HydraConfig.instance().cfg = None
+
+
+@pytest.fixture(autouse=True)
 def float32_policy():
     """A stage run in-process sets Keras' global dtype policy (trainer.precision=auto may pick bfloat16):
     put float32 back, so later tests compute at the precision they assume."""

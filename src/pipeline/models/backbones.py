@@ -83,17 +83,24 @@ HUB_VALID = ("a keras.applications name (" + ", ".join(APPLICATIONS) + "), a Ker
              "model.weights.h5: backbone.save_to_preset)")  # fmt: skip
 
 
-def is_hub_preset(source: str) -> bool:
+def hub_source(preset: str) -> str:
+    """What KerasHub loads for `preset`: the expanded path when a file or folder of that name exists, else the
+    name itself (a built-in preset)."""
+    folder = Path(preset).expanduser()
+    return str(folder) if folder.exists() else preset
+
+
+def is_hub_preset(preset: str) -> bool:
     """A KerasHub preset: a local preset folder (config.json and metadata.json), or a preset name KerasHub
     knows (when keras-hub is installed)."""
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        return (folder / "config.json").is_file() and (folder / "metadata.json").is_file()
+    folder = Path(hub_source(preset))
+    if folder.exists():
+        return folder.is_dir() and (folder / "config.json").is_file() and (folder / "metadata.json").is_file()
     try:
         import keras_hub
     except ImportError:
         return False
-    return source in keras_hub.models.Backbone.presets
+    return preset in keras_hub.models.Backbone.presets
 
 
 def pyramid_levels(pyramid: keras.Model) -> int:
@@ -114,8 +121,8 @@ def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
             f"model.backbone={preset!r} is not a keras.applications name, and KerasHub presets need keras-hub "
             f"(not installed); valid: {HUB_VALID}, after pip install 'cnn-pipeline[hub]'"
         ) from None
-    folder = Path(preset).expanduser()
-    source = str(folder) if folder.exists() else preset
+    source = hub_source(preset)
+    folder = Path(source)
     try:
         backbone = keras_hub.models.Backbone.from_preset(source)
     except (ValueError, OSError, KeyError) as err:

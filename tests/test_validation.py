@@ -4,6 +4,7 @@ The stage runs in-process (hydra.main passes a composed config straight through)
 store in a temporary folder: no MLflow run may be left RUNNING (none is even started).
 """
 
+import sys
 from pathlib import Path
 
 import mlflow
@@ -144,3 +145,15 @@ def test_every_experiment_composes_and_passes_the_schema(experiment):
     with open_dict(cfg):
         del cfg.hydra
     check_schema(cfg)
+
+
+def test_a_stage_run_in_process_leaves_no_hydra_job_behind(tmp_path, monkeypatch, compose_config):
+    """The schema reads the chosen options from Hydra's job config while a job runs. After a stage's main ran
+    in this process (a notebook's), Hydra has put its job config back, so a later composed data=folder config
+    is checked against its own keys, not against the earlier run's data=shapes."""
+    monkeypatch.setattr(sys, "argv", ["cnn-train", f"paths.root={tmp_path}", f"hydra.run.dir={tmp_path}/out",
+                                      "trainer.epochs=0"])  # fmt: skip
+    with pytest.raises(SystemExit):
+        train.main()
+    assert not HydraConfig.initialized()
+    check_schema(compose_config(["data=folder", f"data.root={tmp_path}", "data.classes=[a,b]"]))

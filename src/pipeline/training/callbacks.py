@@ -198,15 +198,17 @@ class TimeBudget(EpochClock):
 
 
 class EmaSwap(keras.callbacks.Callback):
-    """optimizer.use_ema, used as a pair around the best checkpoint: at an epoch's end the first puts the moving
-    average of the weights into the model (what is checkpointed), the second puts the raw weights back before
-    the backup (which keeps them and the optimizer's averages, to resume from). Validation runs on the averages
-    through `swapper` (keras.callbacks.SwapEMAWeights); at the end of fit Keras writes the averages into the
-    model."""
+    """optimizer.use_ema, used as a pair around the best checkpoint: at an epoch's end the first (`averages=True`)
+    puts the moving average of the weights into the model (what is checkpointed), the second puts the raw
+    weights back before the backup (which keeps them and the optimizer's averages, to resume from). Validation
+    runs on the averages through `swapper` (keras.callbacks.SwapEMAWeights); at the end of fit Keras writes the
+    averages into the model. The swaps are the swapper's own public hooks, as around an evaluation, so its
+    record of which weights the model holds stays true (its swap_on_epoch would leave the averages in the
+    model for the backup)."""
 
-    def __init__(self, swapper: keras.callbacks.SwapEMAWeights):
+    def __init__(self, swapper: keras.callbacks.SwapEMAWeights, averages: bool):
         super().__init__()
-        self.swapper = swapper
+        self.swapper, self.averages = swapper, averages
 
     def on_epoch_end(self, epoch, logs=None):
-        self.swapper._swap_variables()  # Keras' own swap (in place, distribution-aware)
+        (self.swapper.on_test_begin if self.averages else self.swapper.on_test_end)()  # in place, distribution-aware

@@ -159,7 +159,8 @@ class Checkpoints:
         if not ema:
             return [RecordEpoch(), *([keep] if best else []), backup]
         swapper = keras.callbacks.SwapEMAWeights()  # validation on the averages
-        return [swapper, RecordEpoch(), EmaSwap(swapper), *([keep] if best else []), EmaSwap(swapper), backup]
+        return [swapper, RecordEpoch(), EmaSwap(swapper, averages=True), *([keep] if best else []),
+                EmaSwap(swapper, averages=False), backup]  # fmt: skip
 
     def keep_best(self, best_path: Path) -> None:
         """Copy the best model to best_path (the Hydra output dir)."""

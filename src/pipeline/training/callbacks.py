@@ -195,20 +195,3 @@ class TimeBudget(EpochClock):
         super().on_epoch_end(epoch, logs)
         if self.agree(self.spent >= self.seconds):
             self.model.stop_training, self.stopped_epoch = True, epoch
-
-
-class EmaSwap(keras.callbacks.Callback):
-    """optimizer.use_ema, used as a pair around the best checkpoint: at an epoch's end the first (`averages=True`)
-    puts the moving average of the weights into the model (what is checkpointed), the second puts the raw
-    weights back before the backup (which keeps them and the optimizer's averages, to resume from). Validation
-    runs on the averages through `swapper` (keras.callbacks.SwapEMAWeights); at the end of fit Keras writes the
-    averages into the model. The swaps are the swapper's own public hooks, as around an evaluation, so its
-    record of which weights the model holds stays true (its swap_on_epoch would leave the averages in the
-    model for the backup)."""
-
-    def __init__(self, swapper: keras.callbacks.SwapEMAWeights, averages: bool):
-        super().__init__()
-        self.swapper, self.averages = swapper, averages
-
-    def on_epoch_end(self, epoch, logs=None):
-        (self.swapper.on_test_begin if self.averages else self.swapper.on_test_end)()  # in place, distribution-aware

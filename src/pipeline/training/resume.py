@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from pipeline import tracking
-from pipeline.training.callbacks import AtomicBackupAndRestore, EmaSwap
+from pipeline.training.callbacks import AtomicBackupAndRestore
 
 log = logging.getLogger(__name__)
 NOT_IN_DIGEST = ("resume", "verbose")  # trainer options that do not change what is trained
@@ -131,7 +131,9 @@ class Checkpoints:
     ) -> list[keras.callbacks.Callback]:
         """In this order at each epoch end: record logs, best checkpoint (with `best`), the phase's backup (then
         MetricsCallback). With `ema` (optimizer.use_ema) validation and the best checkpoint see the weights'
-        moving average, the backup the raw weights (pipeline.training.callbacks.EmaSwap)."""
+        moving average, the backup the raw weights: a pair of swaps around the best checkpoint, through the
+        swapper's own public hooks (as around an evaluation), so its record of which weights the model holds stays
+        true (its swap_on_epoch would leave the averages in the model for the backup)."""
         checkpoints = self
 
         class RecordEpoch(keras.callbacks.Callback):
@@ -159,8 +161,9 @@ class Checkpoints:
         if not ema:
             return [RecordEpoch(), *([keep] if best else []), backup]
         swapper = keras.callbacks.SwapEMAWeights()  # validation on the averages
-        return [swapper, RecordEpoch(), EmaSwap(swapper, averages=True), *([keep] if best else []),
-                EmaSwap(swapper, averages=False), backup]  # fmt: skip
+        averages_in = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: swapper.on_test_begin())
+        raw_back = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: swapper.on_test_end())
+        return [swapper, RecordEpoch(), averages_in, *([keep] if best else []), raw_back, backup]
 
     def keep_best(self, best_path: Path) -> None:
         """Copy the best model to best_path (the Hydra output dir)."""

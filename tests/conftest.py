@@ -65,7 +65,7 @@ def tiny_unet(tmp_path_factory):
     """(project, client, run) of one tiny shapes U-Net, trained once per test session and shared by the
     tests that read a trained run (train records, evaluate, predict, visualize)."""
     project = tmp_path_factory.mktemp("tiny_unet")
-    tiny = [*TINY, "optimizer.lr=0.002", "model.base_filters=6", "tracking.system_metrics=0.5"]
+    tiny = [*TINY, "optimizer.lr=0.002", "model.base_filters=6", "tracking.system_metrics=0.5", "tta=dihedral"]
     return project, *train_run(project, *tiny)
 
 

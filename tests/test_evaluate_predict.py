@@ -30,8 +30,25 @@ def test_evaluate_a_keras_file_with_flip_averaging(source):
     [checkpoint] = project.glob("outputs/**/checkpoints/best.keras")
     result = run_stage("evaluate", project, *TINY, f"source={checkpoint}", "tta=true", "split=val")
     assert result.returncode == 0, result.stderr[-3000:]
-    [evaluation] = client.search_runs([run.info.experiment_id], "tags.tta = 'True'", max_results=1)
+    [evaluation] = client.search_runs(
+        [run.info.experiment_id], "tags.tta = 'flips' and tags.stage = 'evaluate'", max_results=1
+    )
     assert 0 <= evaluation.data.metrics["val_mean_iou"] <= 1
+
+
+def test_train_scores_the_test_split_again_over_the_tta_views_as_evaluate_does(source):
+    """The fixture's run was trained with tta=dihedral: test_* stays the model's own score (evaluate without views
+    reproduces it, above), test_tta_* is the eight views' average, and evaluate with the same views agrees."""
+    project, client, run = source
+    assert run.data.tags["tta"] == "dihedral" and run.data.tags["headline_metric"] == "test_mean_iou"
+    assert run.data.metrics["test_tta_mean_iou"] != pytest.approx(run.data.metrics["test_mean_iou"], abs=1e-6)
+    result = run_stage("evaluate", project, f"source={run.info.run_id}", "tta=dihedral")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [evaluation] = client.search_runs(
+        [run.info.experiment_id], "tags.tta = 'dihedral' and tags.stage = 'evaluate'", max_results=1
+    )
+    for key in ("mean_iou", "dice", "pixel_accuracy"):
+        assert evaluation.data.metrics[f"test_{key}"] == pytest.approx(run.data.metrics[f"test_tta_{key}"], abs=1e-4)
 
 
 def test_bad_source_fails_in_one_line(source):

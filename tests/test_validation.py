@@ -59,6 +59,12 @@ def train_stage(project, compose_config, capsys):
         (["data.task=detection"], "data.task='detection' is unknown; valid: segmentation, classification"),
         (["optimizer.schedule=linear"], "optimizer.schedule='linear' is unknown; valid: constant, cosine"),
         (["data.on_bad_file=ignore"], "data.on_bad_file='ignore' is unknown; valid: error, skip"),
+        (["tta=rotations"], "tta='rotations' is invalid: must be none, flips, dihedral (true = flips, false = none)"),
+        (
+            ["experiment=shapes_localization", "model=localizer", "tta=flips"],
+            "tta=flips averages over mirrored and turned views, but a box moves when its image is mirrored or turned "
+            "(localization task); valid: tta=none",
+        ),
         (["model.upsampling=magic"], "model.upsampling='magic' is unknown"),
         # negative or zero sizes
         (["data.image_size=0"], "data.image_size=0 is invalid: must be a positive integer"),

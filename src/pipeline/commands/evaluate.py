@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> float:
     from pipeline.data.sources import class_names, prepare_data, split_samples
     from pipeline.tasks import get_task
     from pipeline.tasks.scoring import evaluate
+    from pipeline.tasks.tta import tta_mode
     from pipeline.training.fit import log_report
 
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
@@ -55,11 +56,12 @@ def main(cfg: DictConfig) -> float:
         desc=f"scoring {cfg.split}",
     )
     prefix = "test" if cfg.split == "test" else cfg.split
-    tags = {"stage": "evaluate", "task": task.name, "data": data.name, "source": str(cfg.source), "tta": str(cfg.tta)}
+    views = tta_mode(cfg.tta)
+    tags = {"stage": "evaluate", "task": task.name, "data": data.name, "source": str(cfg.source), "tta": views}
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags, source_run
     ):
-        params = {"source": cfg.source, "split": cfg.split, "tta": cfg.tta}
+        params = {"source": cfg.source, "split": cfg.split, "tta": views}
         tracking.log_params({**params, "data": OmegaConf.to_container(data, resolve=True)})
         log_report(report, prefix)
         if report.table is not None:

@@ -16,3 +16,4 @@ CACHE_MODES = ("auto", "memory", "none")  # data.cache
 FITS = ("stretch", "crop")  # data.fit
 PREDICT_MODES = ("resize", "tile")  # predict's mode
 TILE_BLENDS = ("gaussian", "flat")  # predict's tile_blend
+TTA_MODES = ("none", "flips", "dihedral")  # tta: test-time views (pipeline.tasks.tta.VIEWS has exactly these)

@@ -33,6 +33,7 @@ from pipeline.config.options import (
     STRATEGIES,
     TILE_BLENDS,
     TRANSFER_STRATEGIES,
+    TTA_MODES,
 )
 from pipeline.data.samples import parse_bytes
 from pipeline.data.sources import READERS
@@ -183,7 +184,9 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "split": _choice(SPLITS),
     "name": _rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty model name"),
     "alias": _rule(lambda v: v is None or isinstance(v, str), "null or an alias such as champion"),
-    "tta": _rule(lambda v: isinstance(v, bool), "true or false"),
+    "tta": _rule(
+        lambda v: isinstance(v, bool) or v in TTA_MODES, f"{', '.join(TTA_MODES)} (true = flips, false = none)"
+    ),
     "json": _rule(lambda v: isinstance(v, bool), "true or false"),
     "refresh": _rule(lambda v: isinstance(v, bool), "true or false"),
     "batch_size": _rule(positive_int, "a positive integer"),

@@ -56,9 +56,9 @@ class Task(Protocol):
         """What scores a split batch by batch (pipeline.tasks.scoring.Tally); pipeline.tasks.scoring.evaluate
         runs it."""
 
-    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
-        """The model's main output for a batch of float32 images (with tta, averaged over flips where the task
-        allows)."""
+    def outputs(self, model, images: np.ndarray, tta=False) -> np.ndarray:
+        """The model's main output for a batch of float32 images (with tta, averaged over the views
+        pipeline.tasks.tta names; a task whose targets move with them refuses it)."""
 
     def predict(
         self, model, images: list[np.ndarray], names: list[str], classes: list[str], out: Path, **options

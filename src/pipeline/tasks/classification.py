@@ -12,14 +12,18 @@ from pipeline.evaluation.metrics import confusion_matrix
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 from pipeline.tasks.scoring import Stacked, TopK
+from pipeline.tasks.tta import averaged
 
 
-def probabilities_of(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities (N, C) of the main classifier (GoogLeNet's auxiliary heads are left out)."""
-    probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    if isinstance(probabilities, (list, tuple)):
-        probabilities = probabilities[0]
-    return np.asarray(probabilities, np.float32)
+def probabilities_of(model: keras.Model, images: np.ndarray, batch_size: int = 32, tta=False) -> np.ndarray:
+    """Class probabilities (N, C) of the main classifier (GoogLeNet's auxiliary heads are left out); with tta
+    (pipeline.tasks.tta), their mean over the views it names."""
+
+    def main_head(x: np.ndarray) -> np.ndarray:
+        probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+        return probabilities[0] if isinstance(probabilities, (list, tuple)) else probabilities
+
+    return np.asarray(averaged(main_head, images.astype(np.float32), tta, False), np.float32)
 
 
 def scores_of(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], top_k: int = 3):
@@ -127,17 +131,19 @@ class Classification:
     def tally(self, classes: list[str], num_examples: int = 6, **_):
         return ClassificationTally(classes, num_examples)
 
-    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
-        return probabilities_of(model, images, len(images))
+    def outputs(self, model, images: np.ndarray, tta=False) -> np.ndarray:
+        return probabilities_of(model, images, len(images), tta)
 
-    def predict(self, model, images, names, classes, out: Path, batch_size: int = 32, files=None, **_) -> Written:
+    def predict(
+        self, model, images, names, classes, out: Path, batch_size: int = 32, files=None, tta=False, **_
+    ) -> Written:
         """predictions.csv (file as found, label, one probability per class) and a contact sheet of the images."""
         from pipeline.data.folders import resize_image
 
         out.mkdir(parents=True, exist_ok=True)
         shape = tuple(model.inputs[0].shape[1:3])
         images = [resize_image(image, shape) for image in images]
-        probabilities = probabilities_of(model, np.stack(images), batch_size)
+        probabilities = probabilities_of(model, np.stack(images), batch_size, tta)
         table = out / "predictions.csv"
         write_csv(table, list(files or names), probabilities, classes)
         predicted = probabilities.argmax(axis=-1)

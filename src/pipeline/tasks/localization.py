@@ -14,6 +14,7 @@ from pipeline.models.localization import BoxIoU, box_iou
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 from pipeline.tasks.scoring import Stacked, TopK
+from pipeline.tasks.tta import check
 
 
 def predict_boxes(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -65,6 +66,7 @@ class Localization:
     name = "localization"
     target = "boxes"
     monitor = "val_box_iou"
+    moves_with_views = "a box moves when its image is mirrored or turned"  # pipeline.tasks.tta refuses tta here
     headline = "box_iou"
 
     def loss_and_metrics(self, loss_options: dict, num_classes: int) -> tuple:
@@ -83,12 +85,16 @@ class Localization:
     def tally(self, classes: list[str], num_examples: int = 6, **_):
         return LocalizationTally(num_examples)
 
-    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+    def outputs(self, model, images: np.ndarray, tta=False) -> np.ndarray:
+        check(tta, self)
         return predict_boxes(model, images, len(images))
 
-    def predict(self, model, images, names, classes, out: Path, batch_size=32, num_logged=8, files=None, **_):
+    def predict(
+        self, model, images, names, classes, out: Path, batch_size=32, num_logged=8, files=None, tta=False, **_
+    ):
         """boxes.csv (file as found, x_min, y_min, x_max, y_max in pixels of the original image) and each image
         with its box."""
+        check(tta, self)
         from pipeline.data.folders import resize_image
 
         (out / "boxes").mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,14 @@ from pipeline.errors import ConfigError
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 from pipeline.tasks.scoring import Stacked
+from pipeline.tasks.tta import averaged
 
 
-def predict_values(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), np.float32)
+def predict_values(model: keras.Model, images: np.ndarray, batch_size: int = 32, tta=False) -> np.ndarray:
+    """The predicted values (N, K); with tta (pipeline.tasks.tta), their mean over the views it names (for
+    targets the views leave alone, as a shape's coverage)."""
+    predict = lambda x: model.predict(x, batch_size=batch_size, verbose=0)  # noqa: E731
+    return np.asarray(averaged(predict, images.astype(np.float32), tta, False), np.float32)
 
 
 def regression_scores(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -83,16 +87,16 @@ class Regression:
     def tally(self, classes: list[str], num_examples: int = 6, **_):
         return RegressionTally(classes, num_examples)
 
-    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
-        return predict_values(model, images, len(images))
+    def outputs(self, model, images: np.ndarray, tta=False) -> np.ndarray:
+        return predict_values(model, images, len(images), tta)
 
-    def predict(self, model, images, names, classes, out: Path, batch_size=32, files=None, **_) -> Written:
+    def predict(self, model, images, names, classes, out: Path, batch_size=32, files=None, tta=False, **_) -> Written:
         """predictions.csv: the file as found and one predicted value per output name."""
         from pipeline.data.folders import resize_image
 
         out.mkdir(parents=True, exist_ok=True)
         shape = tuple(model.inputs[0].shape[1:3])
-        values = predict_values(model, np.stack([resize_image(image, shape) for image in images]), batch_size)
+        values = predict_values(model, np.stack([resize_image(image, shape) for image in images]), batch_size, tta)
         table = out / "predictions.csv"
         with table.open("w", newline="") as handle:
             writer = csv.writer(handle)

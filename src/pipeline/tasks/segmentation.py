@@ -16,20 +16,14 @@ from pipeline.evaluation.metrics import confusion_matrix, segmentation_scores
 from pipeline.plots import viz
 from pipeline.tasks.base import Report, Written
 from pipeline.tasks.scoring import Stacked, TopK
+from pipeline.tasks.tta import averaged
 from pipeline.training.losses import SegmentationLoss, refuse_smoothing
 
 
-def predict_probabilities(
-    model: keras.Model, images: np.ndarray, batch_size: int = 32, tta: bool = False
-) -> np.ndarray:
-    """Class probabilities (N, H, W, C); with tta, the mean over the image and its left-right and up-down flips."""
-    x = images.astype(np.float32)
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    if tta:
-        probabilities = probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)[:, :, ::-1]
-        probabilities = probabilities + model.predict(x[:, ::-1], batch_size=batch_size, verbose=0)[:, ::-1]
-        probabilities /= 3.0
-    return probabilities
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 32, tta=False) -> np.ndarray:
+    """Class probabilities (N, H, W, C); with tta (pipeline.tasks.tta), the mean over the views it names, each
+    turned back into the image's frame."""
+    return averaged(lambda x: model.predict(x, batch_size=batch_size, verbose=0), images.astype(np.float32), tta, True)
 
 
 def per_image_matrices(masks: np.ndarray, predicted: np.ndarray, num_classes: int, ignore_label=None) -> np.ndarray:
@@ -76,7 +70,7 @@ class SegmentationTally:
         return Report(scores, "mean_iou", figures)
 
 
-def predict_resized(model: keras.Model, image: np.ndarray, tta: bool = False) -> np.ndarray:
+def predict_resized(model: keras.Model, image: np.ndarray, tta=False) -> np.ndarray:
     """Probabilities (H, W, C) for an image of any size via the model's own input size (as the served model)."""
     shape = tuple(model.inputs[0].shape[1:3])
     return outputs_at_size(lambda batch: predict_probabilities(model, batch, tta=tta), image, shape)
@@ -100,7 +94,7 @@ def tile_weights(tile_h: int, tile_w: int, blend: str = "gaussian", sigma_scale:
 
 
 def predict_tiled(
-    model: keras.Model, image: np.ndarray, overlap: float = 0.5, tta: bool = False, blend: str = "gaussian"
+    model: keras.Model, image: np.ndarray, overlap: float = 0.5, tta=False, blend: str = "gaussian"
 ) -> np.ndarray:
     """Probabilities (H, W, C) from overlapping model-sized tiles over a mirror-padded image, predicted in one
     batch and blended with `tile_weights`."""
@@ -170,7 +164,7 @@ class Segmentation:
     def tally(self, classes: list[str], num_examples: int = 4, ignore_label: int | None = None, **_):
         return SegmentationTally(classes, num_examples, ignore_label)
 
-    def outputs(self, model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+    def outputs(self, model, images: np.ndarray, tta=False) -> np.ndarray:
         return predict_probabilities(model, images, len(images), tta)
 
     def predict(
@@ -182,7 +176,7 @@ class Segmentation:
         out: Path,
         mode: str = "resize",
         tile_overlap: float = 0.5,
-        tta: bool = False,
+        tta=False,
         num_logged: int = 8,
         tile_blend: str = "gaussian",
         background: int | None = 0,

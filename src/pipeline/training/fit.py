@@ -16,6 +16,7 @@ from pipeline.plots import viz
 from pipeline.tasks import Report, Task, direction
 from pipeline.tasks.scoring import CONFIDENCE, evaluate
 from pipeline.tasks.targets import target_of
+from pipeline.tasks.tta import tta_mode
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,13 @@ def log_selection(history: dict[str, list[float]], monitor: str, mode: str, kept
     return value
 
 
-def log_report(report: Report, prefix: str = "test") -> None:
-    """A report's scores as <prefix>_<name> metrics, its pictures as artifacts, and the headline tag (the
-    held-out estimate shown beside the selection metric; nothing ranks by it)."""
+def log_report(report: Report, prefix: str = "test", headline: bool = True) -> None:
+    """A report's scores as <prefix>_<name> metrics, its pictures as artifacts, and (with `headline`) the headline
+    tag (the held-out estimate shown beside the selection metric; nothing ranks by it)."""
     tracking.log_metrics({f"{prefix}_{name}": value for name, value in report.scores.items()})
     tracking.log_metrics({f"{prefix}_images": report.count})
-    tracking.set_tags({"headline_metric": f"{prefix}_{report.headline}"})
+    if headline:
+        tracking.set_tags({"headline_metric": f"{prefix}_{report.headline}"})
     for path, figure in report.figures.items():
         tracking.log_figure(figure, path)
     low, high = (report.scores.get(f"{report.headline}_ci_{end}", math.nan) for end in ("low", "high"))
@@ -120,11 +122,21 @@ def test_and_log(
     batch_size: int,
     num_examples: int,
     ignore_label: int | None = None,
+    tta="none",
     **read,
-) -> float:
+) -> tuple[float, float | None]:
     """Scores the test split (Samples, streamed batch by batch), logs test_* metrics (the headline with its
-    bootstrap interval) and pictures; returns the headline metric (to report, never to select by)."""
+    bootstrap interval) and pictures; returns the headline metric (to report, never to select by) and, with
+    tta, the same averaged over its views (else None). With tta
+    (pipeline.tasks.tta), the split is scored again averaging the views it names, logged as test_tta_* beside:
+    test_* stays the score of the model alone (what the exported model gives), and the first's headline."""
     report = evaluate(task, model, samples, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label,
                       desc="scoring test", **read)  # fmt: skip
     log_report(report)
-    return report.value
+    if tta_mode(tta) != "none":
+        averaged = evaluate(task, model, samples, classes, batch_size, num_examples=0, ignore_label=ignore_label,
+                            tta=tta, desc=f"scoring test ({tta_mode(tta)} views)", **read)  # fmt: skip
+        log_report(averaged, "test_tta", headline=False)
+        tracking.set_tags({"tta": tta_mode(tta)})
+        return report.value, averaged.value
+    return report.value, None

@@ -31,6 +31,7 @@ from pipeline.plots import viz
 from pipeline.sweeps import sweep, tuning
 from pipeline.tasks import get_task, scoring
 from pipeline.tasks.targets import target_of
+from pipeline.tasks.tta import check as check_views
 from pipeline.training.callbacks import CheckMonitor, EarlyStop, StopOnNonFiniteLoss, Target, TimeBudget
 from pipeline.training.fit import compile_model, log_selection, shift_curve, test_and_log
 from pipeline.training.recipe import Factory, enter_phase, scratch
@@ -78,6 +79,7 @@ class Job:
         with dist.scope():  # variables mirrored on every replica
             self.built = factory(cfg, shape, len(self.classes))
         self.model = self.built.model
+        check_views(cfg.get("tta"), self.task, tuple(self.model.inputs[0].shape[1:3]))  # before, not after, training
         dist.check_placement(self.model)
         self.checkpoints = Checkpoints(resume_dir(plain(cfg), dist.worker), cfg.trainer.resume)
         augment = build_augmentation(cfg.augment.train, seed=cfg.seed, target=self.task.target)
@@ -176,8 +178,9 @@ class Job:
         if self.dist.is_chief:  # the finished run's card, in the run and beside its checkpoint
             card.log(uri, run.info.run_id, self.checkpoint_path.parent, self.contract)
         link = tracking.ui_link(uri, run.info.experiment_id, run.info.run_id)
-        log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f", self.monitor, self.selected,
-                 self.task.headline, headline)  # fmt: skip
+        averaged = "" if self.tta_headline is None else f" ({self.tta_headline:.4f} with tta={cfg.tta})"
+        log.info("done: chosen by %s %.4f (validation); held-out test %s %.4f%s", self.monitor, self.selected,
+                 self.task.headline, headline, averaged)  # fmt: skip
         log.info("checkpoint %s; job folder %s; run %s (cnn ui to browse)", self.checkpoint_path, self.output_dir,
                  link)  # fmt: skip
         return self.selected
@@ -314,7 +317,8 @@ class Job:
         batch, examples = self.dist.global_batch(cfg.trainer.batch_size), cfg.tracking.num_examples
         read = {"bad": self.bad_files, "workers": self.workers}
         ignore = cfg.loss.get("ignore_label")
-        headline = test_and_log(self.model, self.task, test, self.classes, batch, examples, ignore, **read)
+        headline, self.tta_headline = test_and_log(self.model, self.task, test, self.classes, batch, examples, ignore,
+                                                   cfg.get("tta", "none"), **read)  # fmt: skip
         if cfg.data.get("test_shifts"):
             shifts = list(cfg.data.test_shifts)
             shift_curve(self.model, self.task, test, self.classes, batch, shifts, model_choice, **read)

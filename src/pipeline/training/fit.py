@@ -126,10 +126,10 @@ def test_and_log(
     **read,
 ) -> tuple[float, float | None]:
     """Scores the test split (Samples, streamed batch by batch), logs test_* metrics (the headline with its
-    bootstrap interval) and pictures; returns the headline metric (to report, never to select by) and, with
-    tta, the same averaged over its views (else None). With tta
-    (pipeline.tasks.tta), the split is scored again averaging the views it names, logged as test_tta_* beside:
-    test_* stays the score of the model alone (what the exported model gives), and the first's headline."""
+    bootstrap interval) and pictures; returns the headline metric (to report, never to select by) and the same
+    averaged over the views `tta` names (pipeline.tasks.tta), or None without views. The views' scores are
+    logged as test_tta_* beside: test_* stays the model's own score (what the exported model gives) and the
+    headline tag."""
     report = evaluate(task, model, samples, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label,
                       desc="scoring test", **read)  # fmt: skip
     log_report(report)

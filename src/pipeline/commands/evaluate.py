@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float:
     from pipeline.data.sources import class_names, prepare_data, split_samples
     from pipeline.tasks import get_task
     from pipeline.tasks.scoring import evaluate
-    from pipeline.tasks.tta import tta_mode
+    from pipeline.tasks.tta import check as check_views
     from pipeline.training.fit import log_report
 
     model, source_run = tracking.load_model(str(cfg.source), cfg.tracking.uri)
@@ -38,6 +38,8 @@ def main(cfg: DictConfig) -> float:
     if cfg.use_source_data and source_run and (source := tracking.load_run_config(source_run)):
         data, loss = OmegaConf.create(source["data"]), OmegaConf.create(source["loss"])  # what it was trained on
     task = get_task(data.task)
+    size = tuple(model.inputs[0].shape[1:3]) if hasattr(model, "inputs") else None
+    views = check_views(cfg.tta, task, size)  # before the data is prepared
     root = prepare_data(data, progress=False)
     classes = class_names(data, root)
     bad = BadFiles(data.get("on_bad_file", "error"))
@@ -49,14 +51,13 @@ def main(cfg: DictConfig) -> float:
         classes,
         cfg.batch_size,
         num_examples=cfg.num_examples,
-        tta=cfg.tta,
+        tta=views,
         ignore_label=loss.get("ignore_label"),
         bad=bad,
         workers=worker_count(data.get("workers", "auto")),
         desc=f"scoring {cfg.split}",
     )
     prefix = "test" if cfg.split == "test" else cfg.split
-    views = tta_mode(cfg.tta)
     tags = {"stage": "evaluate", "task": task.name, "data": data.name, "source": str(cfg.source), "tta": views}
     with tracking.run(
         cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.run_name, cfg.tracking.artifact_root, tags, source_run

@@ -133,10 +133,10 @@ def test_and_log(
     report = evaluate(task, model, samples, classes, batch_size, num_examples=num_examples, ignore_label=ignore_label,
                       desc="scoring test", **read)  # fmt: skip
     log_report(report)
-    if tta_mode(tta) != "none":
+    if (views := tta_mode(tta)) != "none":
         averaged = evaluate(task, model, samples, classes, batch_size, num_examples=0, ignore_label=ignore_label,
-                            tta=tta, desc=f"scoring test ({tta_mode(tta)} views)", **read)  # fmt: skip
+                            tta=views, desc=f"scoring test ({views} views)", **read)  # fmt: skip
         log_report(averaged, "test_tta", headline=False)
-        tracking.set_tags({"tta": tta_mode(tta)})
+        tracking.set_tags({"tta": views})
         return report.value, averaged.value
     return report.value, None

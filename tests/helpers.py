@@ -38,6 +38,45 @@ def run_stage(
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The command line `cnn <stage> paths.root=project <overrides>` run in this process, as run_stage runs it
+    in a new one (same environment, same exit status, its stderr): for commands expected to stop at a check, where
+    a new process would spend ten seconds importing TensorFlow for a line. run_stage covers the process itself
+    (its exit status from the interpreter, signals). Hydra's logging set-up (dictConfig) closes every handler
+    ever made, and absl's handler (made when this process imported TensorFlow) closes its stream unless that is
+    the sys.stderr of the moment: its stream is pointed at the captured stderr meanwhile, or it would close
+    pytest's own capture."""
+    import importlib
+    import io
+
+    module = importlib.import_module(f"pipeline.commands.{stage}")
+    environ = {"MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    kept = {key: os.environ.get(key) for key in environ}
+    argv, out, err, status = sys.argv, io.StringIO(), io.StringIO(), 0
+    os.environ.update(environ)
+    sys.argv = [f"cnn-{stage}", f"paths.root={project}", *overrides]
+    absl = sys.modules.get("absl.logging")
+    handler = absl.get_absl_handler().python_handler if absl else None
+    stream = handler.stream if handler else None
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if handler:
+                handler.stream = err
+            module.main()
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = argv
+        if handler:
+            handler.stream = stream
+        for key, value in kept.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(sys.argv, status, out.getvalue(), err.getvalue())
+
+
 def train_run(project: Path, *overrides: str, experiment: str | None = None):
     """Run the train stage; (client, the train run) of its store."""
     from mlflow.tracking import MlflowClient

@@ -3,7 +3,7 @@ the interval and the exports shown; `cnn card` on a file with nothing beside it 
 
 import json
 
-from helpers import run_stage
+from helpers import run_here
 from pipeline.deploy import card, contract
 
 RUN = {
@@ -60,7 +60,7 @@ def test_a_file_with_no_card_and_no_run_is_one_line(tmp_path):
     model = tmp_path / "best.keras"
     model.write_bytes(b"not really")
     (tmp_path / "notes.txt").write_text("")
-    result = run_stage("card", tmp_path, f"source={model}")
+    result = run_here("card", tmp_path, f"source={model}")
     assert result.returncode != 0
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "no model_card.json beside it" in line and "best.keras, notes.txt" in line

@@ -3,7 +3,7 @@
 import mlflow
 import pytest
 
-from helpers import TINY, run_stage
+from helpers import TINY, run_here, run_stage
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ from helpers import TINY, run_stage
     ],
 )
 def test_bad_override_fails_with_one_line(project, override, expected):
-    result = run_stage("train", project, *TINY, override)
+    result = run_here("train", project, *TINY, override)  # as the command line, in this process
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
@@ -156,7 +156,7 @@ def test_every_stage_refuses_its_bad_values_before_any_work(project, stage, over
     ],
 )
 def test_an_unreachable_store_fails_before_any_training_in_one_line(project, args, env, expected):
-    result = run_stage("train", project, *TINY, *args, env=env, timeout=120)
+    result = run_here("train", project, *TINY, *args, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]

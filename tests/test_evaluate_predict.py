@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import TINY, run_stage
+from helpers import TINY, run_here, run_stage
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_train_scores_the_test_split_again_over_the_tta_views_as_evaluate_does(s
 
 def test_bad_source_fails_in_one_line(source):
     project, *_ = source
-    result = run_stage("evaluate", project, "source=0123456789abcdef")
+    result = run_here("evaluate", project, "source=0123456789abcdef")
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "source='0123456789abcdef': not found in the MLflow store" in line and "valid: a run id" in line

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 from PIL import Image
 
-from helpers import onnx_client, run_stage
+from helpers import onnx_client, run_here, run_stage
 from pipeline.deploy import contract, exporting
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model
@@ -263,7 +263,7 @@ def test_a_plain_onnx_client_reading_only_the_metadata_predicts_what_cnn_predict
 
 def test_an_unknown_format_is_one_line_listing_the_valid_ones(tiny_unet):
     project, _, run = tiny_unet
-    result = run_stage("export", project, f"source={run.info.run_id}", "format=tflite")
+    result = run_here("export", project, f"source={run.info.run_id}", "format=tflite")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last == "error: format='tflite' is unknown; valid: saved_model, onnx, litert, all"
@@ -280,7 +280,7 @@ def test_a_format_whose_runtime_is_missing_is_one_line_naming_the_package(monkey
 
 def test_a_tolerance_out_of_range_is_one_line_before_anything_loads(tmp_path):
     override, valid = "max_metric_delta=-1", "null or a number >= 0"
-    result = run_stage("export", tmp_path, "source=anything", override)
+    result = run_here("export", tmp_path, "source=anything", override)
     assert result.returncode == 2
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: {override} is invalid: must be {valid}") and "Traceback" not in result.stderr

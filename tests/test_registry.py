@@ -5,7 +5,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import run_stage
+from helpers import run_here, run_stage
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_a_source_that_names_nothing_says_what_exists(registered, source, messag
 
 
 def test_a_missing_alias_is_one_line_from_the_command_line(registered):
-    result = run_stage("evaluate", registered[0], "source=models:/digits-lenet5@nope")
+    result = run_here("evaluate", registered[0], "source=models:/digits-lenet5@nope")
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("error: source='models:/digits-lenet5@nope'"), last
     assert "Traceback" not in result.stderr
@@ -82,10 +82,10 @@ def test_a_missing_alias_is_one_line_from_the_command_line(registered):
 
 def test_a_bad_alias_leaves_the_registry_as_it_was(registered):
     project, client, run, _ = registered
-    result = run_stage("register", project, f"source={run.info.run_id}", "name=digits-lenet5", "alias=v2")
+    result = run_here("register", project, f"source={run.info.run_id}", "name=digits-lenet5", "alias=v2")
     assert result.returncode == 2 and "alias='v2' is invalid" in result.stderr.strip().splitlines()[-1]
     assert [str(v.version) for v in client.search_model_versions("name = 'digits-lenet5'")] == ["1"]
-    result = run_stage("register", project, "source=0123456789abcdef", "name=digits-lenet5")
+    result = run_here("register", project, "source=0123456789abcdef", "name=digits-lenet5")
     assert result.returncode == 2 and "source='0123456789abcdef'" in result.stderr.strip().splitlines()[-1]
     versions = MlflowClient(client.tracking_uri).search_model_versions("name = 'digits-lenet5'")
     assert [str(v.version) for v in versions] == ["1"]

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from helpers import find_runs, run_stage
+from helpers import find_runs, run_here, run_stage
 from pipeline.config import conf_dir
 from pipeline.config.schema import check_schema
 from pipeline.config.spec import spec
@@ -163,7 +163,7 @@ def test_weights_of_another_network_are_refused_naming_both(tmp_path):
 
 
 def test_missing_weights_file_through_the_cli_exits_2(project):
-    result = run_stage(
+    result = run_here(
         "transfer",
         project,
         "data=digits",

@@ -53,7 +53,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(XDIST) --no-loadscope-reorder $(PYTEST_ARGS)
 
-# the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77) and five fresh parallel sweeps: before a release, not in CI
+# the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77), five fresh parallel sweeps and streamed
+# training's peak memory: before a release, not in CI
 quality: $(STAMP)
 	$(BIN)/python -m pytest -m quality $(PYTEST_ARGS)
 

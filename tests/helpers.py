@@ -45,7 +45,8 @@ def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None
     (its exit status from the interpreter, signals). Hydra's logging set-up (dictConfig) closes every handler
     ever made, and absl's handler (made when this process imported TensorFlow) closes its stream unless that is
     the sys.stderr of the moment: its stream is pointed at the captured stderr meanwhile, or it would close
-    pytest's own capture."""
+    pytest's own capture. Keras' global dtype policy, which a stage sets before its data checks (mixed_bfloat16
+    where the CPU has it), is put back, so no later test in this worker builds models in another precision."""
     import importlib
     import io
 
@@ -58,6 +59,7 @@ def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None
     absl = sys.modules.get("absl.logging")
     handler = absl.get_absl_handler().python_handler if absl else None
     stream = handler.stream if handler else None
+    policy = sys.modules["keras"].config.dtype_policy().name if "keras" in sys.modules else "float32"
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if handler:
@@ -69,6 +71,8 @@ def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None
         sys.argv = argv
         if handler:
             handler.stream = stream
+        if "keras" in sys.modules:
+            sys.modules["keras"].config.set_dtype_policy(policy)
         for key, value in kept.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -161,3 +161,13 @@ def test_an_unreachable_store_fails_before_any_training_in_one_line(project, arg
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "epoch" not in result.stdout.lower()
+
+
+def test_a_refusal_run_in_this_process_leaves_keras_precision_as_it_was(project):
+    """run_here's stage sets the mixed policy before its data check refuses the augmentation; the next test in this
+    worker must still build float32 models."""
+    import keras
+
+    result = run_here("train", project, *TINY, "trainer.precision=mixed_bfloat16", "augment.train=[{name:Blurr}]")
+    assert result.returncode == 2 and "'Blurr' is not an albumentations transform" in result.stderr
+    assert keras.config.dtype_policy().name == "float32"

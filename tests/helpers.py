@@ -23,17 +23,17 @@ TINY = [
 ]
 
 
+def stage_environment(project: Path, env: dict | None = None) -> dict:
+    """What a stage run by a test sees on top of the environment: the project's SQLite store, one-line errors."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0", **(env or {})}
+
+
 def run_stage(
     stage: str, project: Path, *overrides: str, timeout: int = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run `python -m pipeline.<stage>` with paths.root=project and a SQLite store in it (or `env`'s
     MLFLOW_TRACKING_URI)."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db",
-        "HYDRA_FULL_ERROR": "0",
-        **(env or {}),
-    }
+    env = {**os.environ, **stage_environment(project, env)}
     command = [sys.executable, "-m", f"pipeline.commands.{stage}", f"paths.root={project}", *overrides]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -51,34 +51,28 @@ def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None
     import io
 
     module = importlib.import_module(f"pipeline.commands.{stage}")
-    environ = {"MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    kept = {key: os.environ.get(key) for key in environ}
-    argv, out, err, status = sys.argv, io.StringIO(), io.StringIO(), 0
-    os.environ.update(environ)
-    sys.argv = [f"cnn-{stage}", f"paths.root={project}", *overrides]
+    from unittest import mock
+
+    argv = [f"cnn-{stage}", f"paths.root={project}", *overrides]
+    out, err, status = io.StringIO(), io.StringIO(), 0
     absl = sys.modules.get("absl.logging")
     handler = absl.get_absl_handler().python_handler if absl else None
     stream = handler.stream if handler else None
     policy = sys.modules["keras"].config.dtype_policy().name if "keras" in sys.modules else "float32"
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            if handler:
-                handler.stream = err
-            module.main()
+        with mock.patch.dict(os.environ, stage_environment(project, env)), mock.patch.object(sys, "argv", argv):
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                if handler:
+                    handler.stream = err
+                module.main()
     except SystemExit as stop:
         status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:
-        sys.argv = argv
         if handler:
             handler.stream = stream
         if "keras" in sys.modules:
             sys.modules["keras"].config.set_dtype_policy(policy)
-        for key, value in kept.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return subprocess.CompletedProcess(sys.argv, status, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())
 
 
 def train_run(project: Path, *overrides: str, experiment: str | None = None):
@@ -164,7 +158,7 @@ def onnx_client(model: Path, images: list[Path], out: Path):
 
 
 def start_stage(project, *overrides) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, **stage_environment(project)}
     command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *overrides]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -40,31 +40,48 @@ def run_stage(
 
 def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The command line `cnn <stage> paths.root=project <overrides>` run in this process, as run_stage runs it
-    in a new one (same environment, same exit status, its stderr): for commands expected to stop at a check, where
-    a new process would spend ten seconds importing TensorFlow for a line. run_stage covers the process itself
-    (its exit status from the interpreter, signals). Hydra's logging set-up (dictConfig) closes every handler
-    ever made, and absl's handler (made when this process imported TensorFlow) closes its stream unless that is
-    the sys.stderr of the moment: its stream is pointed at the captured stderr meanwhile, or it would close
-    pytest's own capture. Keras' global dtype policy, which a stage sets before its data checks (mixed_bfloat16
-    where the CPU has it), is put back, so no later test in this worker builds models in another precision."""
+    in a new one (same environment, same exit status, its stdout and stderr), so a test does not spend ten seconds
+    of a new process importing TensorFlow. run_stage stays for what only a process shows: its exit status from the
+    interpreter, signals, another backend (KERAS_BACKEND), a kill and resume. What a run leaves in the process is
+    set as a new process would find it, before and after:
+    - Keras' session is cleared first (layer-name counters and graphs, as in a fresh interpreter);
+    - Keras' global dtype policy, which a stage sets (mixed_bfloat16 where the CPU has it), is put back;
+    - MLflow's global tracking URI, which a stage sets, is put back, and a run the stage left active fails the test;
+    - Hydra's logging set-up (dictConfig) closes every handler ever made, and absl's handler (made when this
+      process imported TensorFlow) closes its stream unless that is the sys.stderr of the moment: its stream is
+      pointed at the captured stderr meanwhile, or it would close pytest's own capture."""
     import importlib
     import io
+    from unittest import mock
+
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking
 
     module = importlib.import_module(f"pipeline.commands.{stage}")
-    from unittest import mock
 
     argv = [f"cnn-{stage}", f"paths.root={project}", *overrides]
     out, err, status = io.StringIO(), io.StringIO(), 0
     absl = sys.modules.get("absl.logging")
     handler = absl.get_absl_handler().python_handler if absl else None
     stream = handler.stream if handler else None
-    policy = sys.modules["keras"].config.dtype_policy().name if "keras" in sys.modules else "float32"
+    keras = sys.modules.get("keras")
+    policy = keras.config.dtype_policy().name if keras else "float32"
+    if keras:
+        keras.backend.clear_session()
+    uri = tracking._tracking_uri  # None unless set: then the environment's MLFLOW_TRACKING_URI decides
+    left = None
     try:
         with mock.patch.dict(os.environ, stage_environment(project, env)), mock.patch.object(sys, "argv", argv):
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                if handler:
-                    handler.stream = err
-                module.main()
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    if handler:
+                        handler.stream = err
+                    module.main()
+            finally:  # in the stage's environment: unsetting the URI unsets its MLFLOW_TRACKING_URI too
+                left = mlflow.active_run()
+                while mlflow.active_run():
+                    mlflow.end_run("KILLED")
+                mlflow.set_tracking_uri(uri)
     except SystemExit as stop:
         status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:
@@ -72,6 +89,7 @@ def run_here(stage: str, project: Path, *overrides: str, env: dict | None = None
             handler.stream = stream
         if "keras" in sys.modules:
             sys.modules["keras"].config.set_dtype_policy(policy)
+    assert left is None, f"cnn {stage} left MLflow run {left.info.run_id} active: {err.getvalue()[-2000:]}"
     return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())
 
 
@@ -79,7 +97,7 @@ def train_run(project: Path, *overrides: str, experiment: str | None = None):
     """Run the train stage; (client, the train run) of its store."""
     from mlflow.tracking import MlflowClient
 
-    result = run_stage("train", project, *overrides, "trainer.verbose=0")
+    result = run_here("train", project, *overrides, "trainer.verbose=0")
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     [run] = find_runs(client, experiment, "tags.stage = 'train'", max_results=1)

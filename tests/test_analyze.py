@@ -2,12 +2,12 @@
 
 from mlflow.tracking import MlflowClient
 
-from helpers import find_runs, run_stage
+from helpers import find_runs, run_here
 from pipeline.models.unet import unet
 
 
 def test_analyze_logs_report_and_headline_numbers(project):
-    result = run_stage(
+    result = run_here(
         "analyze", project, "model.depth=2", "model.base_filters=8", "data.image_size=32", "model.stem=sobel"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -35,7 +35,7 @@ def test_analyze_logs_report_and_headline_numbers(project):
 
 
 def test_analyze_lenet5_sees_the_whole_32px_digit_at_c5(project):
-    result = run_stage("analyze", project, "model=lenet5", "data=digits")
+    result = run_here("analyze", project, "model=lenet5", "data=digits")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     [run] = find_runs(client, "analysis")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import find_runs, run_stage
+from helpers import find_runs, run_here
 from pipeline.commands import train
 from pipeline.data.classification import image_folder, read_idx
 from pipeline.data.folders import BadFiles, load_pairs, load_split
@@ -139,7 +139,7 @@ def test_skip_policy_trains_and_logs_the_count(project):
     culprits[-1].write_bytes(b"GIF89a, or so it says")
     folder = ["data=folder", f"data.root={project}/set", "data.classes=[background,stripe]", "data.image_size=16"]
     tiny = ["trainer=debug", "data.image_size=16", "model.depth=2", "model.base_filters=4", "trainer.verbose=0"]
-    result = run_stage("train", project, *folder, *tiny, "tracking.log_model=false", "data.on_bad_file=skip")
+    result = run_here("train", project, *folder, *tiny, "tracking.log_model=false", "data.on_bad_file=skip")
     assert result.returncode == 0, result.stderr[-3000:]
     logged = result.stdout + result.stderr  # Hydra sends log lines to stdout
     assert "[WARNING] - skipping" in logged and "notes.txt: not an image file" in logged

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from helpers import run_stage
+from helpers import run_here
 from pipeline.data.sensor import LUMINANCE, capture, expose, mosaic
 from pipeline.errors import ConfigError
 from pipeline.lecture.biology import bar, grating, measure_cells, simple_cell
@@ -112,7 +112,7 @@ def test_night_vision_is_luminance_only():
     ],
 )
 def test_a_bad_sensor_setting_is_one_line(project, override, message):
-    result = run_stage("prepare", project, "trainer=debug", override)
+    result = run_here("prepare", project, "trainer=debug", override)
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert message in line and "Traceback" not in result.stderr

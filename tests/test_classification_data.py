@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import run_stage
+from helpers import run_here
 from pipeline.data.classification import _glyphs, image_folder, mnist, read_idx
 from pipeline.data.samples import decode_all
 from pipeline.data.sources import load_data, prepare_data
@@ -83,7 +83,7 @@ def test_shapes_cls_holds_one_object_per_image(tmp_path, compose_config):
 
 def test_train_stage_on_mnist_idx_files(project):
     write_mnist(project / "data" / "mnist", n_train=60, n_test=20)
-    result = run_stage(
+    result = run_here(
         "train",
         project,
         "data=mnist",

@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import find_runs, run_stage
+from helpers import find_runs, run_here
 
 
 def read_run(project, experiment):
@@ -25,7 +25,7 @@ def test_digits_lenet5_one_epoch_logs_classification_metrics(lenet5_digits):
 
 
 def test_segmentation_model_on_a_classification_set_is_refused(project):
-    result = run_stage("train", project, "data=digits", "model=unet", "trainer=debug")
+    result = run_here("train", project, "data=digits", "model=unet", "trainer=debug")
     assert result.returncode == 2
     expected = "model.name=unet is a segmentation model but data=digits is a classification set"
     assert f"{expected}; valid for classification: lenet5" in result.stderr
@@ -36,14 +36,14 @@ def test_digits_lenet5_stays_near_its_measured_accuracy(project):
     # measured 0.972-0.989 over seeds 42, 1, 2, 3 since each sample draws its own augmentation (README;
     # 0.986-0.994 before); one test image is 0.28 points and CPU kernels are not bit-reproducible run to
     # run, so the regression line sits one error-pair below the lowest (seed 42, the default)
-    result = run_stage("train", project, "experiment=digits_lenet5", "trainer.verbose=0", timeout=900)
+    result = run_here("train", project, "experiment=digits_lenet5", "trainer.verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     _, run = read_run(project, "digits")
     assert run.data.metrics["test_accuracy"] >= 0.966, run.data.metrics["test_accuracy"]
 
 
 def test_shift_curve_is_logged_with_the_shift_as_step(project):
-    result = run_stage(
+    result = run_here(
         "train",
         project,
         "experiment=shift_invariance",
@@ -63,7 +63,7 @@ def test_shift_curve_is_logged_with_the_shift_as_step(project):
 
 
 def test_googlenet_trains_with_its_auxiliary_heads(project):
-    result = run_stage(
+    result = run_here(
         "train",
         project,
         "data=digits",

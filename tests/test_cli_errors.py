@@ -1,5 +1,7 @@
 """Bad overrides fail at once with one line naming the key and what is valid, and record no run."""
 
+import os
+
 import mlflow
 import pytest
 
@@ -171,3 +173,12 @@ def test_a_refusal_run_in_this_process_leaves_keras_precision_as_it_was(project)
     result = run_here("train", project, *TINY, "trainer.precision=mixed_bfloat16", "augment.train=[{name:Blurr}]")
     assert result.returncode == 2 and "'Blurr' is not an albumentations transform" in result.stderr
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_a_stage_run_in_this_process_leaves_mlflow_s_store_as_it_was(project):
+    """evaluate points MLflow's global tracking URI at the project's store before it looks the source up; the
+    next test in this worker must find MLflow as a new process would."""
+    before, environment = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    result = run_here("evaluate", project, "source=0123456789abcdef")
+    assert result.returncode == 2 and f"not found in the MLflow store at sqlite:///{project}/mlflow.db" in result.stderr
+    assert mlflow.get_tracking_uri() == before and os.environ.get("MLFLOW_TRACKING_URI") == environment

@@ -9,24 +9,24 @@ import sys
 import mlflow
 import pytest
 
-from helpers import TINY, free_port, run_stage
+from helpers import TINY, free_port, run_here
 
 
 def test_multi_worker_needs_tf_config(project):
-    done = run_stage("train", project, *TINY, "trainer.strategy=multi_worker")
+    done = run_here("train", project, *TINY, "trainer.strategy=multi_worker")
     assert done.returncode == 2
     assert "trainer.strategy=multi_worker needs TF_CONFIG" in done.stderr
 
 
 def test_unknown_strategy_is_named(project):
-    done = run_stage("train", project, *TINY, "trainer.strategy=horovod")
+    done = run_here("train", project, *TINY, "trainer.strategy=horovod")
     assert done.returncode == 2
     assert "trainer.strategy='horovod' is unknown; valid: auto, mirrored, multi_worker" in done.stderr
 
 
 @pytest.mark.slow
 def test_two_workers_train_together_stop_at_the_chief_s_clock_and_the_chief_logs_one_run(project):
-    assert run_stage("prepare", project, *TINY).returncode == 0  # both workers then read the same files
+    assert run_here("prepare", project, *TINY).returncode == 0  # both workers then read the same files
     hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     store = f"sqlite:///{project}/mlflow.db"
     workers = []

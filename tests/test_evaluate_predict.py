@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import TINY, run_here, run_stage
+from helpers import TINY, run_here
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def source(tiny_unet):
 
 def test_evaluate_reproduces_the_training_runs_test_scores_in_a_linked_run(source):
     project, client, run = source
-    result = run_stage("evaluate", project, f"source={run.info.run_id}")
+    result = run_here("evaluate", project, f"source={run.info.run_id}")
     assert result.returncode == 0, result.stderr[-3000:]
     [evaluation] = client.search_runs([run.info.experiment_id], "tags.stage = 'evaluate'", max_results=1)
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
@@ -28,7 +28,7 @@ def test_evaluate_reproduces_the_training_runs_test_scores_in_a_linked_run(sourc
 def test_evaluate_a_keras_file_with_flip_averaging(source):
     project, client, run = source
     [checkpoint] = project.glob("outputs/**/checkpoints/best.keras")
-    result = run_stage("evaluate", project, *TINY, f"source={checkpoint}", "tta=true", "split=val")
+    result = run_here("evaluate", project, *TINY, f"source={checkpoint}", "tta=true", "split=val")
     assert result.returncode == 0, result.stderr[-3000:]
     [evaluation] = client.search_runs(
         [run.info.experiment_id], "tags.tta = 'flips' and tags.stage = 'evaluate'", max_results=1
@@ -42,7 +42,7 @@ def test_train_scores_the_test_split_again_over_the_tta_views_as_evaluate_does(s
     project, client, run = source
     assert run.data.tags["tta"] == "dihedral" and run.data.tags["headline_metric"] == "test_mean_iou"
     assert run.data.metrics["test_tta_mean_iou"] != pytest.approx(run.data.metrics["test_mean_iou"], abs=1e-6)
-    result = run_stage("evaluate", project, f"source={run.info.run_id}", "tta=dihedral")
+    result = run_here("evaluate", project, f"source={run.info.run_id}", "tta=dihedral")
     assert result.returncode == 0, result.stderr[-3000:]
     [evaluation] = client.search_runs(
         [run.info.experiment_id], "tags.tta = 'dihedral' and tags.stage = 'evaluate'", max_results=1
@@ -68,7 +68,7 @@ def test_predict_writes_one_mask_per_image_at_its_own_size(source, mode):
     for i, (w, h) in enumerate(sizes):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"p{i}.png")
     out = project / f"pred_{mode}"
-    result = run_stage(
+    result = run_here(
         "predict", project, f"source={run.info.run_id}", f"input_dir={images}", f"output_dir={out}", f"mode={mode}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -86,7 +86,7 @@ def test_predict_keeps_apart_two_images_with_one_stem_and_counts_truly(source):
         Image.fromarray(np.full((*size[::-1], 3), 128, np.uint8)).save(images / f"photo{suffix}")
     (images / "notes.txt").write_text("not an image")
     out = project / "pred_same_stem"
-    result = run_stage("predict", project, f"source={run.info.run_id}", f"input_dir={images}", f"output_dir={out}")
+    result = run_here("predict", project, f"source={run.info.run_id}", f"input_dir={images}", f"output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["photo_jpg.png", "photo_png.png"]
     assert Image.open(out / "masks" / "photo_jpg.png").size == (20, 50)

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 from PIL import Image
 
-from helpers import onnx_client, run_here, run_stage
+from helpers import onnx_client, run_here
 from pipeline.deploy import contract, exporting
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model
@@ -97,7 +97,7 @@ def tiny_unet_exports(tiny_unet):
     """The tiny U-Net exported by the stage in every format (format=all): (project, client, run, the export
     runs by format, the table printed)."""
     project, client, run = tiny_unet
-    result = run_stage("export", project, f"source={run.info.run_id}", "format=all", "num_images=16",
+    result = run_here("export", project, f"source={run.info.run_id}", "format=all", "num_images=16",
                        "latency_runs=5")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     exports = client.search_runs([run.info.experiment_id], "tags.stage = 'export'")
@@ -155,7 +155,7 @@ def test_a_corrupted_weight_fails_the_metric_gate_in_a_failed_run_with_its_delta
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
     corrupted = tmp_path / "model.onnx"
     onnx.save(graph, str(corrupted))
-    result = run_stage("export", project, f"source={run.info.run_id}", "format=onnx", f"artefact={corrupted}",
+    result = run_here("export", project, f"source={run.info.run_id}", "format=onnx", f"artefact={corrupted}",
                        "num_images=4", "latency_runs=2")  # fmt: skip
     assert result.returncode != 0
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
@@ -201,7 +201,7 @@ def test_the_export_is_scored_on_the_whole_test_split_as_the_training_run_scored
 
 def test_the_source_cards_lists_the_export_with_its_parity_and_metric_delta(tiny_unet_onnx):
     project, client, run, export, _ = tiny_unet_onnx
-    result = run_stage("card", project, f"source={run.info.run_id}", "json=true", "refresh=false")
+    result = run_here("card", project, f"source={run.info.run_id}", "json=true", "refresh=false")
     assert result.returncode == 0, result.stderr[-3000:]
     [listed] = [e for e in json.loads(result.stdout)["exports"] if e["run_id"] == export.info.run_id]
     assert listed["format"] == "onnx" and listed["run_id"] == export.info.run_id and listed["status"] == "FINISHED"
@@ -246,9 +246,7 @@ def test_a_plain_onnx_client_reading_only_the_metadata_predicts_what_cnn_predict
     raw.mkdir()
     for path in images:
         (raw / path.name).write_bytes(path.read_bytes())
-    result = run_stage(
-        "predict", project, f"source={run.info.run_id}", f"input_dir={raw}", f"output_dir={tmp_path}/out"
-    )
+    result = run_here("predict", project, f"source={run.info.run_id}", f"input_dir={raw}", f"output_dir={tmp_path}/out")
     assert result.returncode == 0, result.stderr[-3000:]
     output, classes, names = onnx_client(written, sorted(raw.iterdir()), tmp_path / "client.npz")
     assert names == ["background", "circle", "square", "triangle"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_stage, start_stage, wait_for_backup
+from helpers import TINY, find_runs, run_here, start_stage, wait_for_backup
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 
@@ -101,13 +101,13 @@ def test_a_hub_preset_unet_trains_resumes_and_exports_with_parity(preset, tmp_pa
     wait_for_backup(tmp_path, process, epochs=1)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    resumed = run_stage("train", tmp_path, *run_args, "trainer.resume=true", timeout=600)
+    resumed = run_here("train", tmp_path, *run_args, "trainer.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [run] = find_runs(client, "shapes", "tags.stage = 'train'")  # the killed run, resumed: one run
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
-    exported = run_stage("export", tmp_path, f"source={run.info.run_id}", "format=onnx", timeout=600)
+    exported = run_here("export", tmp_path, f"source={run.info.run_id}", "format=onnx")
     assert exported.returncode == 0, exported.stderr[-3000:]
     [export] = find_runs(client, "shapes", "tags.stage = 'export'")
     assert export.info.status == "FINISHED" and export.data.metrics["parity_max_abs_diff"] < 1e-4
@@ -123,7 +123,7 @@ def test_the_transfer_stage_fine_tunes_a_hub_preset_s_top_block_and_keeps_the_re
     from pipeline.models.backbones import leaves
 
     out = tmp_path / "out"
-    result = run_stage("transfer", tmp_path, "data=shapes", "trainer=debug", "trainer.epochs=2", "trainer.verbose=0",
+    result = run_here("transfer", tmp_path, "data=shapes", "trainer=debug", "trainer.epochs=2", "trainer.verbose=0",
                        "tracking.num_examples=0", "tracking.log_model=false", f"transfer.source={preset}",
                        "transfer.strategy=fine_tune", "transfer.fine_tune_blocks=1", "transfer.warmup_epochs=1",
                        "transfer.base_filters=4", f"hydra.run.dir={out}")  # fmt: skip

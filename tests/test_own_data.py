@@ -211,12 +211,12 @@ def test_16_bit_tiffs_train_as_well_as_their_8_bit_copy_into_a_grey_model(cells_
 def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(cells_runs):
     import mlflow
 
-    from helpers import run_stage
+    from helpers import run_here
 
     project, client, deep, _ = cells_runs
     raw = project / "deep" / "test" / "images"
     out = project / "predicted"
-    result = run_stage("predict", project / "a", f"source={deep.info.run_id}", f"input_dir={raw}",
+    result = run_here("predict", project / "a", f"source={deep.info.run_id}", f"input_dir={raw}",
                        f"output_dir={out}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     files = sorted(raw.iterdir())
@@ -244,15 +244,15 @@ def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(
 def test_a_plain_onnx_client_maps_raw_16_bit_files_from_the_file_s_metadata_alone(cells_runs, tmp_path):
     """Without the project: the ONNX file's contract says the files' 0..4095 map to 0..255 (and rounds), and
     a client doing only that predicts the masks cnn predict writes from the same raw TIFFs."""
-    from helpers import onnx_client, run_stage
+    from helpers import onnx_client, run_here
 
     project, client, deep, _ = cells_runs
-    result = run_stage("export", project / "a", f"source={deep.info.run_id}", "format=onnx", "num_images=8")
+    result = run_here("export", project / "a", f"source={deep.info.run_id}", "format=onnx", "num_images=8")
     assert result.returncode == 0, result.stderr[-3000:]
     model = project / "a" / "outputs" / "export" / deep.info.run_id / "onnx" / "model.onnx"
     raw = project / "deep" / "test" / "images"
     out = tmp_path / "predicted"
-    result = run_stage("predict", project / "a", f"source={deep.info.run_id}", f"input_dir={raw}",
+    result = run_here("predict", project / "a", f"source={deep.info.run_id}", f"input_dir={raw}",
                        f"output_dir={out}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     files = sorted(raw.iterdir())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import run_stage
+from helpers import run_here
 from pipeline.data.sources import load_data
 from pipeline.errors import DataError
 
@@ -68,7 +68,7 @@ def test_bad_trimap_label_names_the_file(tmp_path, compose_config):
 
 def test_train_stage_runs_on_the_pets_layout(project):
     write_pets(project / "pets")
-    result = run_stage(
+    result = run_here(
         "train",
         project,
         "data=oxford_pets",

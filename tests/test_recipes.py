@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_stage
+from helpers import TINY, find_runs, run_here
 from pipeline.config import compose
 from pipeline.config.schema import check_schema
 from pipeline.errors import ConfigError
@@ -141,7 +141,7 @@ def test_max_time_ends_the_run_finished_after_the_epoch_that_reaches_it(tmp_path
     after any run, FINISHED and tagged; EMA and steps_per_execution on, as a user would combine them."""
     overrides = [*TINY, "trainer.epochs=3", "trainer.max_time=0.01", "optimizer.use_ema=true",
                  "trainer.steps_per_execution=2", "tracking.log_model=false"]  # fmt: skip
-    result = run_stage("train", tmp_path, *overrides)
+    result = run_here("train", tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = find_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "shapes", "tags.stage = 'train'")
     assert run.info.status == "FINISHED"
@@ -182,7 +182,7 @@ def test_stop_at_tags_the_run_with_its_time_to_target(tmp_path):
         "trainer.stop_at=1e9",
         "tracking.log_model=false",
     ]
-    result = run_stage("train", tmp_path, *overrides)
+    result = run_here("train", tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [run] = find_runs(client, "shapes", "tags.stage = 'train'")

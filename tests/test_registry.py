@@ -5,13 +5,13 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import run_here, run_stage
+from helpers import run_here
 
 
 @pytest.fixture(scope="module")
 def registered(lenet5_digits):
     project, client, run = lenet5_digits
-    result = run_stage("register", project, f"source={run.info.run_id}", "name=digits-lenet5", "alias=champion")
+    result = run_here("register", project, f"source={run.info.run_id}", "name=digits-lenet5", "alias=champion")
     assert result.returncode == 0, result.stderr[-3000:]
     return project, client, run, result.stdout
 
@@ -25,7 +25,7 @@ def test_register_makes_a_version_under_the_alias(registered):
 
 def test_evaluate_by_alias_reproduces_the_runs_test_metric(registered):
     project, client, run, _ = registered
-    result = run_stage("evaluate", project, "source=models:/digits-lenet5@champion")
+    result = run_here("evaluate", project, "source=models:/digits-lenet5@champion")
     assert result.returncode == 0, result.stderr[-3000:]
     # the session's LeNet-5 run is evaluated by other test files too: this evaluation is the one by alias
     by_alias = "tags.stage = 'evaluate' and tags.source = 'models:/digits-lenet5@champion'"
@@ -35,7 +35,7 @@ def test_evaluate_by_alias_reproduces_the_runs_test_metric(registered):
 
 def test_the_model_card_prints_by_alias_with_its_test_interval_and_classes(registered):
     project, client, run, _ = registered
-    result = run_stage("card", project, "source=models:/digits-lenet5@champion", "refresh=false")
+    result = run_here("card", project, "source=models:/digits-lenet5@champion", "refresh=false")
     assert result.returncode == 0, result.stderr[-3000:]
     card, metrics = result.stdout, run.data.metrics
     assert card.startswith("# Model card: lenet5 (classification)") and run.info.run_id in card

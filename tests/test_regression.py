@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from helpers import find_runs, run_stage, train_run
+from helpers import find_runs, run_here, train_run
 from pipeline.tasks.regression import regression_scores
 
 REGRESSION = ["experiment=shapes_regression", "trainer=debug", "trainer.epochs=2", "tracking.num_examples=2",
@@ -49,7 +49,7 @@ def test_a_regressor_trains_and_records_its_scores(regressor):
 
 def test_evaluate_scores_the_run_again_in_a_nested_run(regressor):
     project, client, run = regressor
-    result = run_stage("evaluate", project, f"source={run.info.run_id}")
+    result = run_here("evaluate", project, f"source={run.info.run_id}")
     assert result.returncode == 0, result.stderr[-3000:]
     [evaluation] = find_runs(client, "shapes_cover", "tags.stage = 'evaluate'")
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
@@ -66,7 +66,7 @@ def test_predict_writes_one_row_per_image_with_a_value_per_output(regressor, tmp
     for i, size in enumerate([(64, 64), (90, 50), (40, 120)]):
         Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"photo{i}.png")
     out = tmp_path / "out"
-    result = run_stage("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
+    result = run_here("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.reader((out / "predictions.csv").open()))
     assert rows[0] == ["file", "circle", "square", "triangle"]
@@ -86,7 +86,7 @@ def test_a_crop_is_refused_for_a_regression_target():
 
 @pytest.mark.slow
 def test_a_sweep_of_regressors_is_ranked_by_the_lowest_validation_error(tmp_path):
-    result = run_stage("train", tmp_path, *REGRESSION, "optimizer.lr=1e-3,1e-2", "--multirun", timeout=600)
+    result = run_here("train", tmp_path, *REGRESSION, "optimizer.lr=1e-3,1e-2", "--multirun")
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [parent] = find_runs(client, "shapes_cover", "tags.stage = 'sweep'")

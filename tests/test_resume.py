@@ -9,7 +9,7 @@ import signal
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_stage, start_stage, wait_for_backup
+from helpers import TINY, find_runs, run_here, run_stage, start_stage, wait_for_backup
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -38,7 +38,7 @@ def reference(tmp_path_factory):
 
 
 def test_same_config_and_seed_give_the_same_metrics(tmp_path, reference):
-    result = run_stage("train", tmp_path, *RUN)
+    result = run_here("train", tmp_path, *RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     _, run = only_run(tmp_path)
     _, first = reference
@@ -79,7 +79,7 @@ def test_sigterm_marks_the_run_killed(tmp_path):
 def test_nan_loss_stops_training_with_a_message(tmp_path):
     # weights pushed past float32's range by a huge step: no batch norm to rescale them, so the loss turns NaN
     huge = ["optimizer=sgd", "optimizer.lr=1e30", "optimizer.schedule=constant", "model.batch_norm=false"]
-    result = run_stage("train", tmp_path, *TINY, "trainer.verbose=0", *huge)
+    result = run_here("train", tmp_path, *TINY, "trainer.verbose=0", *huge)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
     assert re.search(r"loss is (nan|inf) at epoch \d+, step \d+ \(learning rate 1e\+30 at that step", errors[0])

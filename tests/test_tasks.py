@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import run_stage
+from helpers import run_here
 from pipeline.tasks import TASKS, direction, get_task, unique_names
 
 
@@ -30,7 +30,7 @@ def classifier(lenet5_digits):
 def localizer(tmp_path_factory):
     project = tmp_path_factory.mktemp("localizer")
     splits = ["data.splits.train=48", "data.splits.val=8", "data.splits.test=12"]
-    result = run_stage("train", project, "experiment=shapes_localization", "trainer.epochs=1", *splits)
+    result = run_here("train", project, "experiment=shapes_localization", "trainer.epochs=1", *splits)
     assert result.returncode == 0, result.stderr[-3000:]
     return project, *read_run(project, "shapes_loc")
 
@@ -63,7 +63,7 @@ def test_outputs_of_inputs_that_share_a_stem_never_collide(tmp_path):
 
 def test_evaluate_reproduces_a_classifiers_test_accuracy_exactly(classifier):
     project, client, run = classifier
-    result = run_stage("evaluate", project, f"source={run.info.run_id}")
+    result = run_here("evaluate", project, f"source={run.info.run_id}")
     assert result.returncode == 0, result.stderr[-3000:]
     _, evaluation = read_run(project, "digits", "evaluate")
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
@@ -91,7 +91,7 @@ def test_predict_on_png_digits_matches_evaluate(classifier, tmp_path):
     for i, image in enumerate(images):
         Image.fromarray(image[..., 0]).save(folder / f"{i:03d}.png")  # grey PNGs, as a user's scans would be
     out = tmp_path / "out"
-    result = run_stage("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
+    result = run_here("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert list(rows[0]) == ["file", "label", *[str(c) for c in range(10)]]
@@ -99,7 +99,7 @@ def test_predict_on_png_digits_matches_evaluate(classifier, tmp_path):
     assert all(abs(sum(float(row[str(c)]) for c in range(10)) - 1) < 1e-4 for row in rows)
 
     assert "in experiment 'digits', nested under run" in result.stdout + result.stderr  # not 'predictions'
-    run_stage("evaluate", project, f"source={run.info.run_id}")  # (the test above may not have run)
+    run_here("evaluate", project, f"source={run.info.run_id}")  # (the test above may not have run)
     [evaluation, *_] = client.search_runs([run.info.experiment_id], "tags.stage = 'evaluate'")
     evaluated = list(csv.DictReader(open(client.download_artifacts(evaluation.info.run_id, "predictions.csv"))))
     assert [row["label"] for row in rows] == [row["label"] for row in evaluated]
@@ -110,7 +110,7 @@ def test_predict_on_png_digits_matches_evaluate(classifier, tmp_path):
 def test_a_localizer_is_evaluated_and_its_boxes_drawn(localizer, tmp_path):
     project, client, run = localizer
     assert 0.0 <= run.data.metrics["test_box_iou"] <= 1.0 and "val_box_iou" in run.data.metrics
-    result = run_stage("evaluate", project, f"source={run.info.run_id}")
+    result = run_here("evaluate", project, f"source={run.info.run_id}")
     assert result.returncode == 0, result.stderr[-3000:]
     _, evaluation = read_run(project, "shapes_loc", "evaluate")
     assert evaluation.data.metrics["test_box_iou"] == pytest.approx(run.data.metrics["test_box_iou"], abs=1e-6)
@@ -120,7 +120,7 @@ def test_a_localizer_is_evaluated_and_its_boxes_drawn(localizer, tmp_path):
     for i, (w, h) in enumerate(sizes):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "out"
-    result = run_stage("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
+    result = run_here("predict", project, f"source={run.info.run_id}", f"input_dir={folder}", f"output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "boxes.csv").open()))
     assert [row["file"] for row in rows] == ["0.png", "1.png"]  # each file as found in input_dir

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_stage
+from helpers import TINY, find_runs, run_here
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_monitoring_val_loss_keeps_the_epoch_with_the_lowest_val_loss(tmp_path):
         "trainer.monitor=val_loss",
         "trainer.precision=float32",
     ]
-    result = run_stage("train", tmp_path, *overrides)
+    result = run_here("train", tmp_path, *overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     assert_quiet_console(result)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

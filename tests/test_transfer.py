@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from helpers import find_runs, run_here, run_stage
+from helpers import find_runs, run_here
 from pipeline.config import conf_dir
 from pipeline.config.schema import check_schema
 from pipeline.config.spec import spec
@@ -205,11 +205,11 @@ def test_unet_on_a_trained_classifier_takes_its_stage_outputs_as_skips():
 @pytest.mark.slow
 def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
     tiny = ["data.per_class=12", "trainer.verbose=0"]
-    result = run_stage("train", project, "experiment=transfer_source", "trainer.epochs=1", *tiny)
+    result = run_here("train", project, "experiment=transfer_source", "trainer.epochs=1", *tiny)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     [source] = find_runs(client, "transfer_source")
-    result = run_stage(
+    result = run_here(
         "transfer",
         project,
         "experiment=transfer_study",
@@ -235,7 +235,7 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
     k2 = [r for r in runs if r.data.tags["k_per_class"] == "2"]
     assert {r.data.metrics["train_images"] for r in k2} == {20.0}  # 2 images of each of the 10 digits
 
-    result = run_stage("transfer_study", project, f"figure={project}/study.png")
+    result = run_here("transfer_study", project, f"figure={project}/study.png")
     assert result.returncode == 0, result.stderr[-3000:]
     [parent] = client.search_runs([study], "tags.stage = 'sweep'")  # one run: the sweep, its children, its study
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -249,7 +249,7 @@ def test_a_run_is_a_source_and_the_study_summarises_its_sweep(project):
 def test_segmentation_fine_tunes_a_unet_on_a_local_mobilenet_through_the_cli(project):
     weights = project / "mobilenet_v2_035.weights.h5"
     keras.applications.MobileNetV2(**MOBILENET).save_weights(weights)
-    result = run_stage(
+    result = run_here(
         "transfer",
         project,
         "data=shapes",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import run_stage
+from helpers import run_here
 
 FAST = [
     "num_images=2",
@@ -27,7 +27,7 @@ def pictures(client: MlflowClient, run_id: str, folder: str = "plots") -> set[st
 
 
 def visualize(client, project, source_run, *overrides: str):
-    result = run_stage("visualize", project, f"source={source_run.info.run_id}", *FAST, *overrides)
+    result = run_here("visualize", project, f"source={source_run.info.run_id}", *FAST, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "visualize: 100%" in result.stderr and "activation maximization" in result.stderr  # progress per family
     [run] = client.search_runs([source_run.info.experiment_id], filter_string="tags.stage = 'visualize'", max_results=1)
@@ -57,7 +57,7 @@ def test_digits_lenet5_every_picture_kind(lenet5_digits):
     } <= found
     assert run.data.metrics["maximization_gain_C1"] > 1.0
 
-    bad = run_stage("visualize", project, f"source={source.info.run_id}", "layer=nope")
+    bad = run_here("visualize", project, f"source={source.info.run_id}", "layer=nope")
     assert bad.returncode == 2 and "layer='nope' is not in model lenet5" in bad.stderr
 
 
@@ -70,7 +70,7 @@ def test_shapes_unet_every_picture_kind(tiny_unet):
 
 
 def test_a_bad_setting_is_a_one_line_error(project):
-    bad = run_stage("visualize", project, "source=nowhere.keras", "occlusion.patch=0")
+    bad = run_here("visualize", project, "source=nowhere.keras", "occlusion.patch=0")
     assert bad.returncode == 2 and "occlusion.patch=0 is invalid: must be null or a positive integer" in bad.stderr
 
 

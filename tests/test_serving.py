@@ -103,6 +103,19 @@ def test_models_of_keras_layers_load_with_the_keras_flavor_in_a_fresh_process(lo
         assert result[name + "_compiled"] is False  # no loss, no optimizer
 
 
+def test_the_served_model_takes_an_image_batch_as_it_is_without_a_keras_warning():
+    """The model as logged and exported takes its one input as a tensor: built on a list of one, Keras warns at
+    every call (each picture of `cnn visualize`, each batch of a server) that the images' structure does not match."""
+    import warnings
+
+    model = build_model("lenet5", (32, 32, 1), 10)
+    served = tracking.inference_model(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        served(np.zeros((2, 32, 32, 1), np.float32))
+    assert served.input.name == model.inputs[0].name == "images"
+
+
 def test_the_logged_signature_takes_images_of_any_kind_and_the_probabilities_param(logged):
     import mlflow
 

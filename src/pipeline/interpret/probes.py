@@ -16,6 +16,7 @@ from keras import layers, ops
 
 from pipeline.errors import ConfigError
 from pipeline.interpret.gradients import guided, input_gradient
+from pipeline.models import model_input
 from pipeline.models.layers import FixedKernelConv2D, MaxPoolingWithSwitches2D
 
 CONV_TYPES = (layers.Conv2D, layers.Conv2DTranspose, layers.DepthwiseConv2D, layers.SeparableConv2D, FixedKernelConv2D)
@@ -69,7 +70,7 @@ def evenly_spaced(items: list, count: int) -> list:
 
 def feature_model(model: keras.Model, names: list[str]) -> keras.Model:
     """A model from the inputs to the outputs of the named layers (shares the layers and their weights)."""
-    return keras.Model(model.input, [layer_output(model.get_layer(name)) for name in names])
+    return keras.Model(model_input(model), [layer_output(model.get_layer(name)) for name in names])
 
 
 def activation_maps(model: keras.Model, names: list[str], images: np.ndarray) -> dict[str, np.ndarray]:

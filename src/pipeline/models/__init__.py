@@ -53,3 +53,10 @@ def register_all() -> None:
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options):
     """Build model `name` with its options from conf/model/<name>.yaml (checked against the builder)."""
     return checked_call(builder(name), options, "model", input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+def model_input(model):
+    """What a model derived from `model` takes as its input: the input tensor itself when there is one (a list
+    of one would make Keras warn at every call with an image batch that the structure does not match), the
+    list when there are several."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 from mlflow.models import Model
 
+from pipeline.models import model_input
 from pipeline.tracking.store import quiet_downloads, use_store
 
 
@@ -56,7 +57,7 @@ _KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_
 
 def inference_model(model: keras.Model) -> keras.Model:
     """The model as served: its main output only (no auxiliary heads), no loss, optimizer or metrics."""
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    return keras.Model(model_input(model), model.outputs[0], name=model.name)
 
 
 def log_keras_model(

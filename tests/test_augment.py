@@ -48,6 +48,26 @@ def test_default_augment_config_builds(compose_config):
     assert build_augmentation([]) is None
 
 
+def test_on_grey_images_the_colour_shifts_are_zeroed_and_logged_and_the_value_shift_still_acts(caplog):
+    """albumentations skips HueSaturationValue's hue and saturation on a 1-channel image, warning at every image:
+    the pipeline sets them to 0 up front and says so once, and the value shift adds its constant (worked by hand)."""
+    import logging
+    import warnings
+
+    spec = [{"name": "HueSaturationValue", "hue_shift_limit": 10, "sat_shift_limit": 20, "val_shift_limit": [10, 10],
+             "p": 1.0}]  # fmt: skip
+    image = (np.arange(64, dtype=np.uint8) * 3).reshape(8, 8, 1)
+    with caplog.at_level(logging.INFO, "pipeline.data.augment"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # albumentations' per-image warning would fail here
+        grey = build_augmentation(spec, seed=0, channels=1)(image=image)["image"]
+    assert np.array_equal(grey.astype(int), np.minimum(image.astype(int) + 10, 255))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "augment.train[0] (HueSaturationValue): the images are grey" in line
+    assert "hue_shift_limit=10 and sat_shift_limit=20 do not apply: set to 0" in line
+    colour = build_augmentation(spec, seed=0, channels=3).transforms[0]
+    assert colour.hue_shift_limit == (-10, 10) and colour.sat_shift_limit == (-20, 20)  # RGB keeps them
+
+
 def test_bad_transform_names_the_entry():
     with pytest.raises(ConfigError, match=r"augment.train\[1\].name='Flip90'"):
         build_augmentation([{"name": "HorizontalFlip"}, {"name": "Flip90"}])

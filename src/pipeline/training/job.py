@@ -82,7 +82,7 @@ class Job:
         check_views(cfg.get("tta"), self.task, tuple(self.model.inputs[0].shape[1:3]))  # before, not after, training
         dist.check_placement(self.model)
         self.checkpoints = Checkpoints(resume_dir(plain(cfg), dist.worker), cfg.trainer.resume)
-        augment = build_augmentation(cfg.augment.train, cfg.seed, target=self.task.target, channels=shape[-1])
+        augment = build_augmentation(cfg.augment.train, cfg.seed, target=self.task.target, channels=self.input_channels)
         outputs, batch = len(self.model.outputs), dist.global_batch(cfg.trainer.batch_size)
         first = self.checkpoints.done_epochs
         loader = {"target": self.task.target, "workers": self.workers, "bad": self.bad_files, "defer_errors": True,

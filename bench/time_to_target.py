@@ -95,21 +95,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def boxes(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """job -> box label -> the seconds of the seeds that reached the target, in the rows' order. Every (recipe,
+    backend) of a job gets its box, one where no seed reached it included (empty), and its label says how many did
+    ("plain\njax\n4/5")."""
+    found: dict[str, dict[tuple, list[dict]]] = {}
+    for row in rows:
+        found.setdefault(row["job"], {}).setdefault((row["recipe"], row["backend"]), []).append(row)
+    return {
+        job: {f"{recipe}\n{backend}\n{sum(r['reached'] for r in runs)}/{len(runs)}":
+              [r["seconds"] for r in runs if r["reached"]] for (recipe, backend), runs in groups.items()}
+        for job, groups in found.items()
+    }  # fmt: skip
+
+
 def box_plot(rows: list[dict], path: Path) -> None:
+    """One panel per job, each on its own scale (the digits' seconds beside the U-Net's minutes would be flat),
+    one box per recipe and backend over the seeds that reached the target; the label gives how many did."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[float]] = {}
-    for row in rows:
-        if row["reached"]:
-            groups.setdefault(f"{row['job']}\n{row['recipe']}\n{row['backend']}", []).append(row["seconds"])
-    figure, axis = plt.subplots(figsize=(max(4, 1.4 * len(groups)), 4))
-    if groups:
-        axis.boxplot(list(groups.values()), tick_labels=list(groups))
-    axis.set_ylabel("seconds to target (validation)")
-    axis.set_title("Time to target, one box per job, recipe and backend")
+    panels = boxes(rows)
+    widths = [max(2, len(groups)) for groups in panels.values()] or [2]
+    figure, axes = plt.subplots(1, len(widths), figsize=(1.3 * sum(widths) + 1, 4.2), squeeze=False,
+                                gridspec_kw={"width_ratios": widths})  # fmt: skip
+    for axis, (job, groups) in zip(axes[0], panels.items()):
+        target = next(row for row in rows if row["job"] == job)
+        axis.boxplot([seconds or [float("nan")] for seconds in groups.values()], tick_labels=list(groups))
+        for place, seconds in enumerate(groups.values(), start=1):  # every seed's time, beside its box
+            axis.plot([place + 0.25] * len(seconds), seconds, "o", color="tab:blue", alpha=0.6, markersize=4)
+        axis.set_title(f"{job}: {target['test_metric'].removeprefix('test_')} val ≥ {target['target']:g}")
+        axis.set_ylabel("seconds to target (validation)")
+        axis.set_ylim(bottom=0)
+    figure.suptitle("Time to target: one box per recipe and backend, each seed that reached it a dot")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -88,6 +88,21 @@ def test_the_time_to_target_table_gives_median_and_range_over_the_seeds_that_rea
                     "accuracy 0.9810 [0.9700..0.9850] | 1000 [900..1100] |")  # fmt: skip
 
 
+def test_the_time_to_target_plot_has_a_panel_per_job_and_a_box_per_row_even_one_never_reached():
+    ttt = load_bench_script("time_to_target")
+    rows = [
+        {"job": "digits", "recipe": "plain", "backend": "jax", "reached": True, "seconds": 30.0},
+        {"job": "unet", "recipe": "ema", "backend": "jax", "reached": False, "seconds": None},
+        {"job": "digits", "recipe": "plain", "backend": "jax", "reached": False, "seconds": None},
+        {"job": "digits", "recipe": "ema", "backend": "tensorflow", "reached": True, "seconds": 20.0},
+        {"job": "digits", "recipe": "plain", "backend": "jax", "reached": True, "seconds": 50.0},
+    ]
+    assert ttt.boxes(rows) == {
+        "digits": {"plain\njax\n2/3": [30.0, 50.0], "ema\ntensorflow\n1/1": [20.0]},
+        "unet": {"ema\njax\n0/1": []},
+    }
+
+
 def test_the_time_to_target_script_trains_to_its_target_and_tables_it(tmp_path):
     script = Path(__file__).parents[1] / "bench" / "time_to_target.py"
     command = [sys.executable, str(script), "--smoke", "--root", str(tmp_path), "--jobs", "digits",

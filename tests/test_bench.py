@@ -103,6 +103,19 @@ def test_the_time_to_target_plot_has_a_panel_per_job_and_a_box_per_row_even_one_
     }
 
 
+def test_the_docs_time_to_target_table_is_the_kept_runs_tabled_again():
+    """docs/performance.md's table is what `--merge` makes of bench/results/*/runs.csv: a run kept without its row,
+    or a row edited by hand, fails here."""
+    ttt = load_bench_script("time_to_target")
+    repo = Path(__file__).parents[1]
+    kept = sorted((repo / "bench" / "results").glob("ttt*/runs.csv"))
+    assert kept, "no kept time-to-target runs under bench/results"
+    rows = [row for path in kept for row in ttt.read_rows(path)]
+    docs = (repo / "docs" / "performance.md").read_text()
+    missing = [line for line in ttt.table(rows).splitlines()[2:] if line not in docs]
+    assert not missing, f"rows of the kept runs not in docs/performance.md: {missing}"
+
+
 def test_the_time_to_target_script_trains_to_its_target_and_tables_it(tmp_path):
     script = Path(__file__).parents[1] / "bench" / "time_to_target.py"
     command = [sys.executable, str(script), "--smoke", "--root", str(tmp_path), "--jobs", "digits",

@@ -74,15 +74,20 @@ def spread(values: list[float], digits: int = 1) -> str:
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}..{max(values):.{digits}f}]"
 
 
-def table(rows: list[dict]) -> str:
-    """One line per (job, recipe, backend): how many reached the target, the median [min..max] of the seconds
-    and epochs to it (over the seeds that reached it), of the test score and of img/s (over all seeds)."""
+def grouped(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """(job, recipe, backend) -> its rows, in the order they first appear: one table line, one box."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["job"], row["recipe"], row["backend"]), []).append(row)
+    return groups
+
+
+def table(rows: list[dict]) -> str:
+    """One line per (job, recipe, backend): how many reached the target, the median [min..max] of the seconds
+    and epochs to it (over the seeds that reached it), of the test score and of img/s (over all seeds)."""
     lines = ["| job (target) | recipe | backend | reached | seconds to target | epochs | test score | img/s |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for (job, recipe, backend), found in groups.items():
+    for (job, recipe, backend), found in grouped(rows).items():
         hit = [row for row in found if row["reached"]]
         tests = [row["test"] for row in found if row["test"] is not None]
         rates = [row["images_per_sec"] for row in found if row["images_per_sec"] is not None]
@@ -99,14 +104,11 @@ def boxes(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
     """job -> box label -> the seconds of the seeds that reached the target, in the rows' order. Every (recipe,
     backend) of a job gets its box, one where no seed reached it included (empty), and its label says how many did
     ("plain\njax\n4/5")."""
-    found: dict[str, dict[tuple, list[dict]]] = {}
-    for row in rows:
-        found.setdefault(row["job"], {}).setdefault((row["recipe"], row["backend"]), []).append(row)
-    return {
-        job: {f"{recipe}\n{backend}\n{sum(r['reached'] for r in runs)}/{len(runs)}":
-              [r["seconds"] for r in runs if r["reached"]] for (recipe, backend), runs in groups.items()}
-        for job, groups in found.items()
-    }  # fmt: skip
+    panels: dict[str, dict[str, list[float]]] = {}
+    for (job, recipe, backend), runs in grouped(rows).items():
+        label = f"{recipe}\n{backend}\n{sum(r['reached'] for r in runs)}/{len(runs)}"
+        panels.setdefault(job, {})[label] = [r["seconds"] for r in runs if r["reached"]]
+    return panels
 
 
 def box_plot(rows: list[dict], path: Path) -> None:

@@ -1,8 +1,12 @@
 """Augmentation from config moves masks with images and leaves masks out of photometric changes."""
 
+from pathlib import Path
+
+import albumentations as A
 import numpy as np
 import pytest
 
+from pipeline.config import conf_dir
 from pipeline.data.augment import build_augmentation
 from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError
@@ -42,10 +46,24 @@ def test_photometric_transforms_leave_the_mask_alone():
     np.testing.assert_array_equal(out["mask"], mask)
 
 
-def test_default_augment_config_builds(compose_config):
-    cfg = compose_config()
-    assert len(build_augmentation(cfg.augment.train).transforms) == len(cfg.augment.train)
+AUGMENTS = sorted(p.stem for p in Path(conf_dir(), "augment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("choice", AUGMENTS)
+def test_every_augment_config_builds(compose_config, choice):
+    cfg = compose_config([f"augment={choice}"])
+    built = build_augmentation(cfg.augment.train)
+    assert (len(built.transforms) if built else 0) == len(cfg.augment.train)
     assert build_augmentation([]) is None
+
+
+def test_the_geometric_augmentation_is_the_default_s_geometric_transforms_alone(compose_config):
+    """albumentations' own split: a DualTransform moves the mask with the image, an ImageOnlyTransform is
+    photometric. augment=geometric keeps the default's first kind, with their settings, and none of the second."""
+    default = build_augmentation(compose_config().augment.train).transforms
+    geometric = build_augmentation(compose_config(["augment=geometric"]).augment.train).transforms
+    assert any(isinstance(t, A.ImageOnlyTransform) for t in default)
+    assert [repr(t) for t in geometric] == [repr(t) for t in default if isinstance(t, A.DualTransform)]
 
 
 def test_on_grey_images_the_colour_shifts_are_zeroed_and_logged_and_the_value_shift_still_acts(caplog):

@@ -7,13 +7,12 @@ Prints one `ok <model> <backend> loss=...` line per model config; exits non-zero
 
 import os
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import conf_dir
+from pipeline.config import conf_dir, group_options
 from pipeline.data.sequence import ImageBatches
 from pipeline.models import build_model, task_of_model
 from pipeline.tasks import get_task
@@ -45,7 +44,7 @@ COVERED = {"googlenet"}
 
 def choices() -> list[str]:
     """Every model config (those in COVERED through their variant) and every variant."""
-    models = sorted(p.stem for p in Path(conf_dir(), "model").glob("*.yaml"))
+    models = group_options("model")
     return [m for m in models if m not in COVERED] + VARIANTS
 
 

@@ -1,12 +1,10 @@
 """Augmentation from config moves masks with images and leaves masks out of photometric changes."""
 
-from pathlib import Path
-
 import albumentations as A
 import numpy as np
 import pytest
 
-from pipeline.config import conf_dir
+from pipeline.config import group_options
 from pipeline.data.augment import build_augmentation
 from pipeline.data.sequence import ImageBatches
 from pipeline.errors import ConfigError
@@ -46,7 +44,7 @@ def test_photometric_transforms_leave_the_mask_alone():
     np.testing.assert_array_equal(out["mask"], mask)
 
 
-AUGMENTS = sorted(p.stem for p in Path(conf_dir(), "augment").glob("*.yaml"))
+AUGMENTS = group_options("augment")
 
 
 @pytest.mark.parametrize("choice", AUGMENTS)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import group_options
+
 SMOKE = Path(__file__).with_name("backend_smoke.py")
 # XLA's CPU compiler without its costly LLVM optimisations: the step is the same computation, compiled in half
 # the time (lenet5, vgg11 and unet: 13.5 s against 26.5 s in one process here), and how fast it runs once
@@ -23,7 +25,7 @@ def test_every_model_config_trains_one_step_under_jax():
     from backend_smoke import choices
 
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {QUICK_COMPILE}"}
-    models = {p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")}
+    models = set(group_options("model"))
     trains = choices()
     halves = [trains[0::2], trains[1::2]]
     runs = [subprocess.Popen([sys.executable, str(SMOKE), *half], env=env, stdout=subprocess.PIPE,

@@ -1,11 +1,13 @@
 """Bad overrides fail at once with one line naming the key and what is valid, and record no run."""
 
 import os
+from pathlib import Path
 
 import mlflow
 import pytest
 
 from helpers import TINY, run_here, run_stage
+from pipeline.config import conf_dir
 
 
 @pytest.mark.parametrize(
@@ -47,10 +49,37 @@ def test_bad_override_fails_with_one_line(project, override, expected):
     )
 
 
-def test_unknown_config_group_option_lists_valid_ones(project):
-    result = run_stage("train", project, "model=resnet9000")
-    assert result.returncode != 0
-    assert "Could not find 'model/resnet9000'" in result.stderr and "unet" in result.stderr
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=resnet9000"], "model=resnet9000: conf/model has no option 'resnet9000'; did you mean model=resnet?"),
+        (["model=unett"], "model=unett: conf/model has no option 'unett'; did you mean model=unet?"),
+        # a multirun's list: the one option that is not there is named
+        (["augment=default,geometrc", "-m"], "augment=geometrc: conf/augment has no option 'geometrc'; did you mean"),
+        (["experiment=null"], "experiment=null: a config group takes an option, not null (~experiment leaves it out)"),
+    ],
+)
+def test_an_option_its_config_group_lacks_is_one_line_with_the_nearest_and_the_valid_ones(project, overrides, expected):
+    """Hydra's own answer is eight lines with its search path (a traceback for group=null), and exit status 1."""
+    result = run_here("train", project, *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {expected}"), line
+    group = overrides[0].split("=")[0]
+    on_disk = sorted(name.removesuffix(".yaml") for name in os.listdir(Path(conf_dir(), group)))
+    assert line.endswith(f"valid: {', '.join(on_disk)}"), line
+
+
+def test_an_option_in_a_config_folder_the_command_line_adds_is_left_to_hydra(project, tmp_path):
+    """hydra.searchpath (or --config-dir) adds a folder: its options are valid choices, its typos Hydra's to name."""
+    (tmp_path / "extra" / "model").mkdir(parents=True)
+    (tmp_path / "extra" / "model" / "mine.yaml").write_text("defaults:\n  - unet\n  - _self_\ndepth: 2\n")
+    extra = [f"hydra.searchpath=[file://{tmp_path / 'extra'}]"]
+    result = run_here("train", project, *extra, "model=mine", "--cfg", "job")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "depth: 2" in result.stdout
+    result = run_here("train", project, *extra, "model=mien", "--cfg", "job")
+    assert result.returncode == 1 and "Could not find 'model/mien'" in result.stderr, result.stderr[-2000:]
 
 
 def test_a_key_no_option_declares_is_answered_before_hydra_with_the_nearest_one(project):

@@ -5,7 +5,6 @@ store in a temporary folder: no MLflow run may be left RUNNING (none is even sta
 """
 
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -15,7 +14,7 @@ from omegaconf import open_dict
 
 from helpers import TINY
 from pipeline.commands import train
-from pipeline.config import conf_dir
+from pipeline.config import conf_dir, group_options
 from pipeline.config.schema import check_schema
 
 
@@ -135,7 +134,7 @@ def test_the_schema_answers_before_any_deep_learning_library_loads(tmp_path):
     assert tuple(exporting.FORMATS) == EXPORT_FORMATS
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(conf_dir(), "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_every_experiment_composes_and_passes_the_schema(experiment):
     """An experiment that includes another (the tuned ones) or overrides a group composes, and what it sets
     is valid (a sweep's, for its first job); the transfer study's belong to the transfer stage's config."""

@@ -49,6 +49,11 @@ def conf_dir() -> str:
     return str(packaged if packaged.is_dir() else checkout() / "conf")
 
 
+def group_options(group: str) -> tuple[str, ...]:
+    """A config group's options, sorted: the names of conf/<group>/*.yaml (model -> alexnet, ..., unet, vgg11)."""
+    return tuple(sorted(p.stem for p in Path(conf_dir(), group).glob("*.yaml")))
+
+
 def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
     """The config a stage would get for these command-line overrides (Hydra's compose API, no run dir)."""
     from hydra import compose as hydra_compose
@@ -73,7 +78,7 @@ def stage_main(config_name: str):
         @functools.wraps(task)
         def entry(*args, **kwargs):
             if not args and not kwargs:  # the command line (a notebook passes a composed config)
-                misspelt = misspelt_override(sys.argv[1:])
+                misspelt = misspelt_choice(sys.argv[1:]) or misspelt_override(sys.argv[1:])
                 if misspelt:
                     print(f"error: {misspelt}", file=sys.stderr)
                     raise SystemExit(2)
@@ -115,6 +120,40 @@ def default_tracking_uri() -> str:
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return str(compose(config_name="config").tracking.uri)
+
+
+CONFIG_FOLDER_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath",
+                       "++hydra.searchpath")  # fmt: skip
+
+
+def misspelt_choice(arguments: list[str]) -> str | None:
+    """The complaint about the first `group=option` (model=unett, or one of a multirun's model=unet,segnett)
+    whose option conf/<group> does not hold, with the nearest option and the valid ones: one line, where Hydra's
+    own answer is eight with its search path. Left to Hydra where the command line adds a config folder
+    (other options may live there) and for sweep functions, lists and interpolations. `group=null`, which Hydra
+    answers with a traceback, is refused the same way."""
+    if any(argument.startswith(CONFIG_FOLDER_FLAGS) for argument in arguments):
+        return None
+    for argument in arguments:
+        if argument.startswith(("-", "~")) or "=" not in argument:
+            continue
+        key, value = argument.split("=", 1)
+        group = key.lstrip("+")
+        if "." in group or group.startswith("hydra") or not Path(conf_dir(), group).is_dir():
+            continue
+        if any(mark in value for mark in "()[]{}$'\""):
+            continue
+        for choice in (part.strip() for part in value.split(",")):
+            if choice == "" or Path(conf_dir(), group, f"{choice}.yaml").is_file():
+                continue
+            options = group_options(group)
+            valid = f"valid: {', '.join(options)}"
+            if choice == "null":  # Hydra's answer is a ValueError traceback
+                return f"{group}=null: a config group takes an option, not null (~{group} leaves it out); {valid}"
+            nearest = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
+            hint = f"did you mean {group}={nearest[0]}? " if nearest else ""
+            return f"{group}={choice}: conf/{group} has no option {choice!r}; {hint}{valid}"
+    return None
 
 
 def misspelt_override(arguments: list[str]) -> str | None:

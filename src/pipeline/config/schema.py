@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, parse_seconds, positive_int, positive_number
+from pipeline.config import conf_dir, group_options, parse_seconds, positive_int, positive_number
 from pipeline.config.options import (
     CACHE_MODES,
     EXPORT_FORMATS,
@@ -276,9 +276,8 @@ def global_keys() -> dict[str, frozenset[str]]:
 @cache
 def declared_keys() -> dict[str, frozenset[str]]:
     """Every key each checked group declares in any of its options, or that a global config or SCHEMA sets."""
-    root = Path(conf_dir())
     return {
-        group: global_keys()[group].union(*(option_keys(group, p.stem) for p in (root / group).glob("*.yaml")))
+        group: global_keys()[group].union(*(option_keys(group, option) for option in group_options(group)))
         for group in CHECKED_GROUPS
     }
 
@@ -286,7 +285,7 @@ def declared_keys() -> dict[str, frozenset[str]]:
 @cache
 def model_keys() -> frozenset[str]:
     """Every key any conf/model option declares (read from the YAML only; the builders check their own)."""
-    return frozenset().union(*(option_keys("model", p.stem) for p in (Path(conf_dir()) / "model").glob("*.yaml")))
+    return frozenset().union(*(option_keys("model", option) for option in group_options("model")))
 
 
 def known_keys(choices: dict | None = None) -> dict[str, frozenset[str]]:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import find_runs, run_here
+from helpers import find_runs, run_here, runs_left_running
 from pipeline.commands import train
 from pipeline.data.classification import image_folder, read_idx
 from pipeline.data.folders import BadFiles, load_pairs, load_split
@@ -88,9 +88,7 @@ def folder_stage(project, compose_config, capsys):
         )
         with pytest.raises(SystemExit) as exited:
             train.main(cfg)
-        mlflow.set_tracking_uri(uri)
-        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-        assert all(run.info.status != "RUNNING" for run in runs)
+        assert not runs_left_running(project)
         return exited.value.code, capsys.readouterr().err
 
     return _run

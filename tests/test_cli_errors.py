@@ -6,7 +6,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from helpers import TINY, run_here, run_stage
+from helpers import TINY, run_here, run_stage, runs_left_running
 from pipeline.config import conf_dir
 
 
@@ -42,11 +42,7 @@ def test_bad_override_fails_with_one_line(project, override, expected):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    # nothing half-done is left behind in the store
-    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
-    assert all(
-        r.info.status != "RUNNING" for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-    )
+    assert not runs_left_running(project)  # nothing half-done is left behind in the store
 
 
 @pytest.mark.parametrize(
@@ -157,7 +153,7 @@ def test_the_cnn_command_runs_each_stage_and_answers_help_without_tensorflow(pro
 )
 def test_every_stage_refuses_its_bad_values_before_any_work(project, stage, overrides, expected):
     """One schema checks every stage's keys (source=x would fail later: the schema speaks first)."""
-    result = run_stage(stage, project, *overrides)
+    result = run_here(stage, project, *overrides)
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert expected in line, line

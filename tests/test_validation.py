@@ -6,13 +6,12 @@ store in a temporary folder: no MLflow run may be left RUNNING (none is even sta
 
 import sys
 
-import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from helpers import TINY
+from helpers import TINY, runs_left_running
 from pipeline.commands import train
 from pipeline.config import conf_dir, group_options
 from pipeline.config.schema import check_schema
@@ -31,9 +30,7 @@ def train_stage(project, compose_config, capsys):
         assert exited.value.code == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, errors
-        mlflow.set_tracking_uri(uri)
-        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-        assert all(run.info.status != "RUNNING" for run in runs)
+        assert not runs_left_running(project)
         return errors[0]
 
     return _run

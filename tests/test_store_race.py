@@ -37,10 +37,9 @@ def test_processes_opening_a_fresh_store_at_once_all_find_it_ready(tmp_path):
 def test_a_sweep_and_a_reader_on_a_fresh_store_at_the_same_instant(tmp_path):
     """The sweep's callback opens the store (its parent run) while `cnn compare` opens it too. The bare race, three
     processes at once, is the test above, twice; this one checks that the sweep still nests its child."""
-    root = tmp_path
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "0"}
-    sweep = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={root}", *TINY, "trainer.epochs=1",
+    sweep = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={tmp_path}", *TINY, "trainer.epochs=1",
              "tracking.log_model=false", "tracking.num_examples=0", "optimizer.lr=1e-3", "--multirun"]  # fmt: skip
     reader = [sys.executable, "-m", "pipeline.commands.compare", "--uri", uri]
     swept, read = together([sweep, reader], env)

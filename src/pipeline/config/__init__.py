@@ -139,12 +139,13 @@ def misspelt_choice(arguments: list[str]) -> str | None:
             continue
         key, value = argument.split("=", 1)
         group = key.lstrip("+")
-        if "." in group or group.startswith("hydra") or not Path(conf_dir(), group).is_dir():
+        folder = Path(conf_dir(), group)
+        if "." in group or group.startswith("hydra") or not folder.is_dir():
             continue
         if any(mark in value for mark in "()[]{}$'\""):
             continue
         for choice in (part.strip() for part in value.split(",")):
-            if choice == "" or Path(conf_dir(), group, f"{choice}.yaml").is_file():
+            if choice == "" or (folder / f"{choice}.yaml").is_file():  # a path: nested options (a/b) too
                 continue
             options = group_options(group)
             valid = f"valid: {', '.join(options)}"

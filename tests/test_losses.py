@@ -63,18 +63,63 @@ def test_a_void_label_no_class_uses_counts_in_no_term():
     assert dice == pytest.approx(1 - np.mean((2 * inter + 1) / (sizes + 1)), rel=1e-5)
 
 
+def lovasz_reference(probs: np.ndarray, labels: np.ndarray, ignore=None) -> float:
+    """Berman et al.'s published lovasz_softmax_flat (classes='present') in NumPy, a class at a time, ignored
+    pixels removed rather than masked."""
+    probs, labels = probs.reshape(-1, probs.shape[-1]).astype(np.float64), labels.reshape(-1)
+    if ignore is not None:
+        probs, labels = probs[labels != ignore], labels[labels != ignore]
+    losses = []
+    for c in range(probs.shape[1]):
+        fg = (labels == c).astype(np.float64)
+        if not fg.any():
+            continue
+        errors = np.abs(fg - probs[:, c])
+        order = np.argsort(-errors, kind="stable")
+        fg_sorted = fg[order]
+        jaccard = 1 - (fg.sum() - np.cumsum(fg_sorted)) / (fg.sum() + np.cumsum(1 - fg_sorted))
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+        losses.append(np.dot(errors[order], jaccard))
+    return float(np.mean(losses))
+
+
+def test_lovasz_softmax_on_hard_predictions_is_one_minus_the_mean_iou_of_the_present_classes():
+    """The Lovász extension agrees with the set function it extends: on 0/1 predictions the term is exactly
+    1 - IoU per class present in the labels, averaged (scikit-learn's Jaccard index as the reference)."""
+    from sklearn.metrics import jaccard_score
+
+    labels = np.where(LABELS == 2, 0, LABELS)  # class 2 absent from the labels: not averaged
+    predicted = PROBS.argmax(-1)  # predicts every class, class 2 included
+    hard = np.eye(3, dtype="float32")[predicted]
+    iou = jaccard_score(labels.ravel(), predicted.ravel(), labels=[0, 1], average=None)
+    got = float(keras.ops.convert_to_numpy(SegmentationLoss(3, ce=0, lovasz=1)(labels, hard)))
+    assert got == pytest.approx(1 - iou.mean(), abs=1e-5)
+    assert got == pytest.approx(lovasz_reference(hard, labels), abs=1e-5)
+
+
+def test_lovasz_softmax_equals_the_paper_s_reference_and_skips_ignored_pixels():
+    assert value(ce=0, lovasz=1) == pytest.approx(lovasz_reference(PROBS, LABELS), rel=1e-5)
+    void = LABELS.copy()
+    void[:, 0, :] = 255
+    got = float(keras.ops.convert_to_numpy(SegmentationLoss(3, ce=0, lovasz=1, ignore_label=255)(void, PROBS)))
+    assert got == pytest.approx(lovasz_reference(PROBS, void, ignore=255), rel=1e-5)
+    assert value(ce=1, lovasz=0.5) == pytest.approx(value() + 0.5 * lovasz_reference(PROBS, LABELS), rel=1e-5)
+
+
 def test_bad_loss_config_names_the_key():
     with pytest.raises(ConfigError, match="loss.class_weights has 2 values but the data has 3 classes"):
         SegmentationLoss(3, class_weights=[1, 2])
     with pytest.raises(ConfigError, match="loss.ignore_label=300 is invalid"):
         SegmentationLoss(3, ignore_label=300)
+    with pytest.raises(ConfigError, match="lovasz=-1 are invalid"):
+        SegmentationLoss(3, lovasz=-1)
 
 
 def test_perfect_prediction_gives_near_zero_loss_and_gradients_flow():
     perfect = np.eye(3, dtype="float32")[LABELS]
-    assert float(SegmentationLoss(3, ce=1, dice=1, focal=1)(LABELS, perfect)) < 1e-4
+    assert float(SegmentationLoss(3, ce=1, dice=1, focal=1, lovasz=1)(LABELS, perfect)) < 1e-4
     model = keras.Sequential([keras.Input((5, 6, 3)), keras.layers.Conv2D(3, 1, activation="softmax")])
-    model.compile("adam", SegmentationLoss(3, ce=1, dice=1))
+    model.compile("adam", SegmentationLoss(3, ce=1, dice=1, lovasz=1))
     before = model.evaluate(LOGITS, LABELS, verbose=0)
     model.fit(LOGITS, LABELS, epochs=30, verbose=0)
     assert model.evaluate(LOGITS, LABELS, verbose=0) < before

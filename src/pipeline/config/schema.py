@@ -165,6 +165,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "loss.ce": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "loss.dice": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "loss.focal": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "loss.lovasz": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "loss.gamma": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
     "tracking.experiment": _rule(lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "tracking.num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),

@@ -48,13 +48,13 @@ compare: $(STAMP)
 	$(BIN)/cnn compare $(ARGS)
 
 # tests run in parallel worker processes (pytest-xdist), a test file per worker so module fixtures are shared
-XDIST ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+XDIST ?= -n auto --maxprocesses 4 --dist loadfile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not notebooks and not quality" $(XDIST) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(XDIST) --no-loadscope-reorder $(PYTEST_ARGS)
 
 # the full-length quality runs (default U-Net >= 0.90, localizer >= 0.77), five fresh parallel sweeps and streamed
 # training's peak memory: before a release, not in CI

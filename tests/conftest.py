@@ -10,30 +10,17 @@ from hydra import compose, initialize_config_dir
 from helpers import TINY, train_run
 from pipeline.config import conf_dir
 
-# seconds each file's tests take in `make test` and in `make test-slow` (`--durations=0` on the 2-core machine,
-# summed by file; the files under 15 s in both are left out): each suite hands its longest files to the workers
-# first (the Makefile's --no-loadscope-reorder keeps this order) so that no worker starts a long file when the
-# other is nearly done
-SECONDS = {  # file: (make test, make test-slow)
-    "test_sweep_resume.py": (0, 287), "test_transfer.py": (91, 131), "test_sweeps.py": (0, 179),
-    "test_resume.py": (0, 157), "test_default_quality.py": (0, 155), "test_team_store.py": (0, 114),
-    "test_backends.py": (0, 113), "test_hub_backbone.py": (37, 63), "test_jax_parallel.py": (0, 99),
-    "test_export.py": (83, 0), "test_distributed.py": (6, 77), "test_store_race.py": (0, 76),
-    "test_visualize_e2e.py": (4, 65), "test_own_data.py": (1, 60), "test_serving.py": (39, 21),
-    "test_cli_errors.py": (58, 0), "test_classification_e2e.py": (57, 0), "test_tasks.py": (52, 0),
-    "test_regression.py": (21, 22), "test_recipes.py": (42, 0), "test_classifiers.py": (40, 0),
-    "test_bench.py": (37, 0), "test_bad_data.py": (18, 17), "test_safety.py": (32, 0),
-    "test_oxford_pets.py": (29, 0), "test_streaming.py": (2, 24), "test_evaluate_predict.py": (26, 0),
-    "test_segmentation_models.py": (23, 0), "test_validation.py": (21, 0), "test_train_e2e.py": (21, 0),
-    "test_docs.py": (20, 0), "test_tracking_records.py": (17, 0),
-}  # fmt: skip
+# the slow files that take longest (`make test-slow PYTEST_ARGS=--durations=0` on the 2-core machine: 220-270 s
+# down to 40 s), handed to the test-slow workers first (its --no-loadscope-reorder keeps this order) so that no
+# worker starts a long file when the other is nearly done
+LONGEST_FIRST = ("test_default_quality.py", "test_sweep_resume.py", "test_backends.py", "test_visualize_e2e.py",
+                 "test_store_race.py", "test_sweeps.py", "test_resume.py", "test_transfer.py", "test_jax_parallel.py",
+                 "test_team_store.py", "test_streaming.py", "test_own_data.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
-    def seconds(item):
-        return SECONDS.get(item.path.name, (0, 0))[item.get_closest_marker("slow") is not None]
-
-    items.sort(key=lambda item: -seconds(item))  # stable: the rest in collection order
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest in collection order
 
 
 @pytest.fixture(autouse=True)

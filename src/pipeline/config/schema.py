@@ -96,6 +96,8 @@ def _rule(check: Callable[[object], bool], valid: str) -> tuple[Callable[[object
     return check, f"invalid: must be {valid}"
 
 
+NON_NEGATIVE = _rule(lambda v: _number(v) and v >= 0, "a number >= 0")
+
 # key -> (check, what the message says after "key=value is"); keys a group may lack are skipped
 SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": _rule(_integer, "an integer"),
@@ -149,7 +151,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.verbose": _choice(("auto", 0, 1, 2)),
     "trainer.steps_per_execution": _rule(positive_int, "a positive integer"),
     "trainer.early_stopping.patience": _rule(_optional(positive_int), "null (off) or a positive number of epochs"),
-    "trainer.early_stopping.min_delta": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "trainer.early_stopping.min_delta": NON_NEGATIVE,
     "trainer.max_time": _rule(lambda v: v is None or _seconds(v), "null, seconds > 0, or e.g. 90m, 2h"),
     "trainer.stop_at": _rule(lambda v: v is None or _number(v), "null (off) or the monitored metric's target value"),
     "optimizer.use_ema": _rule(lambda v: isinstance(v, bool), "true or false"),
@@ -161,12 +163,12 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "optimizer.name": _choice(tuple(OPTIMIZERS)),
     "optimizer.lr": _rule(positive_number, "a number > 0"),
     "optimizer.schedule": _choice(SCHEDULES),
-    "optimizer.warmup_epochs": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "loss.ce": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "loss.dice": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "loss.focal": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "loss.lovasz": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "loss.gamma": _rule(lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "optimizer.warmup_epochs": NON_NEGATIVE,
+    "loss.ce": NON_NEGATIVE,
+    "loss.dice": NON_NEGATIVE,
+    "loss.focal": NON_NEGATIVE,
+    "loss.lovasz": NON_NEGATIVE,
+    "loss.gamma": NON_NEGATIVE,
     "tracking.experiment": _rule(lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "tracking.num_examples": _rule(lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "tracking.log_model": _rule(lambda v: isinstance(v, bool), "true or false"),

@@ -91,3 +91,25 @@ def test_a_task_whose_targets_move_with_the_views_refuses_them():
     )
     with pytest.raises(ConfigError, match=expected):
         get_task("localization").outputs(None, np.zeros((1, 4, 4, 3), np.float32), "flips")
+
+
+def test_the_views_of_a_batch_go_to_the_model_in_one_call_and_a_large_set_in_parts(monkeypatch):
+    """Each call of the model costs Keras' set-up, so a batch's eight views are one call; a set larger than
+    STACKED_VALUES is taken in parts, with the same mean as in one call (a per-pixel model: the map itself)."""
+    import pipeline.tasks.tta as tta
+
+    images = np.random.default_rng(4).random((5, 4, 4, 2)).astype(np.float32)
+    calls = []
+
+    def model(x):
+        calls.append(len(x))
+        return np.tanh(2 * x) - x**2
+
+    expected = model(images)
+    calls.clear()
+    np.testing.assert_allclose(averaged(model, images, "dihedral", maps=True), expected, atol=1e-6)
+    assert calls == [40]
+    calls.clear()
+    monkeypatch.setattr(tta, "STACKED_VALUES", 2 * 4 * 4 * 2 * 8)  # two images' eight views a call
+    np.testing.assert_allclose(averaged(model, images, "dihedral", maps=True), expected, atol=1e-6)
+    assert calls == [16, 16, 8]

@@ -23,6 +23,7 @@ VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
     "flips": ((0, False), (0, True), (2, True)),  # a half turn then a left-right mirror is the up-down mirror
     "dihedral": tuple((turns, mirrored) for turns in range(4) for mirrored in (False, True)),
 }
+STACKED_VALUES = 1 << 25  # input values (128 MB of float32) per call of `averaged`'s predict, its views stacked
 
 
 def tta_mode(value) -> str:
@@ -64,11 +65,19 @@ def check(tta, task, size: tuple | None = None) -> str:
 
 def averaged(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, tta, maps: bool) -> np.ndarray:
     """The mean of `predict` over the views `tta` names; with `maps`, each output (N, H, W, C) is turned back into
-    the image's frame first, else the output (one vector per image) is taken as it is."""
+    the image's frame first, else the output (one vector per image) is taken as it is. The views of a batch go to
+    `predict` stacked in one call (Keras' `predict` sets up each call anew, which eight calls of a small batch pay
+    eight times); images are taken STACKED_VALUES input values at a time, so a large set (every
+    tile of a big image) is not held eight times over at once."""
     views = VIEWS[check(tta, None, images.shape[1:3])]
-    total = None
-    for turns, mirrored in views:
-        outputs = np.asarray(predict(np.ascontiguousarray(view(images, turns, mirrored))), np.float32)
-        outputs = unview(outputs, turns, mirrored) if maps else outputs
-        total = outputs if total is None else total + outputs
-    return total / len(views) if len(views) > 1 else total
+    chunk = max(1, STACKED_VALUES // max(1, int(np.prod(images.shape[1:])) * len(views)))
+    means = []
+    for start in range(0, max(len(images), 1), chunk):
+        batch = images[start : start + chunk]
+        outputs = np.asarray(predict(np.concatenate([view(batch, *v) for v in views])), np.float32)
+        outputs = outputs.reshape(len(views), len(batch), *outputs.shape[1:])
+        total = outputs[0] if not maps else unview(outputs[0], *views[0])
+        for output, turned in zip(outputs[1:], views[1:]):
+            total = total + (unview(output, *turned) if maps else output)
+        means.append(total / len(views) if len(views) > 1 else total)
+    return means[0] if len(means) == 1 else np.concatenate(means)

@@ -18,7 +18,8 @@ EPSILON = 1e-7
 
 @keras.saving.register_keras_serializable(package="pipeline")
 class SegmentationLoss(keras.losses.Loss):
-    """Weighted sum of cross-entropy, soft Dice and focal loss on (labels (B, H, W), probabilities (B, H, W, C))."""
+    """Weighted sum of cross-entropy, soft Dice, focal and Lovász-softmax losses on (labels (B, H, W), probabilities
+    (B, H, W, C))."""
 
     def __init__(
         self,
@@ -59,12 +60,11 @@ class SegmentationLoss(keras.losses.Loss):
             # plain cross-entropy (the default): Keras' fused sparse form, ~5 % faster steps than the one-hot sum
             return self.ce * ops.mean(ops.sparse_categorical_crossentropy(labels, ops.cast(y_pred, "float32")))
         probabilities = ops.clip(ops.cast(y_pred, "float32"), EPSILON, 1.0 - EPSILON)
-        one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
         valid = ops.ones_like(labels, dtype="float32")
         if self.ignore_label is not None:
             valid = ops.cast(ops.not_equal(labels, self.ignore_label), "float32")
             labels = ops.where(ops.equal(labels, self.ignore_label), 0, labels)  # a void label is no class
-            one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
+        one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
         weights = valid
         if self.class_weights is not None:
             weights = valid * ops.sum(one_hot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1)

@@ -66,15 +66,34 @@ def test_an_option_its_config_group_lacks_is_one_line_with_the_nearest_and_the_v
     assert line.endswith(f"valid: {', '.join(on_disk)}"), line
 
 
-def test_an_option_in_a_config_folder_the_command_line_adds_is_left_to_hydra(project, tmp_path):
-    """hydra.searchpath (or --config-dir) adds a folder: its options are valid choices, its typos Hydra's to name."""
-    (tmp_path / "extra" / "model").mkdir(parents=True)
-    (tmp_path / "extra" / "model" / "mine.yaml").write_text("defaults:\n  - unet\n  - _self_\ndepth: 2\n")
-    extra = [f"hydra.searchpath=[file://{tmp_path / 'extra'}]"]
-    result = run_here("train", project, *extra, "model=mine", "--cfg", "job")
+def test_an_option_in_a_config_folder_the_command_line_adds_is_valid_and_its_typo_one_line(project, tmp_path):
+    """hydra.searchpath or --config-dir (-cd) adds a folder: its options are valid choices, and a typo is named
+    with the options of both folders."""
+    from pipeline.config import misspelt_choice
+
+    extra = tmp_path / "extra"
+    (extra / "model").mkdir(parents=True)
+    (extra / "model" / "mine.yaml").write_text("defaults:\n  - unet\n  - _self_\ndepth: 2\n")
+    searchpath = f"hydra.searchpath=[file://{extra}]"
+    result = run_here("train", project, searchpath, "model=mine", "--cfg", "job")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "depth: 2" in result.stdout
-    result = run_here("train", project, *extra, "model=mien", "--cfg", "job")
+    result = run_here("train", project, searchpath, "model=mien", "--cfg", "job")
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    on_disk = sorted([*(name.removesuffix(".yaml") for name in os.listdir(Path(conf_dir(), "model"))), "mine"])
+    expected = (f"model=mien: conf/model and {extra / 'model'} have no option 'mien'; did you mean model=mine? "
+                f"valid: {', '.join(on_disk)}")  # fmt: skip
+    assert line == f"error: {expected}"
+    # Hydra's flags come before the overrides (cnn train --config-dir X model=mine): argparse's order
+    for flags in (["--config-dir", str(extra)], [f"--config-dir={extra}"], ["-cd", str(extra)]):
+        assert misspelt_choice([*flags, "model=mine"]) is None
+        assert misspelt_choice([*flags, "model=mien"]) == expected
+
+
+def test_an_option_in_a_package_the_command_line_adds_is_left_to_hydra(project):
+    """A pkg:// search path is not read here: its options, and its typos, are Hydra's to name."""
+    result = run_here("train", project, "hydra.searchpath=[pkg://pipeline]", "model=mien", "--cfg", "job")
     assert result.returncode == 1 and "Could not find 'model/mien'" in result.stderr, result.stderr[-2000:]
 
 

@@ -49,9 +49,10 @@ def conf_dir() -> str:
     return str(packaged if packaged.is_dir() else checkout() / "conf")
 
 
-def group_options(group: str) -> tuple[str, ...]:
-    """A config group's options, sorted: the names of conf/<group>/*.yaml (model -> alexnet, ..., unet, vgg11)."""
-    return tuple(sorted(p.stem for p in Path(conf_dir(), group).glob("*.yaml")))
+def group_options(group: str, folder: str | Path | None = None) -> tuple[str, ...]:
+    """A config group's options, sorted: the names of conf/<group>/*.yaml (model -> alexnet, ..., unet, vgg11),
+    or of `folder`/*.yaml."""
+    return tuple(sorted(p.stem for p in Path(folder or Path(conf_dir(), group)).glob("*.yaml")))
 
 
 def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
@@ -122,38 +123,57 @@ def default_tracking_uri() -> str:
         return str(compose(config_name="config").tracking.uri)
 
 
-CONFIG_FOLDER_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath", "+hydra.searchpath",
-                       "++hydra.searchpath")  # fmt: skip
+def added_config_folders(arguments: list[str]) -> list[Path] | None:
+    """The config folders the command line adds beside conf/: `--config-dir X` (-cd) and hydra.searchpath's
+    file:// entries. None where it adds one this check cannot read: a pkg:// entry, or --config-path (-cp),
+    which puts another folder in conf/'s place."""
+    folders = []
+    for at, argument in enumerate(arguments):
+        flag, equals, value = argument.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            folders.append(Path(value if equals else next(iter(arguments[at + 1 : at + 2]), "")).expanduser())
+        elif flag in ("--config-path", "-cp"):
+            return None
+        elif flag.lstrip("+") == "hydra.searchpath":
+            for entry in (part.strip().strip("'\"") for part in value.strip().strip("[]").split(",")):
+                if entry and not entry.startswith("file://"):
+                    return None
+                folders += [Path(entry.removeprefix("file://")).expanduser()] if entry else []
+    return folders
 
 
 def misspelt_choice(arguments: list[str]) -> str | None:
     """The complaint about the first `group=option` (model=unett, or one of a multirun's model=unet,segnett)
-    whose option conf/<group> does not hold, with the nearest option and the valid ones: one line, where Hydra's
-    own answer is eight with its search path. Left to Hydra where the command line adds a config folder
-    (other options may live there) and for sweep functions, lists and interpolations. `group=null`, which Hydra
-    answers with a traceback, is refused the same way."""
-    if any(argument.startswith(CONFIG_FOLDER_FLAGS) for argument in arguments):
+    whose option neither conf/<group> nor a config folder the command line adds (--config-dir, hydra.searchpath)
+    holds, with the nearest option and the valid ones: one line, where Hydra's own answer is eight with its search
+    path. Left to Hydra where a folder is added that this cannot read (a pkg:// path, --config-path), and for
+    sweep functions, lists and interpolations. `group=null`, which Hydra answers with a traceback, is refused the
+    same way."""
+    added = added_config_folders(arguments)
+    if added is None:
         return None
     for argument in arguments:
         if argument.startswith(("-", "~")) or "=" not in argument:
             continue
         key, value = argument.split("=", 1)
         group = key.lstrip("+")
-        folder = Path(conf_dir(), group)
-        if "." in group or group.startswith("hydra") or not folder.is_dir():
+        folders = [folder for folder in (Path(conf_dir(), group), *(Path(a, group) for a in added)) if folder.is_dir()]
+        if "." in group or group.startswith("hydra") or not folders:
             continue
         if any(mark in value for mark in "()[]{}$'\""):
             continue
         for choice in (part.strip() for part in value.split(",")):
-            if choice == "" or (folder / f"{choice}.yaml").is_file():  # a path: nested options (a/b) too
+            if choice == "" or any((folder / f"{choice}.yaml").is_file() for folder in folders):  # a path (a/b) too
                 continue
-            options = group_options(group)
+            options = sorted({name for folder in folders for name in group_options(group, folder)})
             valid = f"valid: {', '.join(options)}"
             if choice == "null":  # Hydra's answer is a ValueError traceback
                 return f"{group}=null: a config group takes an option, not null (~{group} leaves it out); {valid}"
             nearest = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
             hint = f"did you mean {group}={nearest[0]}? " if nearest else ""
-            return f"{group}={choice}: conf/{group} has no option {choice!r}; {hint}{valid}"
+            places = " and ".join(f"conf/{group}" if f == Path(conf_dir(), group) else str(f) for f in folders)
+            has = "has" if len(folders) == 1 else "have"
+            return f"{group}={choice}: {places} {has} no option {choice!r}; {hint}{valid}"
     return None
 
 

@@ -67,8 +67,8 @@ def averaged(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, tt
     """The mean of `predict` over the views `tta` names; with `maps`, each output (N, H, W, C) is turned back into
     the image's frame first, else the output (one vector per image) is taken as it is. The views of a batch go to
     `predict` stacked in one call (Keras' `predict` sets up each call anew, which eight calls of a small batch pay
-    eight times); images are taken STACKED_VALUES input values at a time, so a large set (every
-    tile of a big image) is not held eight times over at once."""
+    eight times); images are taken STACKED_VALUES input values at a time, so a large set (every tile of a big
+    image) is not held eight times over at once."""
     views = VIEWS[check(tta, None, images.shape[1:3])]
     chunk = max(1, STACKED_VALUES // max(1, int(np.prod(images.shape[1:])) * len(views)))
     means = []

@@ -49,10 +49,10 @@ def conf_dir() -> str:
     return str(packaged if packaged.is_dir() else checkout() / "conf")
 
 
-def group_options(group: str, folder: str | Path | None = None) -> tuple[str, ...]:
+def group_options(group: str, roots: list[Path] = ()) -> tuple[str, ...]:
     """A config group's options, sorted: the names of conf/<group>/*.yaml (model -> alexnet, ..., unet, vgg11),
-    or of `folder`/*.yaml."""
-    return tuple(sorted(p.stem for p in Path(folder or Path(conf_dir(), group)).glob("*.yaml")))
+    and of <root>/<group>/*.yaml for each config folder in `roots` (those the command line adds)."""
+    return tuple(sorted({p.stem for root in (conf_dir(), *roots) for p in Path(root, group).glob("*.yaml")}))
 
 
 def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
@@ -131,14 +131,16 @@ def added_config_folders(arguments: list[str]) -> list[Path] | None:
     for at, argument in enumerate(arguments):
         flag, equals, value = argument.partition("=")
         if flag in ("--config-dir", "-cd"):
-            folders.append(Path(value if equals else next(iter(arguments[at + 1 : at + 2]), "")).expanduser())
+            value = value if equals else (arguments[at + 1] if at + 1 < len(arguments) else "")
+            folders.append(Path(value).expanduser())
         elif flag in ("--config-path", "-cp"):
             return None
         elif flag.lstrip("+") == "hydra.searchpath":
             for entry in (part.strip().strip("'\"") for part in value.strip().strip("[]").split(",")):
                 if entry and not entry.startswith("file://"):
                     return None
-                folders += [Path(entry.removeprefix("file://")).expanduser()] if entry else []
+                if entry:
+                    folders.append(Path(entry.removeprefix("file://")).expanduser())
     return folders
 
 
@@ -157,21 +159,24 @@ def misspelt_choice(arguments: list[str]) -> str | None:
             continue
         key, value = argument.split("=", 1)
         group = key.lstrip("+")
-        folders = [folder for folder in (Path(conf_dir(), group), *(Path(a, group) for a in added)) if folder.is_dir()]
-        if "." in group or group.startswith("hydra") or not folders:
+        if "." in group or group.startswith("hydra"):
+            continue
+        own = Path(conf_dir(), group)
+        folders = [folder for folder in (own, *(Path(a, group) for a in added)) if folder.is_dir()]
+        if not folders:
             continue
         if any(mark in value for mark in "()[]{}$'\""):
             continue
         for choice in (part.strip() for part in value.split(",")):
             if choice == "" or any((folder / f"{choice}.yaml").is_file() for folder in folders):  # a path (a/b) too
                 continue
-            options = sorted({name for folder in folders for name in group_options(group, folder)})
+            options = group_options(group, added)
             valid = f"valid: {', '.join(options)}"
             if choice == "null":  # Hydra's answer is a ValueError traceback
                 return f"{group}=null: a config group takes an option, not null (~{group} leaves it out); {valid}"
             nearest = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
             hint = f"did you mean {group}={nearest[0]}? " if nearest else ""
-            places = " and ".join(f"conf/{group}" if f == Path(conf_dir(), group) else str(f) for f in folders)
+            places = " and ".join(f"conf/{group}" if folder == own else str(folder) for folder in folders)
             has = "has" if len(folders) == 1 else "have"
             return f"{group}={choice}: {places} {has} no option {choice!r}; {hint}{valid}"
     return None

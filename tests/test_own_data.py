@@ -244,7 +244,7 @@ def test_predict_and_the_served_model_give_the_same_masks_from_raw_16_bit_files(
 def test_a_plain_onnx_client_maps_raw_16_bit_files_from_the_file_s_metadata_alone(cells_runs, tmp_path):
     """Without the project: the ONNX file's contract says the files' 0..4095 map to 0..255 (and rounds), and
     a client doing only that predicts the masks cnn predict writes from the same raw TIFFs."""
-    from helpers import onnx_client, run_here
+    from helpers import assert_same_masks_up_to_near_ties, onnx_client, run_here
 
     project, client, deep, _ = cells_runs
     result = run_here("export", project / "a", f"source={deep.info.run_id}", "format=onnx", "num_images=8")
@@ -261,10 +261,5 @@ def test_a_plain_onnx_client_maps_raw_16_bit_files_from_the_file_s_metadata_alon
     # cnn predict runs the model in its trained precision (mixed bfloat16 where the CPU has it: ~2^-8 relative),
     # the export in float32: they may differ only where the top two classes are that close
     near = 1e-3 if deep.data.tags["precision"] == "float32" else 1e-2
-    agree = []
-    for path, mine, probabilities in zip(files, classes, output):
-        predicted = np.asarray(Image.open(out / "masks" / f"{path.stem}.png"))
-        agree.append((predicted == mine).mean())
-        top = np.sort(probabilities, axis=-1)
-        assert (top[..., -1] - top[..., -2])[predicted != mine].max(initial=0) < near, path.name  # near-ties only
-    assert min(agree) >= 0.99, agree
+    masks = [np.asarray(Image.open(out / "masks" / f"{path.stem}.png")) for path in files]
+    assert_same_masks_up_to_near_ties(masks, classes, output, near, [path.name for path in files])

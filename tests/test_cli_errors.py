@@ -91,6 +91,45 @@ def test_an_option_in_a_config_folder_the_command_line_adds_is_valid_and_its_typ
         assert misspelt_choice([*flags, "model=mien"]) == expected
 
 
+def test_an_option_from_an_added_folder_sets_its_group_s_keys_and_a_key_it_invents_is_one_line(project, tmp_path):
+    """A user's own data option beside conf/ (hydra.searchpath, --config-dir) may set every key conf/data
+    declares; a key it invents would be read by nothing, so it is refused naming the user's file."""
+    extra = tmp_path / "extra"
+    (extra / "data").mkdir(parents=True)
+    mine = extra / "data" / "mine.yaml"
+    mine.write_text("defaults:\n  - shapes\n  - _self_\nroot: ${paths.data_dir}/mine\ngenerator: {max_shapes: 2}\n")
+    searchpath = f"hydra.searchpath=[file://{extra}]"
+    result = run_here("prepare", project, searchpath, "data=mine", "trainer=debug")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (project / "data" / "mine" / "train" / "images").is_dir()
+    mine.write_text(mine.read_text() + "generater: {seed: 1}\n")
+    result = run_here("prepare", project, searchpath, "data=mine", "trainer=debug")
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: data.generater is not a key of data=mine ({mine}); did you mean data.generator?")
+
+
+def test_a_model_key_only_an_added_folder_declares_is_its_builder_s_to_check(tmp_path):
+    """Before Hydra: a model option beside conf/ declares keys (the builder checks them when it is called);
+    the other groups' keys stay those conf/ declares, the ones the pipeline reads."""
+    from pipeline.config import misspelt_override
+
+    extra = tmp_path / "extra"
+    for group in ("model", "data"):
+        (extra / group).mkdir(parents=True)
+        (extra / group / "mine.yaml").write_text("own_key: 1\n")
+    assert misspelt_override(["--config-dir", str(extra), "model=mine", "model.own_key=2"]) is None
+    alone = misspelt_override(["model.own_key=2"])
+    assert alone.startswith("model.own_key is not a key of model (in any conf/model option);"), alone
+    added = misspelt_override(["--config-dir", str(extra), "model.own_kee=2"])
+    assert added.startswith(
+        f"model.own_kee is not a key of model (in any conf/model or {extra / 'model'} option); "
+        "did you mean model.own_key?"
+    ), added
+    data = misspelt_override(["--config-dir", str(extra), "data=mine", "data.own_key=2"])
+    assert data.startswith("data.own_key is not a key of data (in any conf/data option);"), data
+
+
 def test_an_option_in_a_package_the_command_line_adds_is_left_to_hydra(project):
     """A pkg:// search path is not read here: its options, and its typos, are Hydra's to name."""
     result = run_here("train", project, "hydra.searchpath=[pkg://pipeline]", "model=mien", "--cfg", "job")

@@ -184,23 +184,28 @@ def misspelt_choice(arguments: list[str]) -> str | None:
 
 def misspelt_override(arguments: list[str]) -> str | None:
     """The complaint about the first override `group.key=value` (no +, ++ or ~) whose key no config file of that
-    group declares, with the nearest declared key; None when every key is declared somewhere."""
+    group declares, with the nearest declared key; None when every key is declared somewhere. A model option in
+    a config folder the command line adds declares keys too (its builder checks them); the other groups' keys
+    are those conf/ declares, the ones the pipeline reads."""
     from pipeline.config.schema import CHECKED_GROUPS, declared_keys, model_keys
 
+    added = added_config_folders(arguments)
     for argument in arguments:
         if argument.startswith(("-", "+", "~")) or "=" not in argument:
             continue
         key = argument.split("=", 1)[0]
         group, _, rest = key.partition(".")
-        if not rest or group not in (*CHECKED_GROUPS, "model"):
+        if not rest or group not in (*CHECKED_GROUPS, "model") or (group == "model" and added is None):
             continue
-        known = model_keys() if group == "model" else declared_keys()[group]
+        roots = tuple(added) if group == "model" else ()
+        known = model_keys(roots) if group == "model" else declared_keys()[group]
         if rest in known or any(k.startswith(rest + ".") for k in known):
             continue
         nearest = difflib.get_close_matches(rest, sorted(known), n=1, cutoff=0.6)
         hint = f"did you mean {group}.{nearest[0]}? " if nearest else ""
         valid = ", ".join(sorted(k for k in known if "." not in k))
-        return f"{key} is not a key of {group} (in any conf/{group} option); {hint}valid: {valid}"
+        places = " or ".join([f"conf/{group}", *(str(Path(r, group)) for r in roots if Path(r, group).is_dir())])
+        return f"{key} is not a key of {group} (in any {places} option); {hint}valid: {valid}"
     return None
 
 

@@ -241,17 +241,24 @@ def _yaml(path: Path) -> tuple[dict, str]:
     return yaml.safe_load(text) or {}, text
 
 
+def option_file(group: str, option: str, roots: tuple[Path, ...] = ()) -> Path | None:
+    """<group>/<option>.yaml in conf/, else in the first of `roots` that has it (Hydra's search order)."""
+    found = (path for root in (conf_dir(), *roots) if (path := Path(root, group, f"{option}.yaml")).is_file())
+    return next(found, None)
+
+
 @cache
-def option_keys(group: str, option: str) -> frozenset[str]:
-    """The keys conf/<group>/<option>.yaml declares, with those of the options it builds on (its defaults)."""
-    path = Path(conf_dir()) / group / f"{option}.yaml"
-    if not path.is_file():
+def option_keys(group: str, option: str, roots: tuple[Path, ...] = ()) -> frozenset[str]:
+    """The keys <group>/<option>.yaml declares, with those of the options it builds on (its defaults): the file
+    from conf/, else from the first config folder in `roots` (those the command line adds) that has it."""
+    path = option_file(group, option, roots)
+    if path is None:
         return frozenset()
     content, _ = _yaml(path)
     keys = set()
     for parent in content.pop("defaults", None) or []:
         if isinstance(parent, str) and parent != "_self_" and "/" not in parent:
-            keys |= option_keys(group, parent)
+            keys |= option_keys(group, parent, roots)
     return frozenset(keys | _leaf_keys(content, ""))
 
 
@@ -278,7 +285,8 @@ def global_keys() -> dict[str, frozenset[str]]:
 
 @cache
 def declared_keys() -> dict[str, frozenset[str]]:
-    """Every key each checked group declares in any of its options, or that a global config or SCHEMA sets."""
+    """Every key each checked group declares in any of its conf/ options, or that a global config or SCHEMA sets:
+    the keys the pipeline reads (an option in a folder the command line adds may use them, not invent others)."""
     return {
         group: global_keys()[group].union(*(option_keys(group, option) for option in group_options(group)))
         for group in CHECKED_GROUPS
@@ -286,32 +294,68 @@ def declared_keys() -> dict[str, frozenset[str]]:
 
 
 @cache
-def model_keys() -> frozenset[str]:
-    """Every key any conf/model option declares (read from the YAML only; the builders check their own)."""
-    return frozenset().union(*(option_keys("model", option) for option in group_options("model")))
+def model_keys(roots: tuple[Path, ...] = ()) -> frozenset[str]:
+    """Every key any model option declares, in conf/model or the `roots`' model folders (read from the YAML
+    only; the builders check their own)."""
+    return frozenset().union(*(option_keys("model", option, roots) for option in group_options("model", roots)))
 
 
-def known_keys(choices: dict | None = None) -> dict[str, frozenset[str]]:
+def known_keys(choices: dict | None = None, roots: tuple[Path, ...] = ()) -> dict[str, frozenset[str]]:
     """The keys each checked group may hold: those of the option chosen for it (`choices`, Hydra's
-    runtime.choices) with what global configs and SCHEMA add; without choices, any option's."""
+    runtime.choices; in conf/ or a folder in `roots`) that the group declares, with what global configs and
+    SCHEMA add; without choices, any option's."""
     declared = declared_keys()
     if not choices:
         return declared
     return {
-        group: option_keys(group, str(choices[group])) | global_keys()[group] if choices.get(group) else keys
+        group: (option_keys(group, str(choices[group]), roots) & keys) | global_keys()[group]
+        if choices.get(group)
+        else keys
         for group, keys in declared.items()
     }
 
 
+def added_folders_of_run() -> tuple[Path, ...]:
+    """The config folders beside conf/ that the running Hydra app searches (--config-dir, hydra.searchpath,
+    a searchpath plugin): its file:// sources, and its pkg:// ones that are folders on disk."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ()
+    folders = []
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.schema == "file":
+            folders.append(Path(source.path))
+        elif source.schema == "pkg":
+            folders.append(package_folder(source.path))
+    main = Path(conf_dir()).resolve()
+    return tuple(f for f in folders if f is not None and f.is_dir() and f.resolve() != main)
+
+
+def package_folder(module: str) -> Path | None:
+    """Where a pkg:// config source (a dotted package path) lies on disk; None if it is not a plain folder."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module.replace("/", "."))
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if len(locations) == 1 else None
+
+
 def check_unknown_keys(cfg: DictConfig, choices: dict | None = None) -> None:
     """A key the chosen option does not declare (a typo added with +, e.g. +trainer.epoch=3, or a key of another
-    option: +data.generator.seed=1 on data=folder) is refused, naming the nearest valid key."""
+    option: +data.generator.seed=1 on data=folder) is refused, naming the nearest valid key. An option chosen from
+    a folder the run adds beside conf/ (--config-dir, hydra.searchpath) may set the keys its group declares in
+    conf/; one it invents (a typo in the user's file) is refused naming that file."""
     if choices is None:
         from hydra.core.hydra_config import HydraConfig
 
         choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else None
+    roots = added_folders_of_run()
     container = OmegaConf.to_container(cfg, resolve=False)
-    for group, known in known_keys(choices).items():
+    for group, known in known_keys(choices, roots).items():
         if not isinstance(container.get(group), dict):
             continue
         for key in sorted(_leaf_keys(container[group], "")):
@@ -321,6 +365,9 @@ def check_unknown_keys(cfg: DictConfig, choices: dict | None = None) -> None:
             hint = f"did you mean {group}.{nearest[0]}? " if nearest else ""
             valid = ", ".join(sorted(k for k in known if "." not in k))
             chosen = f"{group}={choices[group]}" if choices and choices.get(group) else group
+            path = option_file(group, str(choices[group]), roots) if choices and choices.get(group) else None
+            if path is not None and not path.is_relative_to(conf_dir()):
+                chosen += f" ({path})"
             raise ConfigError(f"{group}.{key} is not a key of {chosen}; {hint}valid: {valid}")
 
 

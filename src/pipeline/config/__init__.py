@@ -55,6 +55,13 @@ def group_options(group: str, roots: list[Path] = ()) -> tuple[str, ...]:
     return tuple(sorted({p.stem for root in (conf_dir(), *roots) for p in Path(root, group).glob("*.yaml")}))
 
 
+def option_file(group: str, option: str, roots: list[Path] = ()) -> Path | None:
+    """<group>/<option>.yaml (an option's path, a/b, too) in conf/, else in the first config folder of `roots`
+    that has it (Hydra's search order); None where none has it."""
+    found = (path for root in (conf_dir(), *roots) if (path := Path(root, group, f"{option}.yaml")).is_file())
+    return next(found, None)
+
+
 def compose(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
     """The config a stage would get for these command-line overrides (Hydra's compose API, no run dir)."""
     from hydra import compose as hydra_compose
@@ -168,7 +175,7 @@ def misspelt_choice(arguments: list[str]) -> str | None:
         if any(mark in value for mark in "()[]{}$'\""):
             continue
         for choice in (part.strip() for part in value.split(",")):
-            if choice == "" or any((folder / f"{choice}.yaml").is_file() for folder in folders):  # a path (a/b) too
+            if choice == "" or option_file(group, choice, added) is not None:
                 continue
             options = group_options(group, added)
             valid = f"valid: {', '.join(options)}"
@@ -197,8 +204,10 @@ def misspelt_override(arguments: list[str]) -> str | None:
         group, _, rest = key.partition(".")
         if not rest or group not in (*CHECKED_GROUPS, "model") or (group == "model" and added is None):
             continue
-        roots = tuple(added) if group == "model" else ()
-        known = model_keys(roots) if group == "model" else declared_keys()[group]
+        if group == "model":  # its builder checks the keys: those of an added folder's options count
+            roots, known = tuple(added), model_keys(tuple(added))
+        else:  # the keys the pipeline reads
+            roots, known = (), declared_keys()[group]
         if rest in known or any(k.startswith(rest + ".") for k in known):
             continue
         nearest = difflib.get_close_matches(rest, sorted(known), n=1, cutoff=0.6)

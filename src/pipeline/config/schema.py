@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import conf_dir, group_options, parse_seconds, positive_int, positive_number
+from pipeline.config import conf_dir, group_options, option_file, parse_seconds, positive_int, positive_number
 from pipeline.config.options import (
     CACHE_MODES,
     EXPORT_FORMATS,
@@ -239,12 +239,6 @@ def _leaf_keys(node, prefix: str) -> set[str]:
 def _yaml(path: Path) -> tuple[dict, str]:
     text = path.read_text()
     return yaml.safe_load(text) or {}, text
-
-
-def option_file(group: str, option: str, roots: tuple[Path, ...] = ()) -> Path | None:
-    """<group>/<option>.yaml in conf/, else in the first of `roots` that has it (Hydra's search order)."""
-    found = (path for root in (conf_dir(), *roots) if (path := Path(root, group, f"{option}.yaml")).is_file())
-    return next(found, None)
 
 
 @cache

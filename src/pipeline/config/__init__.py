@@ -86,7 +86,8 @@ def stage_main(config_name: str):
         @functools.wraps(task)
         def entry(*args, **kwargs):
             if not args and not kwargs:  # the command line (a notebook passes a composed config)
-                misspelt = misspelt_choice(sys.argv[1:]) or misspelt_override(sys.argv[1:])
+                arguments = sys.argv[1:]
+                misspelt = two_modes(arguments) or misspelt_choice(arguments) or misspelt_override(arguments)
                 if misspelt:
                     print(f"error: {misspelt}", file=sys.stderr)
                     raise SystemExit(2)
@@ -149,6 +150,24 @@ def added_config_folders(arguments: list[str]) -> list[Path] | None:
                 if entry:
                     folders.append(Path(entry.removeprefix("file://")).expanduser())
     return folders
+
+
+# Hydra's run modes, of which a command line takes one (Hydra raises a ValueError, a traceback, at a second)
+MODES = {"-m": "--multirun", "--multirun": "--multirun", "-c": "--cfg", "--cfg": "--cfg", "--info": "--info",
+         "-r": "--run", "--run": "--run", "-sc": "--shell-completion",
+         "--shell-completion": "--shell-completion"}  # fmt: skip
+
+
+def two_modes(arguments: list[str]) -> str | None:
+    """The complaint about a command line that asks Hydra for two run modes (-m with --cfg job, to see a sweep's
+    configs): one line that says what to do instead."""
+    modes = list(dict.fromkeys(MODES[a] for a in arguments if a in MODES))
+    if len(modes) < 2:
+        return None
+    hint = ("; to see one job of the sweep, give its values as plain overrides without -m (model=unet --cfg job)"
+            if "--multirun" in modes and "--cfg" in modes else "")  # fmt: skip
+    every = ", ".join(dict.fromkeys(MODES.values()))
+    return f"{' and '.join(modes)} cannot be combined: a command runs one of {every}{hint}"
 
 
 def misspelt_choice(arguments: list[str]) -> str | None:

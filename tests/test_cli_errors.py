@@ -16,7 +16,7 @@ from pipeline.config import conf_dir
         ("model.base_filters=-4", "model.base_filters=-4 is invalid: must be an integer >= 1"),
         (
             "model.name=resnet9000",
-            "model.name='resnet9000' is unknown; valid: alexnet, convnet, googlenet, lenet5, localizer, mlp",
+            "model.name='resnet9000' is unknown; valid: alexnet, convnet, deeplabv3plus, googlenet, lenet5, localizer",
         ),
         ("model.depth=6", "cannot pass layer encoder6_pool"),  # 32 px images cannot be pooled 6 times
         ("model.dropout=high", "model.dropout='high' is invalid: must be a number"),
@@ -165,6 +165,17 @@ def test_cfg_job_prints_resolved_config(project):
     assert result.returncode == 0, result.stderr
     assert "lr: 0.0001" in result.stdout
     assert f"root: {project}" in result.stdout
+
+
+def test_two_run_modes_are_one_line_where_hydra_raises(project):
+    """-m with --cfg job (to see a sweep's config) makes Hydra raise a ValueError with its traceback."""
+    result = run_stage("train", project, "-m", "experiment=segmentation_heads", "--cfg", "job")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        "error: --multirun and --cfg cannot be combined: a command runs one of --multirun, --cfg, --info, --run, "
+        "--shell-completion; to see one job of the sweep, give its values as plain overrides without -m "
+        "(model=unet --cfg job)"
+    )
 
 
 @pytest.mark.parametrize("extra", [[], ["trainer=debug"]])

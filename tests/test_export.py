@@ -15,11 +15,13 @@ from pipeline.deploy import contract, exporting
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model
 
-# the default U-Net, SegNet (unpooling switches), the paper's U-Net (mirror padding, cropped skips), LeNet-5
+# the default U-Net, SegNet (unpooling switches), the paper's U-Net (mirror padding, cropped skips), DeepLabV3+
+# (dilated convolutions, the image's mean spread back, bilinear upsampling), LeNet-5
 MODELS = {
     "unet": ((64, 64, 3), 4, {"depth": 2, "base_filters": 4}),
     "segnet": ((64, 64, 3), 4, {"depth": 2, "base_filters": 4}),
     "unet_paper": ((64, 64, 3), 4, {"depth": 2, "base_filters": 4, "overlap_tile": True}),
+    "deeplabv3plus": ((64, 64, 3), 4, {"filters": 8, "projection_filters": 4}),
     "lenet5": ((32, 32, 1), 10, {}),
 }
 

@@ -9,28 +9,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY, find_runs, run_here, start_stage, wait_for_backup
+from helpers import TINY, find_runs, run_here, save_resnet_preset, start_stage, wait_for_backup
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None, reason="keras-hub is not installed")
-
-
-def save_resnet_preset(folder, converter: bool = False):
-    """A small ResNet (basic blocks, 4 stages: pyramid P2..P5) with random weights, as its preset folder."""
-    import keras_hub
-
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 16, 32, 64],
-        stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
-        use_pre_activation=False, image_shape=(None, None, 3),
-    )  # fmt: skip
-    backbone.save_to_preset(str(folder))
-    if converter:  # ImageNet's mean and deviation, per channel, as the ResNet presets carry them
-        scale = [1 / (255 * s) for s in (0.229, 0.224, 0.225)]
-        offset = [-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
-        keras_hub.layers.ResNetImageConverter(scale=scale, offset=offset).save_to_preset(str(folder))
-    return folder
 
 
 def pyramid_of(model):

@@ -15,6 +15,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "unet": ("pipeline.models.unet:unet", "segmentation"),
     "unet_paper": ("pipeline.models.unet:unet_paper", "segmentation"),
     "unet_backbone": ("pipeline.models.backbone_unet:unet_backbone", "segmentation"),
+    "deeplabv3plus": ("pipeline.models.deeplab:deeplabv3plus", "segmentation"),
     "segnet": ("pipeline.models.segnet:segnet", "segmentation"),
     "lenet5": ("pipeline.models.classic:lenet5", "classification"),
     "alexnet": ("pipeline.models.classic:alexnet", "classification"),

@@ -10,7 +10,14 @@ import keras
 from keras import layers
 
 from pipeline.errors import ConfigError
-from pipeline.models.backbones import APPLICATIONS, application, hub_pyramid, pyramid_levels, skip_layers
+from pipeline.models.backbones import (
+    APPLICATIONS,
+    application,
+    hub_pyramid,
+    pyramid_levels,
+    set_batch_norm_momentum,
+    skip_layers,
+)
 from pipeline.models.unet import conv_block
 
 
@@ -71,10 +78,12 @@ def unet_backbone(
     alpha: float | None = 0.35,
     base_filters: int = 16,
     freeze_encoder: bool = False,
+    bn_momentum: float | None = 0.99,
 ) -> keras.Model:
     """The train stage's form: a keras.applications encoder (weights: a local file, 'imagenet' or
     None), or a KerasHub image backbone from its preset (a name, or a local preset folder, its weights
-    with it: skips from its feature pyramid), frozen or not. The transfer stage builds the same decoder
+    with it: skips from its feature pyramid), frozen or not. bn_momentum: the encoder's batch norm momentum
+    (None: the network's own; `set_batch_norm_momentum` says why 0.99). The transfer stage builds the same decoder
     on any backbone."""
     training = False if freeze_encoder else None
     if backbone not in APPLICATIONS:
@@ -82,9 +91,11 @@ def unet_backbone(
             raise ConfigError(f"model.weights={weights!r}: the KerasHub preset {backbone!r} carries its own weights; "
                               "valid: model.weights=null")  # fmt: skip
         tapped = hub_pyramid(backbone, input_shape)
+        set_batch_norm_momentum(tapped, bn_momentum, backbone)
         tapped.trainable = not freeze_encoder
         name = f"{tapped.name.removesuffix('_pyramid')}_unet"
         return pyramid_unet(tapped, pyramid_levels(tapped), num_classes, base_filters, training, name)
     encoder = application(backbone, input_shape, weights, alpha if backbone == "MobileNetV2" else None)
+    set_batch_norm_momentum(encoder, bn_momentum, backbone)
     encoder.trainable = not freeze_encoder
     return backbone_unet(encoder, num_classes, base_filters, encoder_training=training)

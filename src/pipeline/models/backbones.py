@@ -114,6 +114,19 @@ def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
     2**first, ...), through the preset's image converter's scale and offset when it has one (`pyramid_levels` gives
     `first`).
     The model is a plain functional graph of the backbone's layers."""
+    backbone, levels, scaling = hub_backbone(preset, input_shape, "for a U-Net to take its skips from")
+    inputs = keras.Input(input_shape, name="images")
+    x = scaling(inputs) if scaling is not None else inputs
+    pyramid = backbone.pyramid_outputs
+    flat = keras.Model(backbone.inputs, [pyramid[f"P{level}"] for level in levels], name=backbone.name)
+    return keras.Model(inputs, flat(x), name=f"{backbone.name}_pyramid")
+
+
+def hub_backbone(preset: str, input_shape: tuple[int, int, int], use: str):
+    """The KerasHub image backbone of `preset` (a built-in name, downloaded once, or a local preset folder), checked
+    to fit the data (`use` says what its feature pyramid is for, in the line a backbone without one gets): the
+    backbone, its pyramid's levels (P<level> has stride 2**level), and the Rescaling layer its preset's image
+    converter asks for (scale and offset from pixels in [0, 255]), or None when the preset has no converter."""
     try:
         import keras_hub
     except ImportError:
@@ -141,8 +154,7 @@ def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
     levels = sorted(int(key[1:]) for key in pyramid if key[1:].isdigit())
     if not levels or levels != list(range(levels[0], levels[-1] + 1)):
         raise ConfigError(f"model.backbone={preset!r}: {type(backbone).__name__} has no feature pyramid "
-                          f"(pyramid_outputs: {sorted(pyramid) or 'none'}) for a U-Net to take its skips from; "
-                          f"valid: {HUB_VALID}")  # fmt: skip
+                          f"(pyramid_outputs: {sorted(pyramid) or 'none'}) {use}; valid: {HUB_VALID}")  # fmt: skip
     stride = 2 ** levels[-1]
     if input_shape[0] % stride or input_shape[1] % stride:
         size = max(stride, input_shape[0] - input_shape[0] % stride)
@@ -153,21 +165,36 @@ def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
     if channels is not None and channels != input_shape[-1]:
         raise ConfigError(f"model.backbone={preset!r} takes {channels}-channel images, not the data's "
                           f"{input_shape[-1]}; valid: data.channels={channels}")  # fmt: skip
-    inputs = keras.Input(input_shape, name="images")
-    x = inputs
     try:
         converter = keras_hub.layers.ImageConverter.from_preset(source)
     except (ValueError, OSError, KeyError):
         converter = None
     scale = getattr(converter, "scale", None)
     offset = getattr(converter, "offset", None)
-    if scale is not None or offset is not None:
-        x = layers.Rescaling(1.0 if scale is None else scale, 0.0 if offset is None else offset, name="preprocess")(x)
-        log.info("model.backbone=%s: pixels x %s + %s, as its preset's image converter says", preset, scale, offset)
-    else:
+    if scale is None and offset is None:
         log.info("model.backbone=%s: its preset has no image converter; the backbone gets pixels in 0..255", preset)
-    flat = keras.Model(backbone.inputs, [pyramid[f"P{level}"] for level in levels], name=backbone.name)
-    return keras.Model(inputs, flat(x), name=f"{backbone.name}_pyramid")
+        return backbone, levels, None
+    log.info("model.backbone=%s: pixels x %s + %s, as its preset's image converter says", preset, scale, offset)
+    scaling = layers.Rescaling(1.0 if scale is None else scale, 0.0 if offset is None else offset, name="preprocess")
+    return backbone, levels, scaling
+
+
+def set_batch_norm_momentum(encoder: keras.Model, momentum: float | None, name: str) -> None:
+    """Give every batch norm layer of `encoder` (nested models included) this momentum of its moving statistics;
+    None keeps each layer's own. From random weights a short run needs it: MobileNetV2's 0.999 (set for ImageNet's
+    long training) still weighs its starting statistics (mean 0, variance 1) by 0.999**1134 = 0.32 after the
+    default job's 1134 steps, so in inference mode the model sees other features than it trained on."""
+    if momentum is None:
+        return
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"model.bn_momentum={momentum} is invalid: must be in [0, 1), or null (the network's own)")
+    normalizations = [layer for layer in leaves(encoder) if isinstance(layer, layers.BatchNormalization)]
+    changed = sorted({layer.momentum for layer in normalizations if layer.momentum != momentum})
+    for layer in normalizations:
+        layer.momentum = momentum
+    if changed:
+        log.info("model.bn_momentum=%s: %s's %d batch norm layers move their statistics at %s (its own: %s)",
+                 momentum, name, len(normalizations), momentum, ", ".join(map(str, changed)))  # fmt: skip
 
 
 def first_line(err: BaseException) -> str:

@@ -131,7 +131,8 @@ def test_bad_options_are_one_line_each(tmp_path):
                             "(stride 2**level) for 64x64 images; valid: one of them"),
         ({"low_level": 4}, "model.low_level=4 must be shallower than model.aspp_level=4; valid: low_level < "
                            "aspp_level"),
-        ({"dilation_rates": [0, 2]}, "model.dilation_rates=[0, 2] is invalid: one or more rates >= 1"),
+        ({"dilation_rates": [0, 2]}, "model.dilation_rates=[0, 2] is invalid: one or more different rates >= 1"),
+        ({"dilation_rates": [2, 2]}, "model.dilation_rates=[2, 2] is invalid: one or more different rates >= 1"),
         ({"dropout": 1.0}, "model.dropout=1.0 is invalid: must be in [0, 1)"),
     ]  # fmt: skip
     for options, message in cases:

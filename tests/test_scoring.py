@@ -116,3 +116,44 @@ def test_bootstrap_interval_of_accuracy_is_the_normal_approximations():
     half = 1.96 * math.sqrt(0.8 * 0.2 / count)
     assert low == pytest.approx(0.8 - half, abs=0.003) and high == pytest.approx(0.8 + half, abs=0.003)
     assert interval(tally, count) == (low, high)  # seeded: the same interval every time
+
+
+def test_a_model_that_predicts_one_class_everywhere_is_a_warning_and_a_tag(streamed, tmp_path, caplog):
+    """Its mean IoU is a constant prediction's (what a model whose batch norm statistics lag its weights scores in
+    inference mode): the run says so in a warning and tags it; a model that predicts several classes does not."""
+    import logging
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.training.fit import log_report
+
+    samples, model = streamed
+    inputs = keras.Input((SIZE, SIZE, 3), name="images")
+    favour_background = keras.initializers.Constant([5.0, 0.0, 0.0])
+    constant = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax", kernel_initializer="zeros",
+                                                       bias_initializer=favour_background)(inputs))  # fmt: skip
+    segmentation, classification = get_task("segmentation"), get_task("classification")
+    one = evaluate(segmentation, constant, samples, CLASSES, batch_size=8, num_examples=0)
+    several = evaluate(segmentation, model, samples, CLASSES, batch_size=8, num_examples=2)
+    assert one.predicted == ["background"] and several.predicted == CLASSES  # the random model's argmax varies
+    labels = np.arange(12) % 3
+    votes = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros",
+                                                   bias_initializer=favour_background)(
+                                                       keras.layers.GlobalAveragePooling2D()(inputs)))  # fmt: skip
+    images = np.zeros((12, SIZE, SIZE, 3), np.float32)
+    assert evaluate(classification, votes, (images, labels), CLASSES, batch_size=4, num_examples=2).predicted == [
+        "background"
+    ]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.fit"):
+        with mlflow.start_run() as run:
+            log_report(one)
+        with mlflow.start_run() as control:
+            log_report(several)
+    assert client.get_run(run.info.run_id).data.tags["test_one_class"] == "background"
+    assert "test_one_class" not in client.get_run(control.info.run_id).data.tags
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"test: the model predicts background for every pixel of its {COUNT} images, so its "
+                              f"mean_iou {one.value:.4f} is a constant prediction's")  # fmt: skip

@@ -48,8 +48,8 @@ def deeplabv3plus(
     if num_classes < 2:
         raise ConfigError(f"num_classes={num_classes} is invalid: segmentation needs >= 2 classes")
     rates = [int(rate) for rate in dilation_rates]
-    if not rates or min(rates) < 1:
-        raise ConfigError(f"model.dilation_rates={list(dilation_rates)} is invalid: one or more rates >= 1")
+    if not rates or min(rates) < 1 or len(set(rates)) < len(rates):
+        raise ConfigError(f"model.dilation_rates={list(dilation_rates)} is invalid: one or more different rates >= 1")
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout={dropout} is invalid: must be in [0, 1)")
     if low_level >= aspp_level:

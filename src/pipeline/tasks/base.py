@@ -28,6 +28,7 @@ class Report:
     figures: dict = field(default_factory=dict)
     count: int = 0  # images scored
     table: str | None = None  # CSV text, one row per image (classifiers and localizers), logged as predictions.csv
+    predicted: list[str] | None = None  # the classes predicted at least once (tasks whose outputs are classes)
 
     @property
     def value(self) -> float:

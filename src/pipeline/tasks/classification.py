@@ -83,8 +83,9 @@ class ClassificationTally:
     def report(self) -> Report:
         labels, probabilities = self._rows()
         scores, cm, predicted = scores_of(probabilities, labels, self.classes)
+        seen = [self.classes[c] for c in np.unique(predicted)]
         if not self.num_examples:  # scores only
-            return Report(scores, "accuracy")
+            return Report(scores, "accuracy", predicted=seen)
         classes = self.classes
         table = "".join(
             [f"index,true,label,{','.join(classes)}\n"]
@@ -99,7 +100,7 @@ class ClassificationTally:
         }
         if len(self.surest_wrong):
             figures["plots/worst_errors.png"] = viz.classification_grid(*self.surest_wrong.columns(), classes)
-        return Report(scores, "accuracy", figures, table=table)
+        return Report(scores, "accuracy", figures, table=table, predicted=seen)
 
 
 class Classification:

@@ -59,15 +59,16 @@ class SegmentationTally:
     def report(self) -> Report:
         cm = self.matrices.all().sum(axis=0)
         scores = segmentation_scores(cm, self.classes)
+        seen = [name for name, count in zip(self.classes, cm.sum(axis=0)) if count]  # columns: predicted
         if not self.num_examples:  # scores only
-            return Report(scores, "mean_iou")
+            return Report(scores, "mean_iou", predicted=seen)
         figures = {
             "plots/test_predictions.png": viz.prediction_grid(*self.first.columns(), self.classes),
             "plots/confusion_matrix.png": viz.confusion_matrix_figure(cm, self.classes),
             "plots/worst_predictions.png": viz.prediction_grid(*self.worst.columns(), self.classes),
             "plots/best_predictions.png": viz.prediction_grid(*self.best.columns(), self.classes),
         }
-        return Report(scores, "mean_iou", figures)
+        return Report(scores, "mean_iou", figures, predicted=seen)
 
 
 def predict_resized(model: keras.Model, image: np.ndarray, tta=False) -> np.ndarray:

@@ -155,5 +155,5 @@ def test_a_model_that_predicts_one_class_everywhere_is_a_warning_and_a_tag(strea
     assert client.get_run(run.info.run_id).data.tags["test_one_class"] == "background"
     assert "test_one_class" not in client.get_run(control.info.run_id).data.tags
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.startswith(f"test: the model predicts background for every pixel of its {COUNT} images, so its "
+    assert warning.startswith(f"test: the model predicts background everywhere in its {COUNT} images, so its "
                               f"mean_iou {one.value:.4f} is a constant prediction's")  # fmt: skip

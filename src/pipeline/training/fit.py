@@ -115,11 +115,10 @@ def log_report(report: Report, prefix: str = "test", headline: bool = True) -> N
     if report.predicted is not None and len(report.predicted) == 1:
         [only] = report.predicted
         tracking.set_tags({f"{prefix}_one_class": only})
-        log.warning("%s: the model predicts %s for every %s of its %d images, so its %s %.4f is a constant "
+        log.warning("%s: the model predicts %s everywhere in its %d images, so its %s %.4f is a constant "
                     "prediction's: it learnt nothing it shows in inference mode (too few steps, or batch norm "
-                    "statistics that lag the weights: model.bn_momentum)", prefix, only,
-                    "pixel" if report.headline == "mean_iou" else "one", report.count, report.headline,
-                    report.value)  # fmt: skip
+                    "statistics that lag the weights: model.bn_momentum)", prefix, only, report.count,
+                    report.headline, report.value)  # fmt: skip
 
 
 def test_and_log(

@@ -1,5 +1,5 @@
 """Interrupted training: SIGKILL then trainer.resume=true continues the same MLflow run with every epoch's
-metrics exactly once and the weights' moving average carried on; SIGTERM marks the run KILLED; deterministic
+metrics exactly once and the weights' moving average carried on; SIGTERM and Ctrl-C mark the run KILLED in one line; deterministic
 runs repeat their metrics; a NaN loss stops training with a message and a FAILED run. Real subprocesses, real
 Keras, real SQLite stores."""
 
@@ -66,12 +66,14 @@ def test_sigkilled_training_resumes_in_the_same_run(tmp_path, reference):
     assert not list(tmp_path.glob("outputs/resume/*"))  # a finished run leaves nothing to resume
 
 
-def test_sigterm_marks_the_run_killed(tmp_path):
+@pytest.mark.parametrize("stop, line", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C (SIGINT)")])
+def test_sigterm_and_ctrl_c_mark_the_run_killed_in_one_line(tmp_path, stop, line):
     process = start_stage(tmp_path, *RUN)
     wait_for_backup(tmp_path, process, epochs=1)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 128 + signal.SIGTERM
-    assert "error: stopped by SIGTERM" in process.stderr.read()
+    process.send_signal(stop)
+    assert process.wait(timeout=60) == 128 + stop
+    stderr = process.stderr.read()
+    assert f"error: stopped by {line} (an open MLflow run was marked KILLED" in stderr and "Traceback" not in stderr
     _, run = only_run(tmp_path)
     assert run.info.status == "KILLED"
 

@@ -248,14 +248,17 @@ def stage(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], 
         try:
             with one_line_errors():
                 return task(cfg)
-        except Terminated:
-            print("error: stopped by SIGTERM (an open MLflow run was marked KILLED)", file=sys.stderr)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM raised as Terminated
+            number = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+            how = "SIGTERM" if number == signal.SIGTERM else "Ctrl-C (SIGINT)"
+            print(f"error: stopped by {how} (an open MLflow run was marked KILLED; trainer.resume=true continues "
+                  "a training run)", file=sys.stderr)  # fmt: skip
             if _single_run():  # the run is ended: skip the interpreter's teardown, where the backend's input
                 logging.shutdown()  # threads, stopped mid-batch, can crash the process (SIGSEGV instead of 143)
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(128 + signal.SIGTERM)
-            raise SystemExit(128 + signal.SIGTERM) from None
+                os._exit(128 + number)
+            raise SystemExit(128 + number) from None
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ from pipeline.models.backbones import (
     application,
     hub_pyramid,
     pyramid_levels,
+    refuse_weights_for_preset,
     set_batch_norm_momentum,
     skip_layers,
 )
@@ -87,9 +88,7 @@ def unet_backbone(
     on any backbone."""
     training = False if freeze_encoder else None
     if backbone not in APPLICATIONS:
-        if weights is not None:
-            raise ConfigError(f"model.weights={weights!r}: the KerasHub preset {backbone!r} carries its own weights; "
-                              "valid: model.weights=null")  # fmt: skip
+        refuse_weights_for_preset(backbone, weights)
         tapped = hub_pyramid(backbone, input_shape)
         set_batch_norm_momentum(tapped, bn_momentum, backbone)
         tapped.trainable = not freeze_encoder

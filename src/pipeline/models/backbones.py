@@ -108,6 +108,13 @@ def pyramid_levels(pyramid: keras.Model) -> int:
     return (pyramid.inputs[0].shape[1] // pyramid.outputs[0].shape[1]).bit_length() - 1
 
 
+def refuse_weights_for_preset(backbone: str, weights: str | None) -> None:
+    """A KerasHub preset carries its own weights: `model.weights` beside one is one line."""
+    if weights is not None:
+        raise ConfigError(f"model.weights={weights!r}: the KerasHub preset {backbone!r} carries its own weights; "
+                          "valid: model.weights=null")  # fmt: skip
+
+
 def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
     """A KerasHub image backbone from its preset (a built-in name, downloaded once, or a local preset folder)
     as one keras.Model from raw pixels in [0, 255] to its feature pyramid P<first>..P<last> (strides

@@ -16,7 +16,14 @@ import keras
 from keras import layers
 
 from pipeline.errors import ConfigError
-from pipeline.models.backbones import APPLICATIONS, application, hub_backbone, set_batch_norm_momentum, skip_layers
+from pipeline.models.backbones import (
+    APPLICATIONS,
+    application,
+    hub_backbone,
+    refuse_weights_for_preset,
+    set_batch_norm_momentum,
+    skip_layers,
+)
 
 
 def deeplabv3plus(
@@ -106,9 +113,7 @@ def two_level_encoder(
         maps[len(names) + 1] = network.output
         check_levels(backbone, input_shape, sorted(maps), low, deep)
         return keras.Model(network.inputs, [maps[low], maps[deep]], name=f"{backbone}_encoder")
-    if weights is not None:
-        raise ConfigError(f"model.weights={weights!r}: the KerasHub preset {backbone!r} carries its own weights; "
-                          "valid: model.weights=null")  # fmt: skip
+    refuse_weights_for_preset(backbone, weights)
     hub, levels, scaling = hub_backbone(backbone, input_shape, "for DeepLabV3+ to pool and join")
     check_levels(backbone, input_shape, levels, low, deep)
     pyramid = keras.Model(hub.inputs, [hub.pyramid_outputs[f"P{low}"], hub.pyramid_outputs[f"P{deep}"]], name=hub.name)

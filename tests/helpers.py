@@ -206,7 +206,14 @@ def assert_same_masks_up_to_near_ties(masks, classes, probabilities, near: float
 def start_stage(project, *overrides) -> subprocess.Popen:
     env = {**os.environ, **stage_environment(project)}
     command = [sys.executable, "-m", "pipeline.commands.train", f"paths.root={project}", *overrides]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_ctrl_c)  # fmt: skip
+
+
+def default_ctrl_c() -> None:
+    """In the child: SIGINT as a terminal delivers it. A test run as a background job inherits it ignored, and
+    Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_backup(project, process, epochs: int, timeout: float = 240) -> None:

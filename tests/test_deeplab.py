@@ -148,7 +148,7 @@ def test_a_hub_preset_s_weights_are_its_own(preset):
         build_model("deeplabv3plus", (64, 64, 3), 4, backbone=str(preset), weights="imagenet")
 
 
-@pytest.mark.slow
+@pytest.mark.quality  # make quality: CI's 30 minutes are spent (the export parity of every format is in test_export)
 @needs_hub
 def test_deeplabv3plus_on_a_hub_preset_trains_and_exports_with_parity(preset, tmp_path):
     """The train stage on shapes, then its ONNX export, whose probabilities match the Keras model's (the export's

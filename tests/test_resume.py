@@ -1,7 +1,7 @@
 """Interrupted training: SIGKILL then trainer.resume=true continues the same MLflow run with every epoch's
-metrics exactly once and the weights' moving average carried on; SIGTERM and Ctrl-C mark the run KILLED in one line; deterministic
-runs repeat their metrics; a NaN loss stops training with a message and a FAILED run. Real subprocesses, real
-Keras, real SQLite stores."""
+metrics exactly once and the weights' moving average carried on; SIGTERM and Ctrl-C mark the run KILLED in one
+line; deterministic runs repeat their metrics; a NaN loss stops training with a message and a FAILED run. Real
+subprocesses, real Keras, real SQLite stores."""
 
 import re
 import signal

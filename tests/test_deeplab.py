@@ -148,6 +148,21 @@ def test_a_hub_preset_s_weights_are_its_own(preset):
         build_model("deeplabv3plus", (64, 64, 3), 4, backbone=str(preset), weights="imagenet")
 
 
+@needs_hub
+def test_a_hub_preset_needs_the_image_size_to_divide_only_by_the_strides_the_model_reads(preset):
+    """The preset's pyramid reaches P5 (stride 32), but DeepLabV3+ cut after P4 reads stride 16 at most: 48 px
+    (3x3 maps at P4) builds, 40 px is one line naming P4, and with the pools at P3 (stride 8) 40 px builds."""
+    model = build_model("deeplabv3plus", (48, 48, 3), 4, backbone=str(preset), **SMALL)
+    assert model.get_layer("aspp_join").output.shape[1:3] == (3, 3)
+    assert model.predict(np.zeros((1, 48, 48, 3), "float32"), verbose=0).shape == (1, 48, 48, 4)
+    message = (f"model.backbone={str(preset)!r}: the model reads its level P4 at stride 16, so the image size must "
+               "be a multiple of 16, not 40x40; valid: data.image_size=32")  # fmt: skip
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        build_model("deeplabv3plus", (40, 40, 3), 4, backbone=str(preset), **SMALL)
+    shallow = build_model("deeplabv3plus", (40, 40, 3), 4, backbone=str(preset), **{**SMALL, "aspp_level": 3})
+    assert shallow.get_layer("aspp_join").output.shape[1:3] == (5, 5)
+
+
 @pytest.mark.quality  # make quality: CI's 30 minutes are spent (the export parity of every format is in test_export)
 @needs_hub
 def test_deeplabv3plus_on_a_hub_preset_trains_and_exports_with_parity(preset, tmp_path):

@@ -122,18 +122,24 @@ def hub_pyramid(preset: str, input_shape: tuple[int, int, int]) -> keras.Model:
     `first`).
     The model is a plain functional graph of the backbone's layers."""
     backbone, levels, scaling = hub_backbone(preset, input_shape, "for a U-Net to take its skips from")
+    return pyramid_model(backbone, scaling, input_shape, levels, f"{backbone.name}_pyramid")
+
+
+def pyramid_model(backbone, scaling, input_shape: tuple[int, int, int], levels: list[int], name: str) -> keras.Model:
+    """Raw pixels -> the preset's scaling (when it has one) -> the KerasHub backbone's maps P<level> for `levels`,
+    as one keras.Model; the backbone's layers that only deeper levels need are left out."""
     inputs = keras.Input(input_shape, name="images")
-    x = scaling(inputs) if scaling is not None else inputs
-    pyramid = backbone.pyramid_outputs
-    flat = keras.Model(backbone.inputs, [pyramid[f"P{level}"] for level in levels], name=backbone.name)
-    return keras.Model(inputs, flat(x), name=f"{backbone.name}_pyramid")
+    maps = keras.Model(backbone.inputs, [backbone.pyramid_outputs[f"P{level}"] for level in levels], name=backbone.name)
+    return keras.Model(inputs, maps(scaling(inputs) if scaling is not None else inputs), name=name)
 
 
-def hub_backbone(preset: str, input_shape: tuple[int, int, int], use: str):
+def hub_backbone(preset: str, input_shape: tuple[int, int, int], use: str, deepest: int | None = None):
     """The KerasHub image backbone of `preset` (a built-in name, downloaded once, or a local preset folder), checked
     to fit the data (`use` says what its feature pyramid is for, in the line a backbone without one gets): the
     backbone, its pyramid's levels (P<level> has stride 2**level), and the Rescaling layer its preset's image
-    converter asks for (scale and offset from pixels in [0, 255]), or None when the preset has no converter."""
+    converter asks for (scale and offset from pixels in [0, 255]), or None when the preset has no converter.
+    The image size must be a multiple of the stride of the deepest level the model reads: `deepest`, or the
+    pyramid's last."""
     try:
         import keras_hub
     except ImportError:
@@ -162,10 +168,12 @@ def hub_backbone(preset: str, input_shape: tuple[int, int, int], use: str):
     if not levels or levels != list(range(levels[0], levels[-1] + 1)):
         raise ConfigError(f"model.backbone={preset!r}: {type(backbone).__name__} has no feature pyramid "
                           f"(pyramid_outputs: {sorted(pyramid) or 'none'}) {use}; valid: {HUB_VALID}")  # fmt: skip
-    stride = 2 ** levels[-1]
+    reach = levels[-1] if deepest is None else min(max(deepest, levels[0]), levels[-1])
+    stride = 2**reach
     if input_shape[0] % stride or input_shape[1] % stride:
         size = max(stride, input_shape[0] - input_shape[0] % stride)
-        raise ConfigError(f"model.backbone={preset!r}: its pyramid reaches stride {stride}, so the image size must "
+        reads = "its pyramid reaches" if deepest is None else f"the model reads its level P{reach} at"
+        raise ConfigError(f"model.backbone={preset!r}: {reads} stride {stride}, so the image size must "
                           f"be a multiple of {stride}, not {input_shape[0]}x{input_shape[1]}; valid: "
                           f"data.image_size={size}")  # fmt: skip
     channels = backbone.inputs[0].shape[-1]

@@ -20,6 +20,7 @@ from pipeline.models.backbones import (
     APPLICATIONS,
     application,
     hub_backbone,
+    pyramid_model,
     refuse_weights_for_preset,
     set_batch_norm_momentum,
     skip_layers,
@@ -114,11 +115,9 @@ def two_level_encoder(
         check_levels(backbone, input_shape, sorted(maps), low, deep)
         return keras.Model(network.inputs, [maps[low], maps[deep]], name=f"{backbone}_encoder")
     refuse_weights_for_preset(backbone, weights)
-    hub, levels, scaling = hub_backbone(backbone, input_shape, "for DeepLabV3+ to pool and join")
+    hub, levels, scaling = hub_backbone(backbone, input_shape, "for DeepLabV3+ to pool and join", deepest=deep)
     check_levels(backbone, input_shape, levels, low, deep)
-    pyramid = keras.Model(hub.inputs, [hub.pyramid_outputs[f"P{low}"], hub.pyramid_outputs[f"P{deep}"]], name=hub.name)
-    inputs = keras.Input(input_shape, name="images")
-    return keras.Model(inputs, pyramid(scaling(inputs) if scaling is not None else inputs), name=f"{hub.name}_encoder")
+    return pyramid_model(hub, scaling, input_shape, [low, deep], f"{hub.name}_encoder")
 
 
 def check_levels(backbone: str, input_shape: tuple[int, int, int], levels: list[int], low: int, deep: int) -> None:

@@ -19,6 +19,39 @@ def test_a_measurement_runs_in_a_fresh_process_and_reports_json():
     assert ceiling["float32"] > 1e6 and ceiling["bfloat16"] > 1e6
 
 
+def test_the_bare_floor_trains_the_config_the_overrides_give(tmp_path):
+    """`cnn bench --only stage <overrides>` compares the stage with a floor of the same config: the floor's batch
+    size and loss are the overrides' (16 images at batch 8: two steps an epoch; cross-entropy + Lovász)."""
+    overrides = ["trainer=debug", "model.depth=2", "model.base_filters=4", f"paths.data_dir={tmp_path}",
+                 "loss=lovasz", "loss.ce=1"]  # fmt: skip
+    kwargs = {"precision": "float32", "jit": False, "epochs": 2, "overrides": overrides}
+    command = [sys.executable, "-m", "pipeline.benchmarks.measures", "bare_fit", json.dumps(kwargs)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    found = json.loads(line[len(RESULT) :])
+    assert found["steps_per_epoch"] == 2 and len(found["images_per_sec"]) == 1
+    assert (found["loss"]["ce"], found["loss"]["lovasz"], found["loss"]["dice"]) == (1.0, 1.0, 0.0)
+
+
+def test_bench_overrides_are_checked_before_anything_trains():
+    cases = {
+        ("--only", "stage", "trainer.batchsize=16"): "error: trainer.batchsize is not a key of trainer (in any "
+        "conf/trainer option); did you mean trainer.batch_size?",
+        ("--only", "stage", "loss=lovaz"): "error: loss=lovaz: conf/loss has no option 'lovaz'; did you mean "
+        "loss=lovasz?",
+        ("--only", "stage", "trainer.batch_size=0"): "error: trainer.batch_size=0 is invalid: must be a positive "
+        "integer",
+        ("trainer.batch_size=16",): "error: overrides (trainer.batch_size=16) apply to --only stage "
+        "alone; valid: cnn bench --only stage trainer.batch_size=16",
+    }
+    for arguments, start in cases.items():
+        done = subprocess.run([sys.executable, "-m", "pipeline.commands.bench", *arguments], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith(start), (arguments, done.stderr[-1000:])
+        assert done.stderr.count("\n") == 1, done.stderr  # one line, no usage or traceback
+
+
 def test_table_reports_median_ratios_and_marks_the_targets():
     measured = {
         "rates": {

@@ -6,6 +6,7 @@ prints one line `BENCH-RESULT {json}`. Images/s are steady-state where the calle
 """
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -35,12 +36,14 @@ def _setup(precision: str = "float32", overrides: tuple[str, ...] = ()):
 
 def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None, overrides=()) -> dict:
     """The floor: the same U-Net on the same in-memory arrays (the first `images` of them), trained by a
-    plain `model.fit`."""
+    plain `model.fit` with the configured loss and metric (the default's: Keras' sparse cross-entropy and MeanIoU),
+    Adam at a constant rate, no augmentation and no callbacks but the img/s clock."""
     import keras
     import numpy as np
 
     from pipeline.lecture.arithmetic import layer_flops
     from pipeline.models import build_model
+    from pipeline.tasks import get_task
     from pipeline.training.fit import model_options
     from pipeline.training.runtime import Throughput
 
@@ -49,12 +52,8 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None, 
     classes = len(cfg.data.classes)
     options = model_options(plain(cfg.model))
     model = build_model(cfg.model.name, x.shape[1:], classes, **options)
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.optimizer.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.MeanIoU(classes, sparse_y_pred=False)],
-        jit_compile=jit,
-    )
+    loss, metrics = get_task(cfg.data.task).loss_and_metrics(plain(cfg.loss), classes)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.optimizer.lr), loss=loss, metrics=metrics, jit_compile=jit)
     history = model.fit(
         x.astype(np.float32),
         y,
@@ -65,7 +64,8 @@ def bare_fit(precision: str, jit: bool, epochs: int, images: int | None = None, 
         verbose=0,
     )
     flops = 3 * sum(layer_flops(layer) for layer in model.layers)
-    return {"images_per_sec": history.history["images_per_sec"][1:], "train_flops_per_image": flops}
+    return {"images_per_sec": history.history["images_per_sec"][1:], "train_flops_per_image": flops,
+            "steps_per_epoch": math.ceil(len(x) / cfg.trainer.batch_size), "loss": loss.get_config()}  # fmt: skip
 
 
 def input_pipeline(epochs: int) -> dict:

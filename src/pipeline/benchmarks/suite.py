@@ -146,15 +146,22 @@ def measure_streaming(scratch: Path, repeats: int, epochs: int) -> dict:
             "bare128": bare}  # fmt: skip
 
 
-def stage_vs_bare(repeats: int, epochs: int) -> tuple[float, float]:
-    """The first row alone: median img/s of the train stage and of its bare floor, interleaved `repeats` times."""
+def stage_vs_bare(repeats: int, epochs: int, overrides: tuple[str, ...] = ()) -> tuple[float, float]:
+    """The first row alone: median img/s of the train stage and of its bare floor, interleaved `repeats` times,
+    both on the default config with `overrides` (Hydra's: e.g. trainer.batch_size=16, loss=lovasz) and float32
+    unless they set trainer.precision."""
+    from pipeline.training.runtime import resolve_precision
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.precision=")]
+    precision = resolve_precision(chosen[-1]) if chosen else "float32"
     rates = {"stage": [], "bare": []}
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(repeats):
             print(f"[{repeat + 1}/{repeats}] bare model.fit", flush=True)
-            rates["bare"] += child("bare_fit", precision="float32", jit=False, epochs=epochs)[0]["images_per_sec"]
+            bare = child("bare_fit", precision=precision, jit=False, epochs=epochs, overrides=list(overrides))[0]
+            rates["bare"] += bare["images_per_sec"]
             print(f"[{repeat + 1}/{repeats}] train stage", flush=True)
-            rates["stage"] += train_stage(epochs, Path(scratch))[0]["images_per_sec"]
+            rates["stage"] += train_stage(epochs, Path(scratch), tuple(overrides))[0]["images_per_sec"]
     return median(rates["stage"]), median(rates["bare"])
 
 

@@ -29,7 +29,7 @@ ALLOWED = {  # folder (or top-level module) -> the folders and modules it may im
     "tracking": {"config", "data", "deploy", "models"},
     "deploy": {"data", "models", "tracking"},
     "sweeps": {"config", "data", "evaluation", "plots", "tracking"},
-    "benchmarks": {"config", "data", "lecture", "models", "training", "tracking"},
+    "benchmarks": {"config", "data", "lecture", "models", "tasks", "training", "tracking"},
     "notebook": {"config", "tracking"},
     "errors": set(),
     "console": set(),

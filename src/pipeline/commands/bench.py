@@ -65,11 +65,11 @@ def main() -> None:
 def config_problem(overrides: list[str]) -> str | None:
     """What is wrong with the overrides, in one line (a misspelt option or key, a value the schema refuses, an
     override Hydra cannot read), before any measurement starts; None when the config composes and checks."""
-    from pipeline.config import compose, misspelt_choice, misspelt_override
+    from pipeline.config import argument_problem, compose
     from pipeline.config.schema import check_schema
     from pipeline.errors import PipelineError
 
-    found = misspelt_choice(overrides) or misspelt_override(overrides)
+    found = argument_problem(overrides)
     if found:
         return found
     try:

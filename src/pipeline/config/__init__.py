@@ -87,7 +87,7 @@ def stage_main(config_name: str):
         def entry(*args, **kwargs):
             if not args and not kwargs:  # the command line (a notebook passes a composed config)
                 arguments = sys.argv[1:]
-                misspelt = two_modes(arguments) or misspelt_choice(arguments) or misspelt_override(arguments)
+                misspelt = argument_problem(arguments)
                 if misspelt:
                     print(f"error: {misspelt}", file=sys.stderr)
                     raise SystemExit(2)
@@ -168,6 +168,12 @@ def two_modes(arguments: list[str]) -> str | None:
             if "--multirun" in modes and "--cfg" in modes else "")  # fmt: skip
     every = ", ".join(dict.fromkeys(MODES.values()))
     return f"{' and '.join(modes)} cannot be combined: a command runs one of {every}{hint}"
+
+
+def argument_problem(arguments: list[str]) -> str | None:
+    """The one line about command-line arguments Hydra would answer badly (two run modes, a misspelt option or
+    key), checked before anything composes; None when there is none."""
+    return two_modes(arguments) or misspelt_choice(arguments) or misspelt_override(arguments)
 
 
 def misspelt_choice(arguments: list[str]) -> str | None:
